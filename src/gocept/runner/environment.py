@@ -1,0 +1,118 @@
+"""Preparing the Zope environment a worker runs in."""
+
+import contextlib
+
+import transaction
+import ZODB.interfaces
+import zope.app.appsetup.appsetup
+import zope.component
+import zope.configuration.xmlconfig
+import zope.event
+import zope.processlifetime
+
+from gocept.runner import config
+
+
+ROOT_FOLDER_NAME = 'Application'
+
+
+@contextlib.contextmanager
+def application(zope_conf):
+    """Set up everything `zope_conf` describes; yield the root folder.
+
+    Configures logging, product configuration and the site ZCML, opens the
+    databases (notifying DatabaseOpened, so that a new database gets its root
+    folder) and a connection.  Connection and databases are closed on the
+    way out, whatever happened.
+    """
+    conf = config.load(zope_conf)
+    config.configure_logging(conf)
+    config.configure_products(conf)
+    load_zcml(conf.site_definition)
+    databases = open_databases(conf.databases)
+    try:
+        db = databases[0]
+        zope.event.notify(zope.processlifetime.DatabaseOpened(db))
+        connection = db.open()
+        try:
+            yield root_folder(connection, conf.site_definition)
+        finally:
+            transaction.abort()
+            connection.close()
+    finally:
+        close(databases)
+
+
+def load_zcml(site_definition):
+    """Execute the site ZCML, once per process.
+
+    zope.app.appsetup keeps the global component registry of the first call;
+    asking for another file later would silently use the wrong one.
+    """
+    loaded = zope.app.appsetup.appsetup.getConfigSource()
+    if loaded is not None:
+        if loaded != site_definition:
+            raise config.ConfigurationError(
+                f'This process has loaded the site ZCML {loaded}; it cannot'
+                f' load {site_definition} as well')
+        return
+    try:
+        zope.app.appsetup.appsetup.config(site_definition)
+    except zope.configuration.xmlconfig.ZopeXMLConfigurationError as e:
+        zope.app.appsetup.appsetup.reset()
+        raise config.ConfigurationError(f'Error in the site ZCML: {e}')
+    except OSError as e:
+        zope.app.appsetup.appsetup.reset()
+        raise config.ConfigurationError(
+            f'Cannot read the site ZCML {site_definition}: {e.strerror}')
+
+
+def open_databases(factories):
+    """Open the ``<zodb>`` sections as one multi-database; return the list.
+
+    The first is the main database.  Each is registered as an IDatabase
+    utility under its name.  If one cannot be opened, those already open are
+    closed again and ConfigurationError names the failing one.
+    """
+    databases = []
+    by_name = {}
+    try:
+        for factory in factories:
+            name = factory.name or ''
+            if name in by_name:
+                raise config.ConfigurationError(
+                    f'Two <zodb> sections are named {name!r}')
+            try:
+                db = factory.open()
+            except Exception as e:
+                raise config.ConfigurationError(
+                    f'Cannot open the database {name!r}: {e}') from e
+            db.databases = by_name
+            db.database_name = name
+            by_name[name] = db
+            databases.append(db)
+            zope.component.provideUtility(db, ZODB.interfaces.IDatabase, name)
+    except BaseException:
+        close(databases)
+        raise
+    return databases
+
+
+def root_folder(connection, site_definition):
+    """The root folder of the database `connection` belongs to."""
+    try:
+        return connection.root()[ROOT_FOLDER_NAME]
+    except KeyError:
+        raise config.ConfigurationError(
+            f'The database has no root folder {ROOT_FOLDER_NAME!r}: the site'
+            f' ZCML {site_definition} must include zope.app.appsetup, whose'
+            ' bootStrapSubscriber creates it') from None
+
+
+def close(databases):
+    """Close `databases` and remove their IDatabase utilities."""
+    registry = zope.component.getGlobalSiteManager()
+    for db in databases:
+        registry.unregisterUtility(
+            db, ZODB.interfaces.IDatabase, db.database_name)
+        db.close()

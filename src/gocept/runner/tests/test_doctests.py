@@ -1,0 +1,15 @@
+"""The documentation of gocept.runner, run as tests."""
+
+import doctest
+import unittest
+
+
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def test_suite():
+    return unittest.TestSuite([
+        doctest.DocFileSuite(
+            '../appmain.rst',
+            optionflags=FLAGS),
+    ])
