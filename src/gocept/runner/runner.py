@@ -13,6 +13,7 @@ import transaction
 import zope.authentication.interfaces
 import zope.component
 import zope.component.hooks
+import zope.component.interfaces
 import zope.interface
 import zope.security.interfaces
 import zope.security.management
@@ -49,7 +50,7 @@ class Participation:
 class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
-    `app` is set as the site while the loop runs.  Between ticks the loop
+    `app` is set as the site while the loop runs (if it is a site).  Between ticks the loop
     sleeps `ticks` seconds, or as many as the worker returned.  It ends when
     the worker returns Exit or raises SystemExit or KeyboardInterrupt, on
     SIGTERM or SIGHUP (after the running tick has committed), or after one
@@ -82,7 +83,8 @@ class MainLoop:
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
         handlers = self._install_signal_handlers()
         try:
-            zope.component.hooks.setSite(self.app)
+            if zope.component.interfaces.ISite.providedBy(self.app):
+                zope.component.hooks.setSite(self.app)
             while True:
                 delay = self.tick(principal)
                 self._log_signal()
