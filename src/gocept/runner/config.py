@@ -39,7 +39,11 @@ def load(path):
     try:
         conf, _ = ZConfig.loadConfig(schema(), path)
     except ZConfig.ConfigurationError as e:
-        raise ConfigurationError(f'Invalid configuration file {path}: {e}')
+        where = path
+        if getattr(e, 'lineno', None):
+            where += f', line {e.lineno}'
+        raise ConfigurationError(
+            f'Invalid configuration file {where}: {e.message}') from None
     except OSError as e:
         raise ConfigurationError(
             f'Cannot read configuration file {path}: {e.strerror}')

@@ -1,6 +1,6 @@
-"""Helpers for testing runners: a real ZEO server in a subprocess.
+"""Helpers for testing runners: zope.conf files and a real ZEO server.
 
-Needs the ``zeo`` extra (the ZEO package).
+The ZEO server needs the ``zeo`` extra (the ZEO package).
 """
 
 import os
@@ -10,6 +10,35 @@ import subprocess
 import sys
 import tempfile
 import time
+
+
+FTESTING_ZCML = os.path.join(os.path.dirname(__file__), 'ftesting.zcml')
+
+LOG_TO_STDOUT = """\
+<eventlog>
+  <logfile>
+    path STDOUT
+    format %(levelname)s %(name)s %(message)s
+  </logfile>
+</eventlog>
+"""
+
+
+def write_zope_conf(directory, zodb=None, log=LOG_TO_STDOUT, extra='',
+                    site_zcml=FTESTING_ZCML):
+    """Write ``zope.conf`` into `directory`; return its path.
+
+    By default the database is a FileStorage ``Data.fs`` in `directory`, the
+    site is ``ftesting.zcml`` (the minimal site and a principal ``zope.mgr``)
+    and the log goes to standard output without time stamps.
+    """
+    if zodb is None:
+        zodb = (f'<zodb>\n  <filestorage>\n    path {directory}/Data.fs\n'
+                '  </filestorage>\n</zodb>\n')
+    path = os.path.join(directory, 'zope.conf')
+    with open(path, 'w') as f:
+        f.write(f'site-definition {site_zcml}\n{zodb}{log}{extra}')
+    return path
 
 
 def free_port():
