@@ -47,8 +47,8 @@ def load(path):
     except OSError as e:
         raise ConfigurationError(
             f'Cannot read configuration file {path}: {e.strerror}')
-    conf.site_definition = os.path.join(
-        os.path.dirname(os.path.abspath(path)), conf.site_definition)
+    conf.site_definition = os.path.abspath(os.path.join(
+        os.path.dirname(os.path.abspath(path)), conf.site_definition))
     return conf
 
 
