@@ -63,7 +63,7 @@ class LoadTest(unittest.TestCase):
         conf = config.load(path)
         config.configure_logging(conf)
         logger = logging.getLogger('accesslog')
-        self.addCleanup(self.remove_handlers, 'accesslog')
+        self.addCleanup(remove_handlers, 'accesslog')
         self.assertFalse(logger.propagate)
         logger.info('GET /')
         for handler in logger.handlers:
@@ -99,11 +99,6 @@ class LoadTest(unittest.TestCase):
         self.assertIn("<product-config test> has no key 'nokey'",
                       str(err.exception))
 
-    def remove_handlers(self, name):
-        logger = logging.getLogger(name)
-        for handler in config._handlers.pop(name, ()):
-            logger.removeHandler(handler)
-            handler.close()
 
 
 class LoggingTest(unittest.TestCase):
@@ -115,14 +110,7 @@ class LoggingTest(unittest.TestCase):
         log = (f'<eventlog>\n  <logfile>\n    path {self.log_file}\n'
                '    format %(message)s\n  </logfile>\n</eventlog>\n')
         self.conf = config.load(write_zope_conf(self.directory, log=log))
-        self.addCleanup(self.restore_root_logger, logging.getLogger(),
-                        list(logging.getLogger().handlers))
-
-    def restore_root_logger(self, logger, handlers):
-        for handler in config._handlers.pop(None, ()):
-            logger.removeHandler(handler)
-            handler.close()
-        logger.handlers[:] = handlers
+        self.addCleanup(remove_handlers, None)
 
     def test_second_configuration_replaces_handlers_of_first(self):
         config.configure_logging(self.conf)
@@ -130,6 +118,24 @@ class LoggingTest(unittest.TestCase):
         logging.getLogger('test').warning('once')
         with open(self.log_file) as f:
             self.assertEqual('once\n', f.read())
+
+    def test_logger_sections_configure_named_loggers(self):
+        log_file = os.path.join(self.directory, 'zodb.log')
+        conf = config.load(write_zope_conf(
+            self.directory, log='<eventlog>\n</eventlog>\n',
+            extra=f'<logger>\n  name gocept.runner.test\n  level debug\n'
+                  f'  propagate false\n  <logfile>\n    path {log_file}\n'
+                  '    format %(levelname)s %(message)s\n  </logfile>\n'
+                  '</logger>\n'))
+        config.configure_logging(conf)
+        logger = logging.getLogger('gocept.runner.test')
+        self.addCleanup(remove_handlers, 'gocept.runner.test')
+        logger.debug('detail')
+        for handler in logger.handlers:
+            handler.flush()
+        self.assertFalse(logger.propagate)
+        with open(log_file) as f:
+            self.assertEqual('DEBUG detail\n', f.read())
 
     def test_eventlog_without_handlers_leaves_logging_alone(self):
         config.configure_logging(self.conf)
@@ -139,3 +145,11 @@ class LoggingTest(unittest.TestCase):
         logging.getLogger('test').warning('still here')
         with open(self.log_file) as f:
             self.assertEqual('still here\n', f.read())
+
+
+def remove_handlers(name):
+    """Remove the handlers configure_logging installed on logger `name`."""
+    logger = logging.getLogger(name)
+    for handler in config._handlers.pop(name, ()):
+        logger.removeHandler(handler)
+        handler.close()

@@ -1,6 +1,7 @@
 """The main loop run through the decorators, on a FileStorage on disk."""
 
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -132,6 +133,24 @@ class MainLoopTest(unittest.TestCase):
         self.assertNotIn(handler, seen.values())
         self.assertIs(handler, signal.getsignal(signal.SIGTERM))
         self.assertIs(handler, signal.getsignal(signal.SIGHUP))
+
+    def test_signal_during_tick_lets_tick_commit_then_stops(self):
+        for signum in signal.SIGTERM, signal.SIGHUP:
+            calls = []
+
+            @gocept.runner.appmain(ticks=0)
+            def worker():
+                calls.append(True)
+                os.kill(os.getpid(), signum)
+                site = zope.component.hooks.getSite()
+                site.value = getattr(site, 'value', 0) + 1
+            with self.assertLogs('gocept.runner', logging.INFO) as logs:
+                worker(None, self.conf)
+            self.assertEqual([True], calls)
+            self.assertEqual(
+                [f'Received signal {signum}, terminating.'],
+                [r.getMessage() for r in logs.records])
+        self.assertEqual(2, self.read('value'))
 
     def assertDatabaseClosed(self):
         self.assertIsNone(zope.component.queryUtility(
