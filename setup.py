@@ -26,14 +26,20 @@ setup(
     ]),
     long_description_content_type='text/x-rst',
     keywords='zope zodb runner cron daemon',
-    license='ZPL-2.1',
+    license_expression='ZPL-2.1',
+    license_files=['LICENSE.txt', 'COPYRIGHT.txt'],
     url='https://github.com/gocept/gocept.runner',
+    project_urls={
+        'Source': 'https://github.com/gocept/gocept.runner',
+        'Issues': 'https://github.com/gocept/gocept.runner/issues',
+        'Changelog': 'https://github.com/gocept/gocept.runner/blob/master/'
+                     'CHANGES.rst',
+    },
     classifiers=[
         'Development Status :: 5 - Production/Stable',
         'Framework :: ZODB',
         'Framework :: Zope :: 3',
         'Intended Audience :: Developers',
-        'License :: OSI Approved :: Zope Public License',
         'Operating System :: POSIX',
         'Programming Language :: Python :: 3',
         'Programming Language :: Python :: 3 :: Only',
