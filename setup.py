@@ -37,6 +37,7 @@ setup(
     },
     classifiers=[
         'Development Status :: 5 - Production/Stable',
+        'Environment :: No Input/Output (Daemon)',
         'Framework :: ZODB',
         'Framework :: Zope :: 3',
         'Intended Audience :: Developers',
@@ -48,6 +49,7 @@ setup(
         'Programming Language :: Python :: 3.12',
         'Programming Language :: Python :: 3.13',
         'Programming Language :: Python :: Implementation :: CPython',
+        'Topic :: Database',
     ],
     packages=find_namespace_packages('src', include=['gocept.*']),
     package_dir={'': 'src'},
