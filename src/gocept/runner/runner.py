@@ -50,8 +50,8 @@ class Participation:
 class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
-    `app` is set as the site while the loop runs (if it is a site).  Between ticks the loop
-    sleeps `ticks` seconds, or as many as the worker returned.  It ends when
+    `app` is set as the site while the loop runs (if it is a site).  Between
+    ticks the loop sleeps `ticks` seconds, or as many as the worker returned.  It ends when
     the worker returns Exit or raises SystemExit or KeyboardInterrupt, on
     SIGTERM or SIGHUP (after the running tick has committed), or after one
     tick if `once` is true.  With a `principal` (an id, or a callable
