@@ -51,12 +51,12 @@ class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
     `app` is set as the site while the loop runs (if it is a site).  Between
-    ticks the loop sleeps `ticks` seconds, or as many as the worker returned.  It ends when
-    the worker returns Exit or raises SystemExit or KeyboardInterrupt, on
-    SIGTERM or SIGHUP (after the running tick has committed), or after one
-    tick if `once` is true.  With a `principal` (an id, or a callable
-    returning one) every tick runs in a security interaction of that
-    principal.
+    ticks the loop sleeps `ticks` seconds, or as many as the worker
+    returned.  It ends when the worker returns Exit or raises SystemExit or
+    KeyboardInterrupt, on SIGTERM or SIGHUP (after the running tick has
+    committed), or after one tick if `once` is true.  With a `principal` (an
+    id, or a callable returning one) every tick runs in a security
+    interaction of that principal.
     """
 
     def __init__(self, app, ticks, worker, principal=None, once=False):
