@@ -63,11 +63,16 @@ setup(
     ],
     extras_require={
         'test': [
+            'ZEO',
             'zope.testrunner',
+        ],
+        'zeo': [
+            'ZEO',
         ],
     },
     entry_points={
         'console_scripts': [
+            'gocept-runner = gocept.runner.cli:main',
             'runexample = gocept.runner.example:main',
         ],
     },

@@ -2,6 +2,7 @@
 
 import logging
 import os.path
+import urllib.parse
 
 import ZConfig
 import ZConfig.components.logger.logger
@@ -39,7 +40,14 @@ def load(path):
     try:
         conf, _ = ZConfig.loadConfig(schema(), path)
     except ZConfig.ConfigurationError as e:
-        raise ConfigurationError(f'Invalid configuration file {path}: {e}')
+        # The error may be in a file that `path` includes.
+        where = e.url or path
+        if where.startswith('file://'):
+            where = urllib.parse.unquote(where[len('file://'):])
+        if getattr(e, 'lineno', None):
+            where += f', line {e.lineno}'
+        raise ConfigurationError(
+            f'Invalid configuration file {where}: {e.message}') from e
     except OSError as e:
         raise ConfigurationError(
             f'Cannot read configuration file {path}: {e.strerror}')

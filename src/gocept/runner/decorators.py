@@ -1,32 +1,45 @@
 """The decorators that turn a worker function into a runner."""
 
+import contextlib
 import functools
 
+from gocept.runner import cli
 from gocept.runner import environment
 from gocept.runner.runner import MainLoop
 
 
-def appmain(ticks=1, principal=None):
+def appmain(ticks=1, principal=None, lock_file=None):
     """Decorate a worker to run in a main loop, once every `ticks` seconds.
 
     The decorated function is called as ``worker(site_name, zope_conf)``:
     `site_name` names the item of the root folder to use as site (None for
     the root folder itself), `zope_conf` is the path of the zope.conf to set
-    up.  See MainLoop for what happens then.
+    up.  See MainLoop for what happens then.  Called with no arguments (as a
+    console script), it is a program: see gocept.runner.cli.  With a
+    `lock_file`, a call holds that lock while it runs (see cli.locked).
     """
-    return _decorator(ticks, principal, once=False)
+    return _decorator(lock_file, ticks=ticks, principal=principal, once=False)
 
 
-def once(principal=None):
+def once(principal=None, lock_file=None):
     """Decorate a worker to run exactly one tick, e.g. as a cron job."""
-    return _decorator(0, principal, once=True)
+    return _decorator(lock_file, ticks=0, principal=principal, once=True)
 
 
-def _decorator(ticks, principal, once):
+def _decorator(lock_file, **loop_options):
     def decorate(worker):
         @functools.wraps(worker)
-        def run(site_name, zope_conf):
-            main(worker, site_name, zope_conf, ticks, principal, once)
+        def run(*args):
+            if not args:
+                cli.program(worker, lock_file, **loop_options)
+            if len(args) != 2:
+                raise TypeError(
+                    f'{worker.__name__}() takes site_name and zope_conf, or'
+                    ' no arguments to run as a program')
+            with contextlib.ExitStack() as stack:
+                if lock_file:
+                    stack.enter_context(cli.locked(lock_file))
+                main(worker, *args, **loop_options)
         return run
     return decorate
 

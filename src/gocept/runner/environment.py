@@ -6,9 +6,11 @@ import transaction
 import ZODB.interfaces
 import zope.app.appsetup.appsetup
 import zope.component
+import zope.configuration.exceptions
 import zope.configuration.xmlconfig
 import zope.event
 import zope.processlifetime
+import zope.security.management
 
 from gocept.runner import config
 
@@ -58,13 +60,32 @@ def load_zcml(site_definition):
         return
     try:
         zope.app.appsetup.appsetup.config(site_definition)
-    except zope.configuration.xmlconfig.ZopeXMLConfigurationError as e:
-        zope.app.appsetup.appsetup.reset()
-        raise config.ConfigurationError(f'Error in the site ZCML: {e}')
-    except OSError as e:
-        zope.app.appsetup.appsetup.reset()
+    except zope.configuration.exceptions.ConfigurationError as e:
+        _reset_zcml()
         raise config.ConfigurationError(
-            f'Cannot read the site ZCML {site_definition}: {e.strerror}')
+            f'Error in the site ZCML: {_zcml_error(e)}') from e
+    except OSError as e:
+        _reset_zcml()
+        raise config.ConfigurationError(
+            f'Cannot read the site ZCML {site_definition}: {e.strerror}'
+        ) from e
+
+
+def _reset_zcml():
+    zope.app.appsetup.appsetup.reset()
+    # appsetup.config() runs the ZCML in an interaction it leaves open when
+    # the ZCML fails.
+    zope.security.management.endInteraction()
+
+
+def _zcml_error(error):
+    """The message of a ZCML error on one line, with file and line."""
+    if isinstance(error, zope.configuration.xmlconfig.ZopeSAXParseException):
+        # Its "info" is the open file; the parser's message has
+        # file:line:column.
+        return str(error.evalue)
+    lines = (line.strip() for line in str(error).splitlines())
+    return '; '.join(line for line in lines if line)
 
 
 def open_databases(factories):
