@@ -38,7 +38,13 @@ def load(path):
     if not os.path.isfile(path):
         raise ConfigurationError(f'Configuration file not found: {path}')
     try:
+        # ZConfig would report an unreadable file as a URL error.
+        with open(path, 'rb'):
+            pass
         conf, _ = ZConfig.loadConfig(schema(), path)
+    except OSError as e:
+        raise ConfigurationError(
+            f'Cannot read configuration file {path}: {e.strerror}') from e
     except ZConfig.ConfigurationError as e:
         # The error may be in a file that `path` includes.
         where = e.url or path
@@ -48,9 +54,6 @@ def load(path):
             where += f', line {e.lineno}'
         raise ConfigurationError(
             f'Invalid configuration file {where}: {e.message}') from e
-    except OSError as e:
-        raise ConfigurationError(
-            f'Cannot read configuration file {path}: {e.strerror}')
     conf.site_definition = os.path.join(
         os.path.dirname(os.path.abspath(path)), conf.site_definition)
     return conf

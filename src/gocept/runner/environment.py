@@ -67,8 +67,8 @@ def load_zcml(site_definition):
     except OSError as e:
         _reset_zcml()
         raise config.ConfigurationError(
-            f'Cannot read the site ZCML {site_definition}: {e.strerror}'
-        ) from e
+            f'Cannot read the site ZCML {site_definition} (zope.conf\'s'
+            f' site-definition): {e.strerror}') from e
 
 
 def _reset_zcml():

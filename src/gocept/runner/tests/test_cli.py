@@ -240,10 +240,20 @@ class DecoratedWorkerTest(CommandLineTest):
 
     def test_called_with_site_and_config_it_returns(self):
         result = self.run_script(sys.executable, '-c', (
-            f'from {WORKERS} import count_to_3;'
-            f' print(count_to_3(None, {self.conf!r}))'))
+            f'from {WORKERS} import count_to_3\n'
+            f'print(count_to_3(None, {self.conf!r}))\n'
+            'try:\n'
+            f'    count_to_3("nosuch", {self.conf!r})\n'
+            'except KeyError as e:\n'
+            '    print(repr(e))\n'))
         self.assertEqual(0, result.returncode, result.stderr)
-        self.assertEqual('count 1\ncount 2\ncount 3\nNone\n', result.stdout)
+        self.assertEqual(
+            "count 1\ncount 2\ncount 3\nNone\nKeyError('nosuch')\n",
+            result.stdout)
+
+    def test_called_with_one_argument(self):
+        with self.assertRaisesRegex(TypeError, 'takes site_name and'):
+            gocept.runner.tests.workers.count_to_3(None)
 
     def test_runexample(self):
         result = self.run_script('runexample', '--help')
@@ -311,12 +321,22 @@ class BadInputTest(CommandLineTest):
             2, 'gocept-runner: Configuration file not found: nosuch.conf',
             conf='nosuch.conf')
 
-    @unittest.skipIf(os.geteuid() == 0, 'root reads any file')
     def test_config_file_unreadable(self):
+        os.chmod(self.dir, 0o755)
         os.chmod(self.conf, 0)
-        self.assertRefused(
-            2, f'Cannot read configuration file {self.conf}:'
-            ' Permission denied')
+        args = ['-C', self.conf, '--once', f'{WORKERS}:count']
+        if os.geteuid() != 0:
+            result = self.run_script('gocept-runner', *args)
+        else:
+            # root reads any file: run as nobody, once all is imported.
+            result = self.run_script(sys.executable, '-c', (
+                'import os, sys, gocept.runner.cli;'
+                ' os.setegid(65534); os.seteuid(65534);'
+                " sys.exit(gocept.runner.cli.main(sys.argv[1:]))"), *args)
+        self.assertError(
+            result, 2, f'gocept-runner: Cannot read configuration file'
+            f' {self.conf}: Permission denied')
+        self.assertFalse(os.path.exists(self.data_fs))
 
     def test_config_syntax_error(self):
         conf = self.write('bad.conf', '<zodb>\n  <filestorage>\n')
@@ -335,8 +355,9 @@ class BadInputTest(CommandLineTest):
     def test_site_definition_missing(self):
         conf = self.write_conf('bad.conf', site='nosuch.zcml')
         self.assertRefused(
-            2, 'Cannot read the site ZCML', self.path('nosuch.zcml'),
-            'No such file or directory', conf=conf)
+            2, f'Cannot read the site ZCML {self.path("nosuch.zcml")}'
+            " (zope.conf's site-definition): No such file or directory",
+            conf=conf)
 
     def test_zcml_error(self):
         self.write('site.zcml', (
