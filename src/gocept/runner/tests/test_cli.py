@@ -328,9 +328,10 @@ class BadInputTest(CommandLineTest):
         if os.geteuid() != 0:
             result = self.run_script('gocept-runner', *args)
         else:
-            # root reads any file: run as nobody, once all is imported.
+            # root reads any file: run as nobody, once all is imported (the
+            # Python of the tests may be in a directory nobody cannot read).
             result = self.run_script(sys.executable, '-c', (
-                'import os, sys, gocept.runner.cli;'
+                'import locale, os, sys, gocept.runner.cli;'
                 ' os.setegid(65534); os.seteuid(65534);'
                 " sys.exit(gocept.runner.cli.main(sys.argv[1:]))"), *args)
         self.assertError(
