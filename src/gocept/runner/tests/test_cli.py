@@ -14,6 +14,7 @@ import zc.lockfile
 import ZODB
 import ZODB.FileStorage
 
+import gocept.runner.cli
 import gocept.runner.tests.workers
 
 
@@ -204,7 +205,15 @@ class DecoratedWorkerTest(CommandLineTest):
     def test_version(self):
         result = self.run_script(self.script('count_to_3'), '--version')
         self.assertEqual(0, result.returncode)
-        self.assertRegex(result.stdout, r'^count_to_3 \(gocept.runner .+\)$')
+        self.assertRegex(
+            result.stdout, r'^count_to_3 \(gocept.runner [^ ]+\)\n$')
+
+    def test_version_of_another_distribution(self):
+        # The console script "zope-testrunner" belongs to zope.testrunner.
+        self.assertRegex(
+            gocept.runner.cli._version('zope-testrunner'),
+            r'^zope-testrunner \(zope.testrunner [^ ]+,'
+            r' gocept.runner [^ ]+\)$')
 
     def test_runs_until_Exit(self):
         result = self.run_script(self.script('count_to_3'), '-C', self.conf)
@@ -293,6 +302,12 @@ class LockTest(CommandLineTest):
         self.addCleanup(lock.close)
         result = self.run_script(self.script('once_locked'), '-C', self.conf)
         self.assertError(result, 75, 'once.lock', f'(pid {os.getpid()})')
+        result = self.run_script(sys.executable, '-c', (
+            f'from {WORKERS} import once_locked\n'
+            f'once_locked(None, {self.conf!r})\n'))
+        self.assertIn(
+            'gocept.runner.cli.AlreadyRunning: Another run holds the lock'
+            ' file once.lock', result.stderr)
         self.assertEqual(1, self.count())
 
     def test_lock_file_in_a_missing_directory(self):
