@@ -29,8 +29,8 @@ CONFIG_VARIABLE = 'GOCEPT_RUNNER_CONFIG'
 
 # gocept-runner's configuration when none is given: ./var/Data.fs and the
 # minimal site ZCML.
-DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'default.conf')
-DEFAULT_VAR = 'var'
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(HERE, 'default.conf')
 
 # Exit statuses (the last two as in sysexits.h).
 EX_OK = 0
@@ -43,7 +43,7 @@ zope.conf is the file given by -C/--config, else the one ${CONFIG_VARIABLE}
 names.  Exit status: 0 when done (or stopped by SIGTERM or SIGHUP), the
 worker's own SystemExit code, 1 when a single run failed or the program failed
 before its main loop, 2 for a usage or configuration error, 75 when another
-run holds the lock."""
+process holds the lock file or the database."""
 
 
 class AlreadyRunning(Exception):
@@ -92,11 +92,8 @@ def main(argv=None, prog='gocept-runner'):
 
     def run_function():
         worker = resolve(args.function)
-        zope_conf = config
-        if not zope_conf:
-            os.makedirs(DEFAULT_VAR, exist_ok=True)
-            zope_conf = DEFAULT_CONFIG
-        return run(worker, args.site, zope_conf, **loop_options(args))
+        return run(worker, args.site, config or DEFAULT_CONFIG,
+                   **loop_options(args))
 
     return _execute(parser.prog, args.debug, args.lock_file, run_function)
 
@@ -113,6 +110,10 @@ def run(worker, site_name, zope_conf, **loop_options):
     Like ``gocept.runner.decorators.main``, but an unknown site is a
     ConfigurationError.
     """
+    if os.path.dirname(os.path.abspath(zope_conf)) == HERE:
+        # The zope.conf files of this package keep their FileStorage in
+        # ./var, which a newcomer has not made.
+        os.makedirs('var', exist_ok=True)
     with environment.application(zope_conf) as root_folder:
         site = root_folder
         if site_name is not None:

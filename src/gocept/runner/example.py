@@ -30,6 +30,4 @@ def main():
     """``runexample``: run count() as a program, with the bundled
     example.conf unless -C/--config or $GOCEPT_RUNNER_CONFIG name another."""
     os.environ.setdefault(gocept.runner.cli.CONFIG_VARIABLE, CONFIG)
-    # example.conf keeps its FileStorage in ./var/Data.fs.
-    os.makedirs('var', exist_ok=True)
     count()

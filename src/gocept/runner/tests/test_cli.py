@@ -268,6 +268,7 @@ class DecoratedWorkerTest(CommandLineTest):
         result = self.run_script('runexample', '--help')
         self.assertIn('Count ticks in the database', result.stdout)
         self.assertIn('example.conf', result.stdout)
+        self.assertFalse(os.path.exists(self.path('var')))
         conf = self.write('example.conf', CONF.format(
             site=os.path.join(HERE, 'minimal.zcml'), path=self.data_fs,
             log='STDOUT') + (
