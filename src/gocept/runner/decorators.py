@@ -26,20 +26,24 @@ def once(principal=None, lock_file=None):
     return _decorator(lock_file, ticks=0, principal=principal, once=True)
 
 
+# The decorated worker was called without this argument.
+_ARGV = object()
+
+
 def _decorator(lock_file, **loop_options):
     def decorate(worker):
         @functools.wraps(worker)
-        def run(*args):
-            if not args:
-                cli.program(worker, lock_file, **loop_options)
-            if len(args) != 2:
+        def run(site_name=_ARGV, zope_conf=_ARGV):
+            if site_name is _ARGV and zope_conf is _ARGV:
+                cli.program(worker, lock_file, **loop_options)  # exits
+            if site_name is _ARGV or zope_conf is _ARGV:
                 raise TypeError(
                     f'{worker.__name__}() takes site_name and zope_conf, or'
                     ' no arguments to run as a program')
             with contextlib.ExitStack() as stack:
                 if lock_file:
                     stack.enter_context(cli.locked(lock_file))
-                main(worker, *args, **loop_options)
+                main(worker, site_name, zope_conf, **loop_options)
         return run
     return decorate
 

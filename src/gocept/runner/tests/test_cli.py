@@ -250,7 +250,7 @@ class DecoratedWorkerTest(CommandLineTest):
     def test_called_with_site_and_config_it_returns(self):
         result = self.run_script(sys.executable, '-c', (
             f'from {WORKERS} import count_to_3\n'
-            f'print(count_to_3(None, {self.conf!r}))\n'
+            f'print(count_to_3(None, zope_conf={self.conf!r}))\n'
             'try:\n'
             f'    count_to_3("nosuch", {self.conf!r})\n'
             'except KeyError as e:\n'
@@ -263,6 +263,8 @@ class DecoratedWorkerTest(CommandLineTest):
     def test_called_with_one_argument(self):
         with self.assertRaisesRegex(TypeError, 'takes site_name and'):
             gocept.runner.tests.workers.count_to_3(None)
+        with self.assertRaisesRegex(TypeError, 'takes site_name and'):
+            gocept.runner.tests.workers.count_to_3(zope_conf=self.conf)
 
     def test_runexample(self):
         result = self.run_script('runexample', '--help')
