@@ -22,6 +22,7 @@ setup(
         read('src', 'gocept', 'runner', 'mainloop.rst'),
         read('src', 'gocept', 'runner', 'once.rst'),
         read('src', 'gocept', 'runner', 'transaction.rst'),
+        read('src', 'gocept', 'runner', 'commandline.rst'),
         read('CHANGES.rst'),
     ]),
     long_description_content_type='text/x-rst',
@@ -80,6 +81,7 @@ setup(
     },
     entry_points={
         'console_scripts': [
+            'gocept-runner = gocept.runner.cli:main',
             'runexample = gocept.runner.example:main',
         ],
     },

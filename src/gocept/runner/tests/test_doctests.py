@@ -15,4 +15,7 @@ def test_suite():
             '../once.rst',
             '../transaction.rst',
             optionflags=FLAGS),
+        doctest.DocFileSuite(
+            '../commandline.rst',
+            optionflags=FLAGS),
     ])

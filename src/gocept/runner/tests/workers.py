@@ -1,0 +1,56 @@
+"""Workers that the tests of the command line run in subprocesses."""
+
+import sys
+
+import zope.component.hooks
+
+import gocept.runner
+
+
+def count():
+    """Count the ticks in the database and print the count."""
+    root = zope.component.hooks.getSite()._p_jar.root()
+    root['count'] = root.get('count', 0) + 1
+    print('count', root['count'], flush=True)
+
+
+def fail():
+    raise ValueError('the worker failed')
+
+
+def exit_3():
+    raise SystemExit(3)
+
+
+not_callable = 42
+
+
+@gocept.runner.appmain(ticks=0.01)
+def count_to_3():
+    """Count to three in the database, then stop.
+
+    A decorated worker, run as a program.
+    """
+    count()
+    root = zope.component.hooks.getSite()._p_jar.root()
+    if root['count'] % 3 == 0:
+        return gocept.runner.Exit
+
+
+@gocept.runner.appmain(ticks=3600)
+def wait():
+    """Say so, then sleep an hour between ticks."""
+    print('waiting', flush=True)
+
+
+@gocept.runner.once(lock_file='once.lock')
+def once_locked():
+    """Count once, holding ./once.lock."""
+    count()
+
+
+@gocept.runner.once()
+def once_failing():
+    """Fail once."""
+    print('failing', file=sys.stdout, flush=True)
+    fail()
