@@ -12,4 +12,7 @@ def test_suite():
         doctest.DocFileSuite(
             '../appmain.rst',
             optionflags=FLAGS),
+        doctest.DocFileSuite(
+            '../zeo.rst',
+            optionflags=FLAGS),
     ])
