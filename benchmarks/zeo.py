@@ -1,10 +1,10 @@
 """Runners sharing one ZEO server: commits per second and wasted ticks.
 
-    python3 benchmarks/zeo.py [--seconds S] [--rounds R]
+    python3 benchmarks/zeo.py [--seconds S] [--rounds R] [--processes N...]
 
-1, 2, 4 and 8 runner processes increment one shared plain-int counter (so
-that concurrent ticks conflict) and a count of their own, on every tick,
-for S seconds, on a fresh ZEO server each time; under the released
+1, 2, 4 and 8 (or N...) runner processes increment one shared plain-int
+counter (so that concurrent ticks conflict) and a count of their own, on
+every tick, for S seconds, on a fresh ZEO server each time; under the released
 gocept.runner 3.0 and under this checkout, alternating, R rounds.  A
 wasted tick is a worker call whose commit conflicted.  Writes
 benchmarks/zeo-results.txt.  The virtualenvs are made on first use (see
@@ -29,7 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, 'zeo_worker.py')
 RESULTS = os.path.join(HERE, 'zeo-results.txt')
 IMPLEMENTATIONS = ('3.0', 'this')
-SIZES = (1, 2, 4, 8)
 
 # What both versions can load: no principal registry (3.0 lacks it).
 SITE_ZCML = """\
@@ -151,7 +150,7 @@ def report(results, args, load_before, load_after, elapsed):
         f'{"processes":>9}  {"version":<7}  {"commits/s":>9}'
         f'  {"wasted":>7}  rounds (commits/s)',
     ]
-    for size in SIZES:
+    for size in args.processes:
         for implementation in IMPLEMENTATIONS:
             runs = [r for r in results
                     if r['processes'] == size
@@ -171,6 +170,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seconds', type=float, default=5)
     parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--processes', type=int, nargs='+',
+                        default=[1, 2, 4, 8])
     args = parser.parse_args()
     work = os.path.join(venvs.WORK, 'zeo')
     shutil.rmtree(work, ignore_errors=True)
@@ -178,7 +179,7 @@ def main():
     started = time.monotonic()
     results = []
     for round_ in range(args.rounds):
-        for size in SIZES:
+        for size in args.processes:
             # Alternate which implementation goes first.
             order = IMPLEMENTATIONS[::1 if round_ % 2 == 0 else -1]
             for implementation in order:
