@@ -126,6 +126,28 @@ class ZEOClientTest(ZEOTest):
         self.run_runner('set', 'writer', 'hi', zodb=zodb)
         self.assertEqual('hi', self.open()['value'])
 
+    def test_wait_timeout_bounds_the_wait_for_a_server_that_is_not_there(
+            self):
+        # <zeoclient> would wait 30 s; ZEO's own section can say less.
+        port = gocept.runner.testing.free_port()
+        zodb = (
+            '%import ZEO\n'
+            '<zodb>\n'
+            '  <clientstorage>\n'
+            f'    server 127.0.0.1:{port}\n'
+            '    wait-timeout 1\n'
+            '  </clientstorage>\n'
+            '</zodb>\n')
+        started = time.monotonic()
+        process = self.start('set', 'lonely', 'x', zodb=zodb)
+        process.wait(120)
+        self.assertLess(time.monotonic() - started, 20)
+        self.assertEqual(1, process.returncode)
+        with open(self.output_path('lonely')) as f:
+            self.assertIn(
+                "ConfigurationError: Cannot open the database '': timed out"
+                " waiting for connection", f.read())
+
     def test_the_server_log_names_the_client_label(self):
         self.run_runner('setup', 'setup')
         self.run_runner('set', 'writer-on-host-a', 'x')
