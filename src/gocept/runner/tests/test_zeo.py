@@ -155,6 +155,25 @@ class ZEOClientTest(ZEOTest):
             self.assertIn('writer-on-host-a', f.read())
 
 
+class NewDatabaseTest(ZEOTest):
+
+    def setUp(self):
+        super().setUp()
+        # A server of our own, with a new, empty database.
+        self.server = gocept.runner.testing.ZEOServer(self.directory)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+
+    def test_runners_started_at_once_on_a_new_database_all_start(self):
+        names = [f'starter-{i}' for i in range(8)]
+        processes = [self.start('set', name, name) for name in names]
+        for name, process in zip(names, processes):
+            self.wait(name, process)
+        root = self.open()
+        self.assertIn('Application', root)
+        self.assertIn(root['value'], names)
+
+
 class InvalidationTest(ZEOTest):
 
     def lines(self, path):
