@@ -18,4 +18,7 @@ def test_suite():
         doctest.DocFileSuite(
             '../commandline.rst',
             optionflags=FLAGS),
+        doctest.DocFileSuite(
+            '../zeo.rst',
+            optionflags=FLAGS),
     ])
