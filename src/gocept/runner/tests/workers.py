@@ -1,6 +1,8 @@
 """Workers that the tests of the command line run in subprocesses."""
 
+import os
 import sys
+import time
 
 import zope.component.hooks
 
@@ -54,3 +56,19 @@ def once_failing():
     """Fail once."""
     print('failing', file=sys.stdout, flush=True)
     fail()
+
+
+@gocept.runner.appmain(ticks=0.05)
+def count_on():
+    """Count the ticks in the database until stopped."""
+    count()
+
+
+@gocept.runner.once()
+def count_held():
+    """Say so (with the pid), wait while ./hold exists, then count once."""
+    print('holding', os.getpid(), flush=True)
+    deadline = time.monotonic() + 60
+    while os.path.exists('hold') and time.monotonic() < deadline:
+        time.sleep(0.01)
+    count()

@@ -1,0 +1,313 @@
+"""The examples of README's "Running in production", run as written there.
+
+``/srv/myapp`` becomes a temporary directory with ``bin/myapp-runner`` and
+``bin/myjob`` (workers of tests/workers.py), ``bin/zdaemon``, ``zope.conf``
+and ``var/``.
+"""
+
+import configparser
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import ZODB
+import ZODB.FileStorage
+
+import gocept.runner
+
+
+BIN = os.path.dirname(sys.executable)
+HERE = os.path.dirname(gocept.runner.__file__)
+README = os.path.join(HERE, '..', '..', '..', 'README.rst')
+PREFIX = '/srv/myapp'
+
+# What pip writes for a console_scripts entry point.
+WRAPPER = """\
+#!{python}
+import sys
+from gocept.runner.tests.workers import {name}
+if __name__ == '__main__':
+    sys.exit({name}())
+"""
+
+ZOPE_CONF = """\
+site-definition {site}
+<zodb>
+  <filestorage>
+    path {prefix}/var/Data.fs
+  </filestorage>
+</zodb>
+<eventlog>
+  <logfile>
+    path STDOUT
+    format %(levelname)s %(name)s %(message)s
+  </logfile>
+</eventlog>
+"""
+
+
+def readme_block(first_line):
+    """The literal block of README.rst from the line that starts with
+    `first_line`."""
+    with open(README) as f:
+        lines = f.read().splitlines()
+    for start, line in enumerate(lines):
+        if line.strip().startswith(first_line):
+            break
+    else:
+        raise AssertionError(f'README.rst has no block {first_line!r}')
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    block = []
+    for line in lines[start:]:
+        if line.strip() and not line.startswith(' ' * indent):
+            break
+        block.append(line[indent:])
+    return '\n'.join(block).strip() + '\n'
+
+
+class DeploymentTest(unittest.TestCase):
+
+    def setUp(self):
+        if not os.path.exists(README):
+            self.skipTest('README.rst is not beside the package (no checkout)')
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        os.mkdir(self.path('bin'))
+        os.mkdir(self.path('var'))
+        self.write('zope.conf', ZOPE_CONF.format(
+            site=os.path.join(HERE, 'ftesting.zcml'), prefix=self.dir))
+        self.script('myapp-runner', 'count_on')
+        self.script('myjob', 'count_held')
+        os.symlink(os.path.join(BIN, 'zdaemon'), self.path('bin', 'zdaemon'))
+
+    def path(self, *names):
+        return os.path.join(self.dir, *names)
+
+    def write(self, name, text):
+        with open(self.path(name), 'w') as f:
+            f.write(text)
+        return self.path(name)
+
+    def script(self, name, worker):
+        path = self.write(os.path.join('bin', name), WRAPPER.format(
+            python=sys.executable, name=worker))
+        os.chmod(path, 0o755)
+
+    def here(self, text):
+        """`text` from README.rst, /srv/myapp replaced by the test's dir."""
+        return text.replace(PREFIX, self.dir)
+
+    def count(self):
+        """The count the workers keep in the database."""
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(self.path('var', 'Data.fs')))
+        try:
+            with db.transaction() as connection:
+                return connection.root().get('count')
+        finally:
+            db.close()
+
+    def wait_for(self, path, pattern, timeout=60):
+        """Wait until the file `path` matches `pattern`; return its text."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = ''
+            if os.path.exists(path):
+                with open(path) as f:
+                    text = f.read()
+            if re.search(pattern, text, re.MULTILINE):
+                return text
+            if time.monotonic() > deadline:
+                self.fail(f'{path} does not match {pattern!r}: {text!r}')
+            time.sleep(0.05)
+
+    def assertLastTickCommitted(self, output):
+        """The runner's output ends with the seed's log line after the
+        count it printed last, which is the count in the database."""
+        self.assertEqual(
+            'INFO gocept.runner.runner Received signal 15, terminating.',
+            output.splitlines()[-1])
+        counts = re.findall(r'^count (\d+)$', output, re.MULTILINE)
+        self.assertEqual(int(counts[-1]), self.count())
+
+
+class ZdaemonTest(DeploymentTest):
+
+    def setUp(self):
+        super().setUp()
+        self.write('zdaemon.conf', self.here(readme_block('<runner>')))
+        # README's session: "$ command" lines, each followed by its output.
+        session = self.here(readme_block(
+            f'$ {PREFIX}/bin/zdaemon -C {PREFIX}/zdaemon.conf start'))
+        self.steps = re.findall(r'^\$ (.*)\n((?:[^$].*\n)*)', session,
+                                re.MULTILINE)
+        self.addCleanup(
+            subprocess.run, [self.path('bin', 'zdaemon'), '-C',
+                             self.path('zdaemon.conf'), 'stop'],
+            capture_output=True, timeout=120)
+
+    def step(self, action):
+        """Run the next command of README's session, which is `action`,
+        and compare its output with README's (``...`` matches anything, the
+        dots zdaemon prints while it waits are left out); return its exit
+        status."""
+        command, expected = self.steps.pop(0)
+        self.assertEqual(action, command.split()[-1])
+        result = subprocess.run(
+            shlex.split(command), capture_output=True, text=True,
+            timeout=120)
+        output = [line for line in result.stdout.splitlines()
+                  if line.strip(' .')]
+        expected = expected.splitlines()
+        self.assertEqual(len(expected), len(output), result.stdout)
+        for pattern, line in zip(expected, output):
+            self.assertRegex(
+                line, '^' + '.*'.join(map(re.escape, pattern.split('...')))
+                + '$')
+        self.assertEqual('', result.stderr)
+        return result.returncode
+
+    def test_start_status_rotate_stop(self):
+        transcript = self.path('var', 'myapp-runner.log')
+        self.assertEqual(0, self.step('start'))
+        self.assertEqual(0, self.step('status'))
+        self.wait_for(transcript, r'^count 3$')
+
+        # logrotate moves the transcript away, then its postrotate script
+        # tells zdaemon to open a new one.
+        postrotate = self.here(
+            readme_block(f'{PREFIX}/var/myapp-runner.log {{')).splitlines()
+        reopen = [line for line in postrotate if 'reopen_transcript' in line]
+        os.rename(transcript, transcript + '.1')
+        subprocess.run(shlex.split(reopen[0]), check=True, timeout=60)
+        self.wait_for(transcript, r'^count \d+$')
+
+        self.assertEqual(0, self.step('stop'))
+        self.assertEqual(3, self.step('status'))
+        self.assertEqual([], self.steps)
+        with open(transcript) as f:
+            output = f.read()
+        self.assertLastTickCommitted(output)
+        with open(transcript + '.1') as f:
+            self.assertNotIn('Received signal', f.read())
+        with open(self.path('var', 'zdaemon.log')) as f:
+            self.assertRegex(f.read(), r'pid \d+: exit status 0\n')
+
+
+class SystemdTest(DeploymentTest):
+
+    def setUp(self):
+        super().setUp()
+        self.unit = configparser.ConfigParser(interpolation=None)
+        self.unit.optionxform = str
+        self.unit.read_string(self.here(readme_block('[Unit]')))
+        self.service = self.unit['Service']
+
+    def test_the_unit(self):
+        self.assertEqual('notify', self.service['Type'])
+        self.assertEqual('SIGTERM', self.service['KillSignal'])
+        self.assertEqual('on-failure', self.service['Restart'])
+        self.assertGreater(int(self.service['WatchdogSec']), 0)
+        self.assertGreater(int(self.service['TimeoutStopSec']), 0)
+        self.assertEqual(
+            f'{self.dir}/bin/myapp-runner -C {self.dir}/zope.conf',
+            self.service['ExecStart'])
+
+    def test_systemd_analyze_verify(self):
+        if shutil.which('systemd-analyze') is None:
+            self.skipTest('systemd-analyze is not installed')
+        path = self.write(
+            'myapp-runner.service', self.here(readme_block('[Unit]')))
+        result = subprocess.run(
+            ['systemd-analyze', 'verify', path], capture_output=True,
+            text=True, timeout=60)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual('', result.stderr)
+
+    @unittest.skipIf(
+        importlib.util.find_spec('gocept.runner.systemd') is None,
+        'sd_notify (READY=1, WATCHDOG=1, STOPPING=1 on $NOTIFY_SOCKET) is'
+        ' not built yet: issue 4, gocept.runner.systemd')
+    def test_ExecStart_notifies_systemd(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(self.path('notify'))
+        sock.settimeout(60)
+        # As systemd starts the service (WATCHDOG_PID is left out: it
+        # cannot be known before the process is).
+        env = dict(
+            os.environ, NOTIFY_SOCKET=self.path('notify'),
+            WATCHDOG_USEC=str(int(self.service['WatchdogSec']) * 10**6))
+        proc = subprocess.Popen(
+            shlex.split(self.service['ExecStart']),
+            cwd=self.service['WorkingDirectory'], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(proc.stdout.close)
+        self.addCleanup(proc.kill)
+        states = []
+        while states.count('WATCHDOG=1') < 3:
+            states.extend(sock.recv(4096).decode().splitlines())
+        proc.send_signal(getattr(signal, self.service['KillSignal']))
+        while states[-1] != 'STOPPING=1':
+            states.extend(sock.recv(4096).decode().splitlines())
+        self.assertEqual(0, proc.wait(timeout=60))
+        self.assertEqual('READY=1', states[0])
+        self.assertEqual({'READY=1', 'WATCHDOG=1', 'STOPPING=1'}, set(states))
+        self.assertEqual(1, states.count('READY=1'))
+        self.assertLastTickCommitted(proc.stdout.read())
+
+
+class CronTest(DeploymentTest):
+
+    def setUp(self):
+        super().setUp()
+        line = readme_block(f'*/5 * * * * {PREFIX}/bin/myjob')
+        self.command = self.here(line.split(' * * * * ', 1)[1].strip())
+        self.lock_file = self.path('var', 'myjob.lock')
+        self.assertIn(f'--lock-file {self.lock_file}', self.command)
+
+    def cron(self, **kw):
+        """Start the crontab line's command as cron does."""
+        return subprocess.Popen(
+            ['/bin/sh', '-c', self.command], cwd=self.dir,
+            env={'PATH': '/usr/bin:/bin', 'HOME': self.dir,
+                 'LOGNAME': 'myapp', 'SHELL': '/bin/sh'},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    def test_overlapping_runs(self):
+        # The first run waits in its tick while ./hold exists.
+        self.write('hold', '')
+        first = self.cron()
+        self.addCleanup(first.stderr.close)
+        self.addCleanup(first.stdout.close)
+        self.addCleanup(first.kill)
+        holding, pid = first.stdout.readline().split()
+        self.assertEqual('holding', holding)
+
+        second = self.cron()
+        stdout, stderr = second.communicate(timeout=60)
+        self.assertEqual(75, second.returncode, stderr)
+        self.assertEqual(
+            self.here(readme_block('myjob: Another run holds the lock file'))
+            .replace('4242', pid), stderr)
+        self.assertEqual('', stdout)
+
+        os.remove(self.path('hold'))
+        self.assertEqual(0, first.wait(timeout=60))
+        self.assertEqual('count 1\n', first.stdout.read())
+        self.assertEqual('', first.stderr.read())
+        self.assertEqual(1, self.count())
+
+        # The lock is free again: the next run counts.
+        third = self.cron()
+        stdout, stderr = third.communicate(timeout=60)
+        self.assertEqual(0, third.returncode, stderr)
+        self.assertEqual(2, self.count())
