@@ -15,15 +15,29 @@ CONFIG = os.path.join(os.path.dirname(__file__), 'example.conf')
 greeting = gocept.runner.from_config('example', 'greeting')
 
 
-@gocept.runner.appmain(ticks=0.5)
-def count():
-    """Count ticks in the database; stop after every fifth."""
+def count_tick():
+    """Count one tick in the database and log it; return the count."""
     root = zope.component.hooks.getSite()._p_jar.root()
     ticks = root['gocept.runner.example'] = (
         root.get('gocept.runner.example', 0) + 1)
     log.info('%s: tick %s', greeting(), ticks)
-    if ticks % 5 == 0:
+    return ticks
+
+
+@gocept.runner.appmain(ticks=0.5)
+def count():
+    """Count ticks in the database; stop after every fifth."""
+    if count_tick() % 5 == 0:
         return gocept.runner.Exit
+
+
+@gocept.runner.appmain(ticks=0.5)
+def count_on():
+    """Count ticks in the database until the program is stopped.
+
+    The example runner for a process supervisor: bin/example-daemon.
+    """
+    count_tick()
 
 
 def main():
