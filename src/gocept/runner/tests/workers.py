@@ -117,7 +117,6 @@ def count():
         lambda ok: ok and report(f'committed {count}'))
 
 
-
 def sleepy():
     """Report a tick, then sleep for a long time within it (a slow tick)."""
     count = root()['count'] = root().get('count', 0) + 1
