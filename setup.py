@@ -63,7 +63,11 @@ setup(
     ],
     extras_require={
         'test': [
+            'ZEO',
             'zope.testrunner',
+        ],
+        'zeo': [
+            'ZEO',
         ],
     },
     entry_points={

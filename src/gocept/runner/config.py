@@ -39,12 +39,16 @@ def load(path):
     try:
         conf, _ = ZConfig.loadConfig(schema(), path)
     except ZConfig.ConfigurationError as e:
-        raise ConfigurationError(f'Invalid configuration file {path}: {e}')
+        where = path
+        if getattr(e, 'lineno', None):
+            where += f', line {e.lineno}'
+        raise ConfigurationError(
+            f'Invalid configuration file {where}: {e.message}') from None
     except OSError as e:
         raise ConfigurationError(
             f'Cannot read configuration file {path}: {e.strerror}')
-    conf.site_definition = os.path.join(
-        os.path.dirname(os.path.abspath(path)), conf.site_definition)
+    conf.site_definition = os.path.abspath(os.path.join(
+        os.path.dirname(os.path.abspath(path)), conf.site_definition))
     return conf
 
 

@@ -2,7 +2,10 @@
 
 import functools
 
+import zope.component.interfaces
+
 from gocept.runner import environment
+from gocept.runner.config import ConfigurationError
 from gocept.runner.runner import MainLoop
 
 
@@ -38,10 +41,14 @@ def main(worker, site_name, zope_conf, ticks=1, principal=None, once=False,
     """Set up the environment of `zope_conf` and run `worker` in a MainLoop.
 
     `options` are passed on to MainLoop.  Returns the finished MainLoop.  A
-    missing `site_name` raises KeyError.
+    missing `site_name` raises KeyError, one that is not a site
+    ConfigurationError.
     """
     with environment.application(zope_conf) as root_folder:
         site = root_folder if site_name is None else root_folder[site_name]
+        if not zope.component.interfaces.ISite.providedBy(site):
+            raise ConfigurationError(
+                f'{site_name!r} is not a site: it has no site manager')
         loop = MainLoop(site, ticks, worker, principal, once, **options)
         loop.run()
     return loop

@@ -4,6 +4,7 @@ import functools
 import logging
 import time
 
+import transaction
 from ZODB.POSException import ConflictError
 
 from gocept.runner import retry
@@ -19,9 +20,9 @@ PROGRESS_INTERVAL = 60
 def transaction_per_item(generator_function):
     """Decorate a generator function that yields callables.
 
-    Each callable is called in a transaction of its own, begun just before
-    it and committed after it; so the generator itself must not change
-    persistent objects (that would be aborted).  An item whose commit
+    Each callable is called in a transaction of its own and committed after
+    it; what was changed before (by the generator, or by the caller before
+    the first item) is committed on its own first.  An item whose commit
     conflicts is retried a few times (see gocept.runner.retry); an item that
     fails for good is aborted and logged, and the next one runs.  Arguments
     are passed through to the generator function.  A run that lasts
@@ -33,6 +34,8 @@ def transaction_per_item(generator_function):
     def run(*args, **kw):
         stats = Statistics(generator_function.__qualname__)
         for item in generator_function(*args, **kw):
+            # A retry must not repeat or lose work that is not the item's.
+            transaction.commit()
             try:
                 _, retried = retry.run(item)
             except ConflictError as e:

@@ -15,6 +15,7 @@ import transaction
 import zope.authentication.interfaces
 import zope.component
 import zope.component.hooks
+import zope.component.interfaces
 import zope.interface
 import zope.security.interfaces
 import zope.security.management
@@ -75,9 +76,10 @@ class Participation:
 class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
-    `app` is set as the site while the loop runs.  Between ticks the loop
-    sleeps `ticks` seconds, or as many as the worker returned.  A tick whose
-    commit conflicts is retried at once a few times (see gocept.runner.retry).
+    `app` is set as the site while the loop runs (if it is a site).  Between
+    ticks the loop sleeps `ticks` seconds, or as many as the worker
+    returned.  A tick whose commit conflicts is retried at once a few times
+    (see gocept.runner.retry).
     The loop ends when the worker returns Exit or raises SystemExit or
     KeyboardInterrupt, on SIGTERM or SIGHUP (after the running tick has
     committed), on SIGINT (which aborts a running worker), after one tick if
@@ -131,7 +133,8 @@ class MainLoop:
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
         handlers = self._install_signal_handlers()
         try:
-            zope.component.hooks.setSite(self.app)
+            if zope.component.interfaces.ISite.providedBy(self.app):
+                zope.component.hooks.setSite(self.app)
             systemd.notify('READY=1')
             while True:
                 delay = self.tick(principal)

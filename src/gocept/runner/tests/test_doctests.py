@@ -11,5 +11,8 @@ def test_suite():
     return unittest.TestSuite([
         doctest.DocFileSuite(
             '../appmain.rst',
+            '../mainloop.rst',
+            '../once.rst',
+            '../transaction.rst',
             optionflags=FLAGS),
     ])

@@ -1,0 +1,155 @@
+"""Reading zope.conf: validation, errors and logging."""
+
+import logging
+import os
+import shutil
+import tempfile
+import unittest
+
+import gocept.runner
+from gocept.runner import config
+from gocept.runner.testing import FTESTING_ZCML
+from gocept.runner.testing import write_zope_conf
+
+
+class LoadTest(unittest.TestCase):
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory)
+
+    def write(self, text):
+        path = os.path.join(self.directory, 'zope.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    def assertError(self, path, *parts):
+        with self.assertRaises(gocept.runner.ConfigurationError) as err:
+            config.load(path)
+        for part in parts:
+            self.assertIn(part, str(err.exception))
+
+    def test_missing_file(self):
+        path = os.path.join(self.directory, 'nothere.conf')
+        self.assertError(path, 'Configuration file not found', path)
+
+    def test_unreadable_file(self):
+        if os.getuid() == 0:
+            self.skipTest('root reads every file')
+        path = write_zope_conf(self.directory)
+        os.chmod(path, 0)
+        self.assertError(path, 'Cannot read configuration file', path)
+
+    def test_syntax_error_names_file_and_line(self):
+        path = self.write(
+            f'site-definition {FTESTING_ZCML}\n<zodb>\n  <filestorage>\n')
+        self.assertError(path, path, 'line 3')
+
+    def test_unknown_key_names_file_and_line(self):
+        path = write_zope_conf(self.directory, extra='no-such-key 1\n')
+        self.assertError(path, path, 'no-such-key', 'line 13')
+
+    def test_eventlog_is_required(self):
+        path = write_zope_conf(self.directory, log='')
+        self.assertError(path, path, 'eventlog')
+
+    def test_accesslog_is_accepted_and_goes_to_accesslog_logger(self):
+        log_file = os.path.join(self.directory, 'access.log')
+        path = write_zope_conf(
+            self.directory, log='<eventlog>\n</eventlog>\n',
+            extra=f'<accesslog>\n  <logfile>\n    path {log_file}\n'
+                  '  </logfile>\n</accesslog>\n')
+        conf = config.load(path)
+        config.configure_logging(conf)
+        logger = logging.getLogger('accesslog')
+        self.addCleanup(remove_handlers, 'accesslog')
+        self.assertFalse(logger.propagate)
+        logger.info('GET /')
+        for handler in logger.handlers:
+            handler.flush()
+        with open(log_file) as f:
+            self.assertIn('GET /', f.read())
+
+    def test_file_of_gocept_runner_3_without_accesslog_is_accepted(self):
+        path = write_zope_conf(
+            self.directory,
+            extra='<product-config test>\n  foo bar\n</product-config>\n')
+        conf = config.load(path)
+        self.assertIsNone(conf.accesslog)
+        config.configure_products(conf)
+        self.assertEqual('bar', config.from_config('test', 'foo')())
+
+    def test_relative_site_definition_is_found_beside_zope_conf(self):
+        shutil.copy(FTESTING_ZCML, os.path.join(self.directory, 'site.zcml'))
+        path = write_zope_conf(self.directory, site_zcml='site.zcml')
+        self.assertEqual(os.path.join(self.directory, 'site.zcml'),
+                         config.load(path).site_definition)
+
+    def test_from_config_names_missing_section_and_key(self):
+        path = write_zope_conf(
+            self.directory,
+            extra='<product-config test>\n  foo bar\n</product-config>\n')
+        config.configure_products(config.load(path))
+        with self.assertRaises(KeyError) as err:
+            config.from_config('nosection', 'foo')()
+        self.assertIn('no <product-config nosection>', str(err.exception))
+        with self.assertRaises(KeyError) as err:
+            config.from_config('test', 'nokey')()
+        self.assertIn("<product-config test> has no key 'nokey'",
+                      str(err.exception))
+
+
+
+class LoggingTest(unittest.TestCase):
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory)
+        self.log_file = os.path.join(self.directory, 'event.log')
+        log = (f'<eventlog>\n  <logfile>\n    path {self.log_file}\n'
+               '    format %(message)s\n  </logfile>\n</eventlog>\n')
+        self.conf = config.load(write_zope_conf(self.directory, log=log))
+        self.addCleanup(remove_handlers, None)
+
+    def test_second_configuration_replaces_handlers_of_first(self):
+        config.configure_logging(self.conf)
+        config.configure_logging(self.conf)
+        logging.getLogger('test').warning('once')
+        with open(self.log_file) as f:
+            self.assertEqual('once\n', f.read())
+
+    def test_logger_sections_configure_named_loggers(self):
+        log_file = os.path.join(self.directory, 'zodb.log')
+        conf = config.load(write_zope_conf(
+            self.directory, log='<eventlog>\n</eventlog>\n',
+            extra=f'<logger>\n  name gocept.runner.test\n  level debug\n'
+                  f'  propagate false\n  <logfile>\n    path {log_file}\n'
+                  '    format %(levelname)s %(message)s\n  </logfile>\n'
+                  '</logger>\n'))
+        config.configure_logging(conf)
+        logger = logging.getLogger('gocept.runner.test')
+        self.addCleanup(remove_handlers, 'gocept.runner.test')
+        logger.debug('detail')
+        for handler in logger.handlers:
+            handler.flush()
+        self.assertFalse(logger.propagate)
+        with open(log_file) as f:
+            self.assertEqual('DEBUG detail\n', f.read())
+
+    def test_eventlog_without_handlers_leaves_logging_alone(self):
+        config.configure_logging(self.conf)
+        empty = config.load(write_zope_conf(
+            self.directory, log='<eventlog>\n  level error\n</eventlog>\n'))
+        config.configure_logging(empty)
+        logging.getLogger('test').warning('still here')
+        with open(self.log_file) as f:
+            self.assertEqual('still here\n', f.read())
+
+
+def remove_handlers(name):
+    """Remove the handlers configure_logging installed on logger `name`."""
+    logger = logging.getLogger(name)
+    for handler in config._handlers.pop(name, ()):
+        logger.removeHandler(handler)
+        handler.close()
