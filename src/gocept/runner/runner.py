@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 
-import transaction
 import zope.authentication.interfaces
 import zope.component
 import zope.component.hooks
@@ -202,23 +201,19 @@ class MainLoop:
         try:
             result, retried = retry.run(self._call_worker)
         except (SystemExit, KeyboardInterrupt) as e:
-            transaction.abort()
             self.exit_code = getattr(e, 'code', None)
             self.stop(type(e).__name__)
             return 'aborted by ' + type(e).__name__, 0
         except STORAGE_UNAVAILABLE as e:
-            transaction.abort()
             self.failed = True
             return 'storage unavailable', self._storage_unavailable(e)
         except ConflictError as e:
-            transaction.abort()
             self.failed = True
             log.warning('Conflict in worker %s, transaction aborted after %s'
                         ' attempts: %s', _name(self.worker), retry.ATTEMPTS,
                         e)
             return 'conflict', self.ticks
         except Exception:
-            transaction.abort()
             self.failed = True
             if self._worker_returned:
                 log.exception('Error committing the transaction of worker %s',
