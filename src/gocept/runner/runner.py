@@ -245,9 +245,9 @@ class MainLoop:
 
     def _storage_unavailable(self, error):
         if self._outage_pause is None:
-            log.warning('Storage unavailable, transaction of worker %s'
-                        ' aborted; trying again until it is back: %s',
-                        _name(self.worker), error)
+            log.warning('Storage unavailable (%s), transaction of worker %s'
+                        ' aborted; trying again until it is back',
+                        _describe(error), _name(self.worker))
             self._outage_pause = OUTAGE_PAUSE[0]
         else:
             self._outage_pause = min(2 * self._outage_pause, OUTAGE_PAUSE[1])
@@ -360,6 +360,11 @@ def resident_memory():
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == 'darwin' else peak * 1024
     return pages * os.sysconf('SC_PAGE_SIZE')
+
+
+def _describe(error):
+    text = str(error)
+    return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 def _name(worker):
