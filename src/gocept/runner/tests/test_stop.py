@@ -83,3 +83,11 @@ class StopTests(unittest.TestCase):
         self.assertIsNone(self.stored_count())
         self.assertIn('Received signal 2, terminating.', self.output())
         self.assertNotIn('Traceback', self.output())
+
+    def test_a_limit_ends_the_process_with_status_75(self):
+        # tests/workers.py exits as the README's example program does.
+        process = self.start('count', ticks=0, max_ticks=3)
+        self.assertEqual(75, process.wait(timeout=30))
+        self.assertEqual('stopped because max_ticks',
+                         workers.read_report(self.dir)[-1])
+        self.assertIn('committed 3', workers.read_report(self.dir))
