@@ -2,6 +2,7 @@
 
 import logging
 import os.path
+import urllib.parse
 
 import ZConfig
 import ZConfig.components.logger.logger
@@ -37,16 +38,22 @@ def load(path):
     if not os.path.isfile(path):
         raise ConfigurationError(f'Configuration file not found: {path}')
     try:
+        # ZConfig would report an unreadable file as a URL error.
+        with open(path, 'rb'):
+            pass
         conf, _ = ZConfig.loadConfig(schema(), path)
+    except OSError as e:
+        raise ConfigurationError(
+            f'Cannot read configuration file {path}: {e.strerror}') from e
     except ZConfig.ConfigurationError as e:
-        where = path
+        # The error may be in a file that `path` includes.
+        where = e.url or path
+        if where.startswith('file://'):
+            where = urllib.parse.unquote(where[len('file://'):])
         if getattr(e, 'lineno', None):
             where += f', line {e.lineno}'
         raise ConfigurationError(
-            f'Invalid configuration file {where}: {e.message}') from None
-    except OSError as e:
-        raise ConfigurationError(
-            f'Cannot read configuration file {path}: {e.strerror}')
+            f'Invalid configuration file {where}: {e.message}') from e
     conf.site_definition = os.path.abspath(os.path.join(
         os.path.dirname(os.path.abspath(path)), conf.site_definition))
     return conf

@@ -1,54 +1,49 @@
 """The decorators that turn a worker function into a runner."""
 
 import functools
+from contextlib import nullcontext
 
-import zope.component.interfaces
-
+from gocept.runner import cli
 from gocept.runner import environment
-from gocept.runner.config import ConfigurationError
-from gocept.runner.runner import MainLoop
 
 
-def appmain(ticks=1, principal=None, **options):
+def appmain(ticks=1, principal=None, lock_file=None, **options):
     """Decorate a worker to run in a main loop, once every `ticks` seconds.
 
     The decorated function is called as ``worker(site_name, zope_conf)``:
     `site_name` names the item of the root folder to use as site (None for
     the root folder itself), `zope_conf` is the path of the zope.conf to set
-    up.  See MainLoop for what happens then, and for the `options`
-    (`max_ticks`, `max_runtime`, `max_memory`, `heartbeat`).
+    up.  See environment.run for what happens then.  Called with no
+    arguments (as a console script), it is a program: see
+    gocept.runner.cli.  With a `lock_file`, a call holds that lock while it
+    runs (see cli.locked).  The `options` (`max_ticks`, `max_runtime`,
+    `max_memory`, `heartbeat`) are passed on to MainLoop.
     """
-    return _decorator(ticks, principal, once=False, **options)
+    return _decorator(lock_file, ticks=ticks, principal=principal, once=False,
+                      **options)
 
 
-def once(principal=None, **options):
+def once(principal=None, lock_file=None, **options):
     """Decorate a worker to run exactly one tick, e.g. as a cron job."""
-    return _decorator(0, principal, once=True, **options)
+    return _decorator(lock_file, ticks=0, principal=principal, once=True,
+                      **options)
 
 
-def _decorator(ticks, principal, once, **options):
+# The decorated worker was called without this argument.
+_ARGV = object()
+
+
+def _decorator(lock_file, **loop_options):
     def decorate(worker):
         @functools.wraps(worker)
-        def run(site_name, zope_conf):
-            main(worker, site_name, zope_conf, ticks, principal, once,
-                 **options)
+        def run(site_name=_ARGV, zope_conf=_ARGV):
+            if site_name is _ARGV and zope_conf is _ARGV:
+                cli.program(worker, lock_file, **loop_options)  # exits
+            if site_name is _ARGV or zope_conf is _ARGV:
+                raise TypeError(
+                    f'{worker.__name__}() takes site_name and zope_conf, or'
+                    ' no arguments to run as a program')
+            with cli.locked(lock_file) if lock_file else nullcontext():
+                environment.run(worker, site_name, zope_conf, **loop_options)
         return run
     return decorate
-
-
-def main(worker, site_name, zope_conf, ticks=1, principal=None, once=False,
-         **options):
-    """Set up the environment of `zope_conf` and run `worker` in a MainLoop.
-
-    `options` are passed on to MainLoop.  Returns the finished MainLoop.  A
-    missing `site_name` raises KeyError, one that is not a site
-    ConfigurationError.
-    """
-    with environment.application(zope_conf) as root_folder:
-        site = root_folder if site_name is None else root_folder[site_name]
-        if not zope.component.interfaces.ISite.providedBy(site):
-            raise ConfigurationError(
-                f'{site_name!r} is not a site: it has no site manager')
-        loop = MainLoop(site, ticks, worker, principal, once, **options)
-        loop.run()
-    return loop

@@ -6,11 +6,15 @@ import transaction
 import ZODB.interfaces
 import zope.app.appsetup.appsetup
 import zope.component
+import zope.component.interfaces
+import zope.configuration.exceptions
 import zope.configuration.xmlconfig
 import zope.event
 import zope.processlifetime
+import zope.security.management
 
 from gocept.runner import config
+from gocept.runner.runner import MainLoop
 
 
 ROOT_FOLDER_NAME = 'Application'
@@ -43,6 +47,23 @@ def application(zope_conf):
         close(databases)
 
 
+def run(worker, site_name, zope_conf, **loop_options):
+    """Set up `zope_conf` and run `worker` in a MainLoop; return the loop.
+
+    The site is the root folder, or its item `site_name`: a missing one
+    raises KeyError, one that is not a site ConfigurationError.
+    `loop_options` are MainLoop's keyword arguments.
+    """
+    with application(zope_conf) as root_folder:
+        site = root_folder if site_name is None else root_folder[site_name]
+        if not zope.component.interfaces.ISite.providedBy(site):
+            raise config.ConfigurationError(
+                f'{site_name!r} is not a site: it has no site manager')
+        loop = MainLoop(site, worker=worker, **loop_options)
+        loop.run()
+    return loop
+
+
 def load_zcml(site_definition):
     """Execute the site ZCML, once per process.
 
@@ -58,13 +79,32 @@ def load_zcml(site_definition):
         return
     try:
         zope.app.appsetup.appsetup.config(site_definition)
-    except zope.configuration.xmlconfig.ZopeXMLConfigurationError as e:
-        zope.app.appsetup.appsetup.reset()
-        raise config.ConfigurationError(f'Error in the site ZCML: {e}')
-    except OSError as e:
-        zope.app.appsetup.appsetup.reset()
+    except zope.configuration.exceptions.ConfigurationError as e:
+        _reset_zcml()
         raise config.ConfigurationError(
-            f'Cannot read the site ZCML {site_definition}: {e.strerror}')
+            f'Error in the site ZCML: {_zcml_error(e)}') from e
+    except OSError as e:
+        _reset_zcml()
+        raise config.ConfigurationError(
+            f'Cannot read the site ZCML {site_definition} (zope.conf\'s'
+            f' site-definition): {e.strerror}') from e
+
+
+def _reset_zcml():
+    zope.app.appsetup.appsetup.reset()
+    # appsetup.config() runs the ZCML in an interaction it leaves open when
+    # the ZCML fails.
+    zope.security.management.endInteraction()
+
+
+def _zcml_error(error):
+    """The message of a ZCML error on one line, with file and line."""
+    if isinstance(error, zope.configuration.xmlconfig.ZopeSAXParseException):
+        # Its "info" is the open file; the parser's message has
+        # file:line:column.
+        return str(error.evalue)
+    lines = (line.strip() for line in str(error).splitlines())
+    return '; '.join(line for line in lines if line)
 
 
 def open_databases(factories):

@@ -6,6 +6,7 @@ import os.path
 import zope.component.hooks
 
 import gocept.runner
+import gocept.runner.cli
 
 
 log = logging.getLogger(__name__)
@@ -26,5 +27,7 @@ def count():
 
 
 def main():
-    os.makedirs('var', exist_ok=True)
-    count(None, CONFIG)
+    """``runexample``: run count() as a program, with the bundled
+    example.conf unless -C/--config or $GOCEPT_RUNNER_CONFIG name another."""
+    os.environ.setdefault(gocept.runner.cli.CONFIG_VARIABLE, CONFIG)
+    count()

@@ -78,16 +78,16 @@ class MainLoop:
     `app` is set as the site while the loop runs (if it is a site).  Between
     ticks the loop sleeps `ticks` seconds, or as many as the worker
     returned.  A tick whose commit conflicts is retried at once a few times
-    (see gocept.runner.retry).
-    The loop ends when the worker returns Exit or raises SystemExit or
-    KeyboardInterrupt, on SIGTERM or SIGHUP (after the running tick has
-    committed), on SIGINT (which aborts a running worker), after one tick if
-    `once` is true, or after the tick that reached `max_ticks` ticks,
-    `max_runtime` seconds or `max_memory` bytes of resident memory;
-    `stopped_because` then says why.  With a `principal` (an id, or a
-    callable returning one) every tick runs in a security interaction of
-    that principal.  The mtime of the file `heartbeat` is updated after
-    every tick, and systemd is notified when NOTIFY_SOCKET is set.
+    (see gocept.runner.retry).  The loop ends when the worker returns Exit
+    or raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after
+    the running tick has committed), on SIGINT (which aborts a running
+    worker), after one tick if `once` is true, or after the tick that
+    reached `max_ticks` ticks, `max_runtime` seconds or `max_memory` bytes
+    of resident memory; `stopped_because` then says why.  With a
+    `principal` (an id, or a callable returning one) every tick runs in a
+    security interaction of that principal.  The mtime of the file
+    `heartbeat` is updated after every tick, and systemd is notified when
+    NOTIFY_SOCKET is set.
     """
 
     def __init__(self, app, ticks, worker, principal=None, once=False,

@@ -100,7 +100,6 @@ class LoadTest(unittest.TestCase):
                       str(err.exception))
 
 
-
 class LoggingTest(unittest.TestCase):
 
     def setUp(self):

@@ -16,4 +16,7 @@ def test_suite():
             '../production.rst',
             '../transaction.rst',
             optionflags=FLAGS),
+        doctest.DocFileSuite(
+            '../commandline.rst',
+            optionflags=FLAGS),
     ])

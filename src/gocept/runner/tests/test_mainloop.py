@@ -218,18 +218,18 @@ class MainLoopTest(unittest.TestCase):
         self.assertIsNone(zope.security.management.queryInteraction())
 
     def test_exit_code_and_failure_are_recorded_on_the_loop(self):
-        from gocept.runner.decorators import main
+        from gocept.runner.environment import run
 
         def fails():
             raise ValueError('fails')
         with self.assertLogs('gocept.runner', logging.ERROR):
-            loop = main(fails, None, self.conf, once=True)
+            loop = run(fails, None, self.conf, ticks=0, once=True)
         self.assertTrue(loop.failed)
         self.assertIsNone(loop.exit_code)
 
         def leaves():
             raise SystemExit(4)
-        loop = main(leaves, None, self.conf)
+        loop = run(leaves, None, self.conf, ticks=0)
         self.assertFalse(loop.failed)
         self.assertEqual(4, loop.exit_code)
 

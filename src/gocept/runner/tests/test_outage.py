@@ -12,7 +12,7 @@ import ZEO.Exceptions
 import gocept.runner
 from gocept.runner import runner
 from gocept.runner import testing
-from gocept.runner.tests import workers
+from gocept.runner.tests import programs
 
 
 CLIENT_STORAGE = """<clientstorage>
@@ -29,7 +29,7 @@ class OutageTests(unittest.TestCase):
         self.server = testing.ZEOServer(self.dir)
         self.server.start()
         self.addCleanup(self.server.stop)
-        conf = workers.write_zope_conf(
+        conf = programs.write_zope_conf(
             self.dir, CLIENT_STORAGE.format(address=self.server.address),
             level='DEBUG')
         # <clientstorage> is ZEO's own section type, with wait-timeout.
@@ -47,7 +47,7 @@ class OutageTests(unittest.TestCase):
             time.sleep(0.05)
 
     def committed(self):
-        return sum(1 for line in workers.read_report(self.dir)
+        return sum(1 for line in programs.read_report(self.dir)
                    if line.startswith('committed '))
 
     def output(self):
@@ -63,7 +63,7 @@ class OutageTests(unittest.TestCase):
             db.close()
 
     def test_the_runner_waits_for_the_storage_and_goes_on(self):
-        process = workers.start(self.dir, 'count', ticks=0.1)
+        process = programs.start(self.dir, 'count', ticks=0.1)
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
         self.wait_for_commits(3)
@@ -88,7 +88,7 @@ class OutageTests(unittest.TestCase):
         self.assertNotIn('ERROR', output)
         self.assertNotIn('Traceback', output)
         # No commit lost, none made twice.
-        report = workers.read_report(self.dir)
+        report = programs.read_report(self.dir)
         self.assertEqual('stopped because signal', report[-1])
         self.assertEqual(report[-2], f'committed {self.stored_count()}')
         self.assertEqual(

@@ -11,7 +11,7 @@ import unittest
 import ZODB
 import ZODB.scripts.fstest
 
-from gocept.runner.tests import workers
+from gocept.runner.tests import programs
 
 
 class SIGKILLTests(unittest.TestCase):
@@ -19,15 +19,15 @@ class SIGKILLTests(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.dir)
-        workers.write_zope_conf(self.dir)
+        programs.write_zope_conf(self.dir)
         self.path = f'{self.dir}/Data.fs'
 
     def kill_at_random(self):
         """Start a runner committing as fast as it can; SIGKILL it."""
-        reported = len(workers.read_report(self.dir))
-        process = workers.start(self.dir, 'count', ticks=0)
+        reported = len(programs.read_report(self.dir))
+        process = programs.start(self.dir, 'count', ticks=0)
         deadline = time.monotonic() + 30
-        while len(workers.read_report(self.dir)) < reported + 2:
+        while len(programs.read_report(self.dir)) < reported + 2:
             self.assertLess(time.monotonic(), deadline, 'runner hangs')
             time.sleep(0.01)
         time.sleep(random.uniform(0, 0.15))
@@ -60,7 +60,7 @@ class SIGKILLTests(unittest.TestCase):
             self.assertLessEqual(
                 {r.getMessage() for r in logs.records},
                 {f'Ignoring index for {self.path}', 'opened'})
-            report = workers.read_report(self.dir)
+            report = programs.read_report(self.dir)
             committed = max(int(line.split()[1]) for line in report
                             if line.startswith('committed '))
             if report[-1] == f'committing {count}':

@@ -8,7 +8,7 @@ import unittest
 
 import ZODB
 
-from gocept.runner.tests import workers
+from gocept.runner.tests import programs
 
 
 class StopTests(unittest.TestCase):
@@ -19,10 +19,10 @@ class StopTests(unittest.TestCase):
     def new_directory(self):
         self.dir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.dir)
-        workers.write_zope_conf(self.dir)
+        programs.write_zope_conf(self.dir)
 
     def start(self, program, env=None, **options):
-        process = workers.start(self.dir, program, env, **options)
+        process = programs.start(self.dir, program, env, **options)
         # Cleanups run last in, first out.
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
@@ -52,12 +52,12 @@ class StopTests(unittest.TestCase):
             with self.subTest(signal=signum):
                 self.new_directory()
                 process = self.start('count', ticks=3600)
-                workers.wait_for(self.dir, 'committed 1')
+                programs.wait_for(self.dir, 'committed 1')
                 # The exact figure belongs to the benchmarks; a loop that
                 # sleeps through the signal takes an hour.
                 self.assertLess(self.stop(process, signum), 2)
                 self.assertIn('stopped because signal',
-                              workers.read_report(self.dir))
+                              programs.read_report(self.dir))
                 self.assertIn(
                     'INFO gocept.runner.runner Received signal'
                     f' {int(signum)}, terminating.', self.output())
@@ -65,29 +65,29 @@ class StopTests(unittest.TestCase):
     def test_sigterm_lets_the_running_tick_finish_and_commit(self):
         process = self.start('sleepy', ticks=3600,
                              env={'SLEEPY_SECONDS': '0.5'})
-        workers.wait_for(self.dir, 'sleeping in tick 1')
+        programs.wait_for(self.dir, 'sleeping in tick 1')
         self.stop(process, signal.SIGTERM)
         self.assertEqual(
             ['sleeping in tick 1', 'woke up in tick 1',
-             'stopped because signal'], workers.read_report(self.dir))
+             'stopped because signal'], programs.read_report(self.dir))
         self.assertEqual(1, self.stored_count())
 
     def test_sigint_aborts_the_running_tick(self):
         process = self.start('sleepy', ticks=3600)
-        workers.wait_for(self.dir, 'sleeping in tick 1')
+        programs.wait_for(self.dir, 'sleeping in tick 1')
         # The tick would sleep 30 s.
         self.assertLess(self.stop(process, signal.SIGINT), 2)
         self.assertEqual(
             ['sleeping in tick 1', 'stopped because signal'],
-            workers.read_report(self.dir))
+            programs.read_report(self.dir))
         self.assertIsNone(self.stored_count())
         self.assertIn('Received signal 2, terminating.', self.output())
         self.assertNotIn('Traceback', self.output())
 
     def test_a_limit_ends_the_process_with_status_75(self):
-        # tests/workers.py exits as the README's example program does.
+        # tests/programs.py exits as the README's example program does.
         process = self.start('count', ticks=0, max_ticks=3)
         self.assertEqual(75, process.wait(timeout=30))
         self.assertEqual('stopped because max_ticks',
-                         workers.read_report(self.dir)[-1])
-        self.assertIn('committed 3', workers.read_report(self.dir))
+                         programs.read_report(self.dir)[-1])
+        self.assertIn('committed 3', programs.read_report(self.dir))

@@ -1,0 +1,297 @@
+"""The console command: a worker run as a Unix program.
+
+Arguments come from the command line, the outcome is the exit status, and
+an error the user can cause is one line on stderr (a traceback only with
+``--debug``).
+"""
+
+import argparse
+import contextlib
+import importlib
+import importlib.metadata
+import inspect
+import math
+import os
+import re
+import sys
+import traceback
+
+import transaction.interfaces
+import zc.lockfile
+
+from gocept.runner import environment
+from gocept.runner.config import ConfigurationError
+
+
+# The environment variable naming zope.conf when -C/--config is not given.
+CONFIG_VARIABLE = 'GOCEPT_RUNNER_CONFIG'
+
+# gocept-runner's configuration when none is given: ./var/Data.fs and the
+# minimal site ZCML.
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(HERE, 'default.conf')
+
+# Exit statuses (the last two as in sysexits.h).
+EX_OK = 0
+EX_FAILURE = 1
+EX_USAGE = 2
+EX_TEMPFAIL = 75
+
+# A loop that stopped for one of these wants a fresh process.
+LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
+
+EPILOG = f"""\
+zope.conf is the file given by -C/--config, else the one ${CONFIG_VARIABLE}
+names.  Exit status: 0 when done (or stopped by SIGTERM or SIGHUP), the
+worker's own SystemExit code, 1 when a single run failed or the program failed
+before its main loop, 2 for a usage or configuration error, 75 when another
+process holds the lock file or the database, or when the loop reached its
+max_ticks, max_runtime or max_memory (restart it)."""
+
+
+class AlreadyRunning(Exception):
+    """Another process holds the lock file of the run."""
+
+
+def program(worker, lock_file=None, **loop_options):
+    """Run the decorated `worker` as a program: parse ``sys.argv``, exit.
+
+    `lock_file` and `loop_options` (MainLoop keyword arguments) come from
+    the decorator.
+    """
+    parser = _parser(None, inspect.getdoc(worker))
+    args = parser.parse_args()
+    config = args.config or os.environ.get(CONFIG_VARIABLE)
+    if not config:
+        parser.error(
+            f'no zope.conf: give -C/--config or set ${CONFIG_VARIABLE}')
+    sys.exit(_execute(
+        parser.prog, args.debug, args.lock_file or lock_file,
+        lambda: run(worker, args.site, config, **loop_options)))
+
+
+def main(argv=None, prog='gocept-runner'):
+    """The ``gocept-runner`` command: run MODULE:FUNCTION in a main loop."""
+    parser = _parser(
+        prog,
+        'Run FUNCTION of MODULE (a function taking no arguments) in a main'
+        ' loop against the ZODB and site that zope.conf describes; without'
+        ' configuration, a FileStorage in ./var/Data.fs and a minimal site.')
+    parser.add_argument(
+        'function', metavar='MODULE:FUNCTION',
+        help='the worker, e.g. mypackage.jobs:cleanup (the current directory'
+             ' is searched for MODULE first)')
+    parser.add_argument(
+        '--ticks', type=_seconds, default=1, metavar='SECONDS',
+        help='seconds to sleep between two ticks (default: 1)')
+    parser.add_argument(
+        '--once', action='store_true',
+        help='run a single tick (for cron); its failure is exit status 1')
+    parser.add_argument(
+        '--principal', metavar='ID',
+        help='run each tick in a security interaction of this principal')
+    args = parser.parse_args(argv)
+    config = args.config or os.environ.get(CONFIG_VARIABLE)
+
+    def run_function():
+        worker = resolve(args.function)
+        return run(worker, args.site, config or DEFAULT_CONFIG,
+                   **loop_options(args))
+
+    return _execute(parser.prog, args.debug, args.lock_file, run_function)
+
+
+def loop_options(args):
+    """The MainLoop keyword arguments the command line of gocept-runner
+    asks for."""
+    return dict(ticks=args.ticks, once=args.once, principal=args.principal)
+
+
+def run(worker, site_name, zope_conf, **loop_options):
+    """Like environment.run, but an unknown site is a ConfigurationError."""
+    if os.path.dirname(os.path.abspath(zope_conf)) == HERE:
+        # The zope.conf files of this package keep their FileStorage in
+        # ./var, which a newcomer has not made.
+        os.makedirs('var', exist_ok=True)
+    try:
+        return environment.run(worker, site_name, zope_conf, **loop_options)
+    except KeyError as e:
+        if e.args != (site_name,):
+            raise
+        raise ConfigurationError(
+            f'Unknown site {site_name!r}: the root folder has no item of that'
+            ' name') from None
+
+
+def exit_status(loop):
+    """The exit status of a program whose MainLoop `loop` has finished."""
+    if loop.exit_code is not None:
+        return loop.exit_code
+    if loop.stopped_because in LIMITS:
+        return EX_TEMPFAIL
+    if loop.once and loop.failed:
+        return EX_FAILURE
+    return EX_OK
+
+
+def resolve(name):
+    """The callable that ``MODULE:FUNCTION`` names.
+
+    Raises ConfigurationError if it cannot be imported or is not callable.
+    """
+    module_name, _, attribute = name.partition(':')
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f'{name!r} is not of the form MODULE:FUNCTION')
+    # Like ``python -m``: a newcomer's mymodule.py in the current directory
+    # is found (a console script's sys.path does not contain it).
+    if os.getcwd() not in sys.path and '' not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as e:
+        raise ConfigurationError(
+            f'Cannot import {module_name}: {type(e).__name__}: {e}') from e
+    for part in attribute.split('.'):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f'{module_name} has no {attribute}') from None
+    if not callable(obj):
+        raise ConfigurationError(f'{name} is not callable')
+    return obj
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold the zc.lockfile lock `path` while the block runs.
+
+    Raises AlreadyRunning naming the lock file and the pid of its holder.
+    """
+    try:
+        lock = zc.lockfile.LockFile(path)
+    except zc.lockfile.LockError:
+        raise AlreadyRunning(
+            f'Another run holds the lock file {path}'
+            f' (pid {_holder(path)})') from None
+    except OSError as e:
+        raise ConfigurationError(
+            f'Cannot open the lock file {path}: {e.strerror}') from None
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+def _holder(path):
+    # zc.lockfile writes " <pid>\n" right after taking the lock; the file is
+    # empty in the moment between the two.
+    try:
+        with open(path) as f:
+            return f.read().strip() or 'unknown'
+    except OSError:
+        return 'unknown'
+
+
+def _execute(prog, debug, lock_file, run_loop):
+    """Call `run_loop` (holding `lock_file`); return the exit status."""
+    try:
+        with locked(lock_file) if lock_file else contextlib.nullcontext():
+            loop = run_loop()
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        status, message = _failure(error)
+        # One line, whatever the message looks like.
+        print(f'{prog}: {" ".join(message.split())}', file=sys.stderr)
+        return status
+    return exit_status(loop)
+
+
+def _failure(error):
+    """The exit status and message for `error`, which ended the program."""
+    if isinstance(error, AlreadyRunning):
+        return EX_TEMPFAIL, str(error)
+    if isinstance(error, ConfigurationError):
+        cause = error.__cause__
+        if isinstance(cause, zc.lockfile.LockError):
+            return EX_TEMPFAIL, f'{error} (another process has it open)'
+        # ZEO's ClientDisconnected, for one.
+        if isinstance(cause, transaction.interfaces.TransientError):
+            return EX_FAILURE, f'{error} (is its server running?)'
+        return EX_USAGE, str(error)
+    return EX_FAILURE, f'{type(error).__name__}: {error}'
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+
+    def error(self, message):
+        """A usage error: one line on stderr, exit status 2."""
+        self.exit(EX_USAGE, f'{self.prog}: {message} (see --help)\n')
+
+
+def _parser(prog, description):
+    parser = _ArgumentParser(
+        prog=prog, description=description, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        '-C', '--config', metavar='PATH',
+        help=f'the zope.conf to use (default: ${CONFIG_VARIABLE}'
+             f'{_current(CONFIG_VARIABLE)})')
+    parser.add_argument(
+        '-s', '--site', metavar='NAME',
+        help='the item of the root folder to use as site (default: the root'
+             ' folder)')
+    parser.add_argument(
+        '--lock-file', metavar='PATH',
+        help='hold this lock file for the whole run; if another run holds'
+             ' it, exit at once with status 75')
+    parser.add_argument(
+        '--debug', action='store_true',
+        help='show the traceback of an error')
+    parser.add_argument(
+        '--version', action=_Version, nargs=0,
+        help="show the program's version and exit")
+    return parser
+
+
+def _current(variable):
+    value = os.environ.get(variable)
+    return f', which is {value}' if value else ''
+
+
+def _seconds(value):
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(
+            f'{value!r} is not a number of seconds')
+    return seconds
+
+
+class _Version(argparse.Action):
+    # Not argparse's "version" action: that needs the text up front, and
+    # finding it costs a scan of all installed distributions.
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version(parser.prog))
+        parser.exit()
+
+
+def _version(prog):
+    """``prog (its distribution and version, gocept.runner's version)``."""
+    runner = f'gocept.runner {importlib.metadata.version("gocept.runner")}'
+    entry_points = importlib.metadata.entry_points(
+        group='console_scripts', name=prog)
+    for entry_point in entry_points:
+        dist = entry_point.dist
+        if dist is not None and _normalize(dist.name) != 'gocept-runner':
+            return f'{prog} ({dist.name} {dist.version}, {runner})'
+    return f'{prog} ({runner})'
+
+
+def _normalize(name):
+    return re.sub(r'[-_.]+', '-', name).lower()
