@@ -21,6 +21,7 @@ import zc.lockfile
 
 from gocept.runner import environment
 from gocept.runner.config import ConfigurationError
+from gocept.runner.runner import LIMITS
 
 
 # The environment variable naming zope.conf when -C/--config is not given.
@@ -36,9 +37,6 @@ EX_OK = 0
 EX_FAILURE = 1
 EX_USAGE = 2
 EX_TEMPFAIL = 75
-
-# A loop that stopped for one of these wants a fresh process.
-LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
 
 EPILOG = f"""\
 zope.conf is the file given by -C/--config, else the one ${CONFIG_VARIABLE}

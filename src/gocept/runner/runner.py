@@ -39,6 +39,8 @@ STOP_REASONS = (
     'stop',  # MainLoop.stop() was called
     'max_ticks', 'max_runtime', 'max_memory',  # a limit was reached
 )
+# The reasons after which a fresh process should take over.
+LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
 
 # First and longest pause (seconds) between ticks while the storage is
 # unavailable; the pause doubles from one to the other.
