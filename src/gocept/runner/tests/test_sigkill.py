@@ -14,6 +14,18 @@ import ZODB.scripts.fstest
 from gocept.runner.tests import programs
 
 
+# What FileStorage may say when it opens a file whose writer was killed: the
+# index, written on close, is outdated and rebuilt; a transaction that was
+# being written or not yet marked committed (the kill came before tpc_finish)
+# is cut off the end and saved aside.  Nothing else.
+RECOVERY = (
+    r'^(opened'
+    r'|Ignoring index for .*/Data\.fs'
+    r'|.*/Data\.fs truncated at \d+'
+    r'|.*/Data\.fs truncated, possibly due to damaged records at \d+'
+    r'|Writing truncated data from .*/Data\.fs to .*/Data\.fs\.tr\d+)$')
+
+
 class SIGKILLTests(unittest.TestCase):
 
     def setUp(self):
@@ -36,13 +48,14 @@ class SIGKILLTests(unittest.TestCase):
 
     def stored_count(self):
         """Open the FileStorage as a runner would; return the counter."""
-        ZODB.scripts.fstest.check(self.path)
         db = ZODB.DB(self.path)
         try:
             with db.transaction() as conn:
                 return conn.root()['count']
         finally:
             db.close()
+            # What opening left is a sound FileStorage.
+            ZODB.scripts.fstest.check(self.path)
 
     def test_the_counter_is_what_the_runner_reported(self):
         # The runner reports "committing N" before its commit and
@@ -55,11 +68,8 @@ class SIGKILLTests(unittest.TestCase):
             with self.assertLogs('ZODB', logging.WARNING) as logs:
                 count = self.stored_count()
                 logging.getLogger('ZODB').warning('opened')
-            # The index is written when the storage is closed; after a kill
-            # it is outdated, and FileStorage rebuilds it.  Nothing else.
-            self.assertLessEqual(
-                {r.getMessage() for r in logs.records},
-                {f'Ignoring index for {self.path}', 'opened'})
+            for record in logs.records:
+                self.assertRegex(record.getMessage(), RECOVERY)
             report = programs.read_report(self.dir)
             committed = max(int(line.split()[1]) for line in report
                             if line.startswith('committed '))
