@@ -24,6 +24,7 @@ setup(
         read('src', 'gocept', 'runner', 'production.rst'),
         read('src', 'gocept', 'runner', 'transaction.rst'),
         read('src', 'gocept', 'runner', 'commandline.rst'),
+        read('src', 'gocept', 'runner', 'zeo.rst'),
         read('CHANGES.rst'),
     ]),
     long_description_content_type='text/x-rst',

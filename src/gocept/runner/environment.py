@@ -12,6 +12,7 @@ import zope.configuration.xmlconfig
 import zope.event
 import zope.processlifetime
 import zope.security.management
+from ZODB.POSException import ConflictError
 
 from gocept.runner import config
 from gocept.runner.runner import MainLoop
@@ -36,7 +37,13 @@ def application(zope_conf):
     databases = open_databases(conf.databases)
     try:
         db = databases[0]
-        zope.event.notify(zope.processlifetime.DatabaseOpened(db))
+        # Runners started at once on a new database race to create its root
+        # folder (and what else DatabaseOpened subscribers create); the
+        # losers' commits conflict, and they find it created when they try
+        # again.
+        for attempt in transaction.manager.attempts():
+            with attempt:
+                zope.event.notify(zope.processlifetime.DatabaseOpened(db))
         connection = db.open()
         try:
             yield root_folder(connection, conf.site_definition)
@@ -123,7 +130,7 @@ def open_databases(factories):
                 raise config.ConfigurationError(
                     f'Two <zodb> sections are named {name!r}')
             try:
-                db = factory.open()
+                db = open_database(factory)
             except Exception as e:
                 raise config.ConfigurationError(
                     f'Cannot open the database {name!r}: {e}') from e
@@ -136,6 +143,17 @@ def open_databases(factories):
         close(databases)
         raise
     return databases
+
+
+def open_database(factory):
+    """Open the database of a ``<zodb>`` section."""
+    try:
+        return factory.open()
+    except ConflictError:
+        # Processes opening a new database at once race to create its root
+        # object; the losers find it created on a second try.  (Not
+        # attempts(): it would retry a missing ZEO server, too.)
+        return factory.open()
 
 
 def root_folder(connection, site_definition):

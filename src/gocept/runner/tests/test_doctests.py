@@ -19,4 +19,7 @@ def test_suite():
         doctest.DocFileSuite(
             '../commandline.rst',
             optionflags=FLAGS),
+        doctest.DocFileSuite(
+            '../zeo.rst',
+            optionflags=FLAGS),
     ])
