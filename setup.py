@@ -21,6 +21,7 @@ setup(
         read('src', 'gocept', 'runner', 'appmain.rst'),
         read('src', 'gocept', 'runner', 'mainloop.rst'),
         read('src', 'gocept', 'runner', 'once.rst'),
+        read('src', 'gocept', 'runner', 'production.rst'),
         read('src', 'gocept', 'runner', 'transaction.rst'),
         read('src', 'gocept', 'runner', 'commandline.rst'),
         read('src', 'gocept', 'runner', 'zeo.rst'),

@@ -21,6 +21,7 @@ import zc.lockfile
 
 from gocept.runner import environment
 from gocept.runner.config import ConfigurationError
+from gocept.runner.runner import LIMITS
 
 
 # The environment variable naming zope.conf when -C/--config is not given.
@@ -42,7 +43,8 @@ zope.conf is the file given by -C/--config, else the one ${CONFIG_VARIABLE}
 names.  Exit status: 0 when done (or stopped by SIGTERM or SIGHUP), the
 worker's own SystemExit code, 1 when a single run failed or the program failed
 before its main loop, 2 for a usage or configuration error, 75 when another
-process holds the lock file or the database."""
+process holds the lock file or the database, or when the loop reached its
+max_ticks, max_runtime or max_memory (restart it)."""
 
 
 class AlreadyRunning(Exception):
@@ -61,6 +63,7 @@ def program(worker, lock_file=None, **loop_options):
     if not config:
         parser.error(
             f'no zope.conf: give -C/--config or set ${CONFIG_VARIABLE}')
+    loop_options.update(production_options(args))
     sys.exit(_execute(
         parser.prog, args.debug, args.lock_file or lock_file,
         lambda: run(worker, args.site, config, **loop_options)))
@@ -100,7 +103,15 @@ def main(argv=None, prog='gocept-runner'):
 def loop_options(args):
     """The MainLoop keyword arguments the command line of gocept-runner
     asks for."""
-    return dict(ticks=args.ticks, once=args.once, principal=args.principal)
+    return dict(ticks=args.ticks, once=args.once, principal=args.principal,
+                **production_options(args))
+
+
+def production_options(args):
+    """The limits and health options given on the command line."""
+    names = ('max_ticks', 'max_runtime', 'max_memory', 'heartbeat')
+    return {name: getattr(args, name) for name in names
+            if getattr(args, name) is not None}
 
 
 def run(worker, site_name, zope_conf, **loop_options):
@@ -123,6 +134,8 @@ def exit_status(loop):
     """The exit status of a program whose MainLoop `loop` has finished."""
     if loop.exit_code is not None:
         return loop.exit_code
+    if loop.stopped_because in LIMITS:
+        return EX_TEMPFAIL
     if loop.once and loop.failed:
         return EX_FAILURE
     return EX_OK
@@ -242,6 +255,21 @@ def _parser(prog, description):
         help='hold this lock file for the whole run; if another run holds'
              ' it, exit at once with status 75')
     parser.add_argument(
+        '--max-ticks', type=_positive_int, metavar='N',
+        help='stop after N ticks, with exit status 75')
+    parser.add_argument(
+        '--max-runtime', type=_seconds, metavar='SECONDS',
+        help='stop after the tick that ends SECONDS after the start, with'
+             ' exit status 75')
+    parser.add_argument(
+        '--max-memory', type=_bytes, metavar='SIZE',
+        help='stop after the tick that leaves the resident memory at SIZE'
+             ' (bytes, or with a suffix K, M or G) or more, with exit status'
+             ' 75')
+    parser.add_argument(
+        '--heartbeat', metavar='PATH',
+        help='update the modification time of this file after every tick')
+    parser.add_argument(
         '--debug', action='store_true',
         help='show the traceback of an error')
     parser.add_argument(
@@ -264,6 +292,33 @@ def _seconds(value):
         raise argparse.ArgumentTypeError(
             f'{value!r} is not a number of seconds')
     return seconds
+
+
+def _positive_int(value):
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(
+            f'{value!r} is not a positive whole number')
+    return number
+
+
+_UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
+
+
+def _bytes(value):
+    number, unit = value[:-1], value[-1:].upper()
+    if unit not in _UNITS or unit == '':
+        number, unit = value, ''
+    try:
+        size = int(float(number) * _UNITS[unit])
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f'{value!r} is not a size in bytes')
+    return size
 
 
 class _Version(argparse.Action):

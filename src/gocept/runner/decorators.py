@@ -7,7 +7,7 @@ from gocept.runner import cli
 from gocept.runner import environment
 
 
-def appmain(ticks=1, principal=None, lock_file=None):
+def appmain(ticks=1, principal=None, lock_file=None, **options):
     """Decorate a worker to run in a main loop, once every `ticks` seconds.
 
     The decorated function is called as ``worker(site_name, zope_conf)``:
@@ -16,14 +16,17 @@ def appmain(ticks=1, principal=None, lock_file=None):
     up.  See environment.run for what happens then.  Called with no
     arguments (as a console script), it is a program: see
     gocept.runner.cli.  With a `lock_file`, a call holds that lock while it
-    runs (see cli.locked).
+    runs (see cli.locked).  The `options` (`max_ticks`, `max_runtime`,
+    `max_memory`, `heartbeat`) are passed on to MainLoop.
     """
-    return _decorator(lock_file, ticks=ticks, principal=principal, once=False)
+    return _decorator(lock_file, ticks=ticks, principal=principal, once=False,
+                      **options)
 
 
-def once(principal=None, lock_file=None):
+def once(principal=None, lock_file=None, **options):
     """Decorate a worker to run exactly one tick, e.g. as a cron job."""
-    return _decorator(lock_file, ticks=0, principal=principal, once=True)
+    return _decorator(lock_file, ticks=0, principal=principal, once=True,
+                      **options)
 
 
 # The decorated worker was called without this argument.

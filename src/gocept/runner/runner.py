@@ -4,12 +4,13 @@ import fcntl
 import logging
 import numbers
 import os
+import resource
 import select
 import signal
+import sys
 import threading
 import time
 
-import transaction
 import zope.authentication.interfaces
 import zope.component
 import zope.component.hooks
@@ -19,12 +20,38 @@ import zope.security.interfaces
 import zope.security.management
 from ZODB.POSException import ConflictError
 
+from gocept.runner import retry
+from gocept.runner import systemd
 from gocept.runner.config import ConfigurationError
 
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+# The values of MainLoop.stopped_because.
+STOP_REASONS = (
+    'Exit',  # the worker returned gocept.runner.Exit
+    'once',  # the loop ran its one tick
+    'signal',  # SIGTERM, SIGHUP or SIGINT
+    'SystemExit',  # raised by the worker (MainLoop.exit_code has its code)
+    'KeyboardInterrupt',  # raised by the worker
+    'stop',  # MainLoop.stop() was called
+    'max_ticks', 'max_runtime', 'max_memory',  # a limit was reached
+)
+# The reasons after which a fresh process should take over.
+LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
+
+# First and longest pause (seconds) between ticks while the storage is
+# unavailable; the pause doubles from one to the other.
+OUTAGE_PAUSE = (0.1, 30)
+
+try:
+    from ZEO.Exceptions import ClientDisconnected
+except ModuleNotFoundError:  # ZEO is an optional extra
+    STORAGE_UNAVAILABLE = ()
+else:
+    STORAGE_UNAVAILABLE = (ClientDisconnected,)
 
 
 class _Exit:
@@ -52,32 +79,56 @@ class MainLoop:
 
     `app` is set as the site while the loop runs (if it is a site).  Between
     ticks the loop sleeps `ticks` seconds, or as many as the worker
-    returned.  It ends when the worker returns Exit or raises SystemExit or
-    KeyboardInterrupt, on SIGTERM or SIGHUP (after the running tick has
-    committed), or after one tick if `once` is true.  With a `principal` (an
-    id, or a callable returning one) every tick runs in a security
-    interaction of that principal.
+    returned.  A tick whose commit conflicts is retried at once a few times
+    (see gocept.runner.retry).  The loop ends when the worker returns Exit
+    or raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after
+    the running tick has committed), on SIGINT (which aborts a running
+    worker), after one tick if `once` is true, or after the tick that
+    reached `max_ticks` ticks, `max_runtime` seconds or `max_memory` bytes
+    of resident memory; `stopped_because` then says why.  With a
+    `principal` (an id, or a callable returning one) every tick runs in a
+    security interaction of that principal.  The mtime of the file
+    `heartbeat` is updated after every tick, and systemd is notified when
+    NOTIFY_SOCKET is set.
     """
 
-    def __init__(self, app, ticks, worker, principal=None, once=False):
+    def __init__(self, app, ticks, worker, principal=None, once=False,
+                 max_ticks=None, max_runtime=None, max_memory=None,
+                 heartbeat=None):
         self.app = app
         self.ticks = ticks
         self.worker = worker
         self.principal = principal
         self.once = once
+        self.max_ticks = max_ticks
+        self.max_runtime = max_runtime
+        self.max_memory = max_memory
+        self.heartbeat = heartbeat
         self.running = False
         # Whether the last tick failed (worker error, failed commit).
         self.failed = False
         # The code of a SystemExit the worker raised, if it raised one.
         self.exit_code = None
+        # Why the loop ended: one of STOP_REASONS.
+        self.stopped_because = None
+        self.tick_count = 0
+        self._started = None
         self._signal = None
         self._wakeup = self._wake = None
+        self._in_worker = False
+        self._worker_returned = False
+        # The pause before the next tick while the storage is unavailable.
+        self._outage_pause = None
 
     def run(self):
         """Run ticks until the loop is told to stop."""
         principal = self.lookup_principal()
+        self._touch_heartbeat()
         old_site = zope.component.hooks.getSite()
         self.running = True
+        self.stopped_because = None
+        self.tick_count = 0
+        self._started = time.monotonic()
         self._wakeup, self._wake = os.pipe()
         for fd in self._wakeup, self._wake:
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
@@ -85,20 +136,23 @@ class MainLoop:
         try:
             if zope.component.interfaces.ISite.providedBy(self.app):
                 zope.component.hooks.setSite(self.app)
+            systemd.notify('READY=1')
             while True:
                 delay = self.tick(principal)
                 self._log_signal()
-                if self.once or not self.running:
+                if self.once:
+                    self.stop('once')
+                self._check_limits()
+                if not self.running:
                     break
-                try:
-                    self.sleep(delay)
-                except KeyboardInterrupt:
-                    break
+                self.sleep(self._until_deadline(delay))
                 self._log_signal()
+                self._check_limits()
                 if not self.running:
                     break
         finally:
             self.running = False
+            systemd.notify('STOPPING=1')
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             os.close(self._wakeup)
@@ -129,48 +183,83 @@ class MainLoop:
     def tick(self, principal=None):
         """Run the worker in a transaction; return how long to sleep."""
         self.failed = False
-        transaction.begin()
+        self.tick_count += 1
+        started = time.monotonic()
         if principal is not None:
             zope.security.management.newInteraction(Participation(principal))
         try:
-            try:
-                result = self.worker()
-            except (SystemExit, KeyboardInterrupt) as e:
-                transaction.abort()
-                self.exit_code = getattr(e, 'code', None)
-                self.stop()
-                return 0
-            except Exception:
-                transaction.abort()
-                self.failed = True
-                log.exception('Error in worker %s, transaction aborted',
-                              _name(self.worker))
-                return self.ticks
-            self.commit()
+            outcome, delay = self._run_worker()
         finally:
             if principal is not None:
                 zope.security.management.endInteraction()
-        if result is Exit:
-            self.stop()
-            return 0
-        if isinstance(result, numbers.Real) and not isinstance(result, bool):
-            return max(result, 0)
-        return self.ticks
+        log.debug('Tick %s of worker %s: %s in %.3f s', self.tick_count,
+                  _name(self.worker), outcome, time.monotonic() - started)
+        self._touch_heartbeat()
+        systemd.notify('WATCHDOG=1')
+        return delay
 
-    def commit(self):
-        """Commit the tick's transaction; abort it if that fails."""
+    def _run_worker(self):
+        # Returns the tick's outcome (for the log) and the delay to sleep.
         try:
-            transaction.commit()
+            result, retried = retry.run(self._call_worker)
+        except (SystemExit, KeyboardInterrupt) as e:
+            self.exit_code = getattr(e, 'code', None)
+            self.stop(type(e).__name__)
+            return 'aborted by ' + type(e).__name__, 0
+        except STORAGE_UNAVAILABLE as e:
+            self.failed = True
+            return 'storage unavailable', self._storage_unavailable(e)
         except ConflictError as e:
-            transaction.abort()
             self.failed = True
-            log.warning('Conflict in worker %s, transaction aborted: %s',
-                        _name(self.worker), e)
+            log.warning('Conflict in worker %s, transaction aborted after %s'
+                        ' attempts: %s', _name(self.worker), retry.ATTEMPTS,
+                        e)
+            return 'conflict', self.ticks
         except Exception:
-            transaction.abort()
             self.failed = True
-            log.exception('Error committing the transaction of worker %s',
-                          _name(self.worker))
+            if self._worker_returned:
+                log.exception('Error committing the transaction of worker %s',
+                              _name(self.worker))
+            else:
+                log.exception('Error in worker %s, transaction aborted',
+                              _name(self.worker))
+            return 'error', self.ticks
+        self._storage_available()
+        outcome = 'committed'
+        if retried:
+            outcome += f' after {retried} conflicts'
+        if result is Exit:
+            self.stop('Exit')
+            return outcome, 0
+        if isinstance(result, numbers.Real) and not isinstance(result, bool):
+            return outcome, max(result, 0)
+        return outcome, self.ticks
+
+    def _call_worker(self):
+        self._worker_returned = False
+        self._in_worker = True
+        try:
+            result = self.worker()
+        finally:
+            self._in_worker = False
+        self._worker_returned = True
+        return result
+
+    def _storage_unavailable(self, error):
+        if self._outage_pause is None:
+            log.warning('Storage unavailable (%s), transaction of worker %s'
+                        ' aborted; trying again until it is back',
+                        _describe(error), _name(self.worker))
+            self._outage_pause = OUTAGE_PAUSE[0]
+        else:
+            self._outage_pause = min(2 * self._outage_pause, OUTAGE_PAUSE[1])
+        return self._outage_pause
+
+    def _storage_available(self):
+        if self._outage_pause is not None:
+            log.info('Storage available again, worker %s goes on',
+                     _name(self.worker))
+            self._outage_pause = None
 
     def sleep(self, seconds):
         """Sleep `seconds`, waking at once when the loop is stopped."""
@@ -182,24 +271,70 @@ class MainLoop:
             select.select([self._wakeup], [], [], remaining)
             self._drain()
 
-    def stop(self, signum=None, frame=None):
-        """Leave the loop after the running tick (a signal handler, too)."""
+    def stop(self, reason='stop'):
+        """Leave the loop after the running tick.
+
+        `reason` becomes `stopped_because` unless the loop is stopping for
+        another reason already.
+        """
         self.running = False
-        if signum is not None:
-            self._signal = signum
+        if self.stopped_because is None:
+            self.stopped_because = reason
         if self._wake is not None:
             try:
                 os.write(self._wake, b'.')
             except BlockingIOError:
                 pass  # the pipe is full: woken up already
 
+    def _on_signal(self, signum, frame):
+        self._signal = signum
+        self.stop('signal')
+        if signum == signal.SIGINT and self._in_worker:
+            # Like the default handler, but only while the worker runs: a
+            # commit is never cut short.
+            raise KeyboardInterrupt
+
     def _install_signal_handlers(self):
         # Python allows signal handlers in the main thread only; a loop run
         # in another thread is stopped by its owner through stop().
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {signum: signal.signal(signum, self.stop)
+        return {signum: signal.signal(signum, self._on_signal)
                 for signum in STOP_SIGNALS}
+
+    def _check_limits(self):
+        if not self.running:
+            return
+        if self.max_ticks is not None and self.tick_count >= self.max_ticks:
+            reason, value = 'max_ticks', self.tick_count
+        elif (self.max_runtime is not None and
+              time.monotonic() - self._started >= self.max_runtime):
+            reason, value = 'max_runtime', self.max_runtime
+        elif (self.max_memory is not None and
+              resident_memory() >= self.max_memory):
+            reason, value = 'max_memory', resident_memory()
+        else:
+            return
+        log.info('Worker %s reached %s (%s), stopping.', _name(self.worker),
+                 reason, value)
+        self.stop(reason)
+
+    def _until_deadline(self, delay):
+        if self.max_runtime is None:
+            return delay
+        return min(delay, self._started + self.max_runtime - time.monotonic())
+
+    def _touch_heartbeat(self):
+        if self.heartbeat is None:
+            return
+        try:
+            with open(self.heartbeat, 'a'):
+                pass
+            os.utime(self.heartbeat)
+        except OSError as e:
+            raise ConfigurationError(
+                f'Cannot write the heartbeat file {self.heartbeat}:'
+                f' {e.strerror}') from None
 
     def _drain(self):
         try:
@@ -214,6 +349,24 @@ class MainLoop:
         if self._signal is not None:
             log.info('Received signal %s, terminating.', self._signal)
             self._signal = None
+
+
+def resident_memory():
+    """The resident set size of this process in bytes."""
+    try:
+        with open('/proc/self/statm') as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        # No procfs (macOS, BSD): the peak is the best there is.  ru_maxrss
+        # is in KiB on Linux and the BSDs, in bytes on macOS.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == 'darwin' else peak * 1024
+    return pages * os.sysconf('SC_PAGE_SIZE')
+
+
+def _describe(error):
+    text = str(error)
+    return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 def _name(worker):

@@ -347,11 +347,14 @@ class BadInputTest(CommandLineTest):
             result = self.run_script('gocept-runner', *args)
         else:
             # root reads any file: run as nobody, once all is imported (the
-            # Python of the tests may be in a directory nobody cannot read).
+            # Python of the tests may be in a directory nobody cannot read),
+            # and back to root for what runs at exit (coverage, say).
             result = self.run_script(sys.executable, '-c', (
                 'import locale, os, sys, gocept.runner.cli;'
                 ' os.setegid(65534); os.seteuid(65534);'
-                " sys.exit(gocept.runner.cli.main(sys.argv[1:]))"), *args)
+                ' status = gocept.runner.cli.main(sys.argv[1:]);'
+                ' os.seteuid(0); os.setegid(0);'
+                ' sys.exit(status)'), *args)
         self.assertError(
             result, 2, f'gocept-runner: Cannot read configuration file'
             f' {self.conf}: Permission denied')

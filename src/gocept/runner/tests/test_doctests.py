@@ -13,6 +13,7 @@ def test_suite():
             '../appmain.rst',
             '../mainloop.rst',
             '../once.rst',
+            '../production.rst',
             '../transaction.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(

@@ -1,0 +1,141 @@
+"""Runner programs the tests start as subprocesses, and their zope.conf.
+
+Run one as ``python -m gocept.runner.tests.programs PROGRAM ZOPE_CONF
+REPORT [KEY=VALUE...]``; the KEY=VALUE pairs are MainLoop options (numbers).
+Each program appends lines to the file REPORT to tell the test what it did;
+its exit status is the one of ``gocept.runner.cli.exit_status``.
+"""
+
+import os
+import os.path
+import subprocess
+import sys
+import time
+
+import transaction
+import zope.component.hooks
+
+from gocept.runner import cli
+from gocept.runner import environment
+
+
+MINIMAL_ZCML = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), 'minimal.zcml')
+
+MODULE = 'gocept.runner.tests.programs'
+
+ZOPE_CONF = """\
+site-definition {zcml}
+<zodb>
+  {storage}
+</zodb>
+<eventlog>
+  level {level}
+  <logfile>
+    path {log}
+    format %(levelname)s %(name)s %(message)s
+  </logfile>
+</eventlog>
+"""
+
+FILESTORAGE = """<filestorage>
+    path {path}
+  </filestorage>"""
+
+
+def write_zope_conf(directory, storage=None, level='INFO', log='STDOUT'):
+    """Write a zope.conf into `directory`; return its path.
+
+    The storage is a FileStorage `Data.fs` in `directory` unless `storage`
+    gives the text of another storage section.
+    """
+    if storage is None:
+        storage = FILESTORAGE.format(
+            path=os.path.join(directory, 'Data.fs'))
+    path = os.path.join(directory, 'zope.conf')
+    with open(path, 'w') as f:
+        f.write(ZOPE_CONF.format(
+            zcml=MINIMAL_ZCML, storage=storage, level=level, log=log))
+    return path
+
+
+def start(directory, program, env=None, **options):
+    """Start `program` on the zope.conf in `directory`; return the Popen.
+
+    Its report is the file ``report`` in `directory`, its output goes to
+    the file ``output``.
+    """
+    args = [sys.executable, '-m', MODULE,
+            program, os.path.join(directory, 'zope.conf'),
+            os.path.join(directory, 'report')]
+    args.extend(f'{key}={value}' for key, value in options.items())
+    with open(os.path.join(directory, 'output'), 'ab') as output:
+        return subprocess.Popen(args, stdout=output, stderr=output,
+                                env=dict(os.environ, **(env or {})))
+
+
+def read_report(directory):
+    """The lines the program in `directory` reported so far."""
+    try:
+        with open(os.path.join(directory, 'report')) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_for(directory, line, timeout=30):
+    """Wait until the program in `directory` reported `line`."""
+    deadline = time.monotonic() + timeout
+    while line not in read_report(directory):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f'No {line!r} in {read_report(directory)!r} after'
+                f' {timeout} s')
+        time.sleep(0.01)
+
+
+def report(line):
+    with open(REPORT, 'a') as f:
+        f.write(f'{line}\n')
+
+
+def root():
+    return zope.component.hooks.getSite()._p_jar.root()
+
+
+def count():
+    """Add 1 to root['count'] each tick, with some ballast to write.
+
+    Reports ``committing N`` before the commit and ``committed N`` after it
+    (from hooks of the transaction), so a test knows which commit was in
+    flight when the process died.
+    """
+    count = root()['count'] = root().get('count', 0) + 1
+    root()['ballast'] = os.urandom(20000)
+    txn = transaction.get()
+    txn.addBeforeCommitHook(report, (f'committing {count}',))
+    txn.addAfterCommitHook(
+        lambda ok: ok and report(f'committed {count}'))
+
+
+def sleepy():
+    """Report a tick, then sleep for a long time within it (a slow tick)."""
+    count = root()['count'] = root().get('count', 0) + 1
+    report(f'sleeping in tick {count}')
+    time.sleep(float(os.environ.get('SLEEPY_SECONDS', '30')))
+    report(f'woke up in tick {count}')
+
+
+PROGRAMS = {'count': count, 'sleepy': sleepy}
+
+
+if __name__ == '__main__':
+    name, zope_conf, REPORT = sys.argv[1:4]
+    options = dict(arg.split('=', 1) for arg in sys.argv[4:])
+    ticks = float(options.pop('ticks', 1))
+    options = {key: (value if key == 'heartbeat' else float(value))
+               for key, value in options.items()}
+    loop = environment.run(
+        PROGRAMS[name], None, zope_conf, ticks=ticks, **options)
+    report(f'stopped because {loop.stopped_because}')
+    sys.exit(cli.exit_status(loop))
