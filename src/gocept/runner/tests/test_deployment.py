@@ -6,7 +6,6 @@ and ``var/``.
 """
 
 import configparser
-import importlib.util
 import os
 import re
 import shlex
@@ -201,6 +200,19 @@ class ZdaemonTest(DeploymentTest):
         with open(self.path('var', 'zdaemon.log')) as f:
             self.assertRegex(f.read(), r'pid \d+: exit status 0\n')
 
+    def test_a_runner_that_reached_a_limit_is_started_again(self):
+        # Exit status 75 is not in exit-codes.
+        self.write('zdaemon.conf', self.here(readme_block('<runner>')).replace(
+            '-C {0}/zope.conf'.format(self.dir),
+            '-C {0}/zope.conf --max-ticks 3'.format(self.dir)))
+        with open(self.path('zdaemon.conf')) as f:
+            self.assertIn('--max-ticks 3', f.read())
+        self.assertEqual(0, self.step('start'))
+        log = self.wait_for(self.path('var', 'zdaemon.log'),
+                            r'(spawned process pid=\d+(.|\n)*){2}')
+        self.assertRegex(log, r'pid \d+: exit status 75\n')
+        self.wait_for(self.path('var', 'myapp-runner.log'), r'^count 6$')
+
 
 class SystemdTest(DeploymentTest):
 
@@ -232,10 +244,6 @@ class SystemdTest(DeploymentTest):
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertEqual('', result.stderr)
 
-    @unittest.skipIf(
-        importlib.util.find_spec('gocept.runner.systemd') is None,
-        'sd_notify (READY=1, WATCHDOG=1, STOPPING=1 on $NOTIFY_SOCKET) is'
-        ' not built yet: issue 4, gocept.runner.systemd')
     def test_ExecStart_notifies_systemd(self):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(sock.close)
