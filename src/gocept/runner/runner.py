@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import ZConfig.components.logger.loghandler
 import zope.authentication.interfaces
 import zope.component
 import zope.component.hooks
@@ -28,6 +29,9 @@ from gocept.runner.config import ConfigurationError
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+# Asks to reopen the log files, as after logrotate moved them (the signal
+# zdaemon's "logreopen" sends).
+REOPEN_SIGNAL = signal.SIGUSR2
 
 # The values of MainLoop.stopped_because.
 STOP_REASONS = (
@@ -114,6 +118,7 @@ class MainLoop:
         self.tick_count = 0
         self._started = None
         self._signal = None
+        self._reopen = False
         self._wakeup = self._wake = None
         self._in_worker = False
         self._worker_returned = False
@@ -140,6 +145,7 @@ class MainLoop:
             while True:
                 delay = self.tick(principal)
                 self._log_signal()
+                self._reopen_logs()
                 if self.once:
                     self.stop('once')
                 self._check_limits()
@@ -270,6 +276,7 @@ class MainLoop:
                 break
             select.select([self._wakeup], [], [], remaining)
             self._drain()
+            self._reopen_logs()
 
     def stop(self, reason='stop'):
         """Leave the loop after the running tick.
@@ -280,6 +287,9 @@ class MainLoop:
         self.running = False
         if self.stopped_because is None:
             self.stopped_because = reason
+        self._wake_up()
+
+    def _wake_up(self):
         if self._wake is not None:
             try:
                 os.write(self._wake, b'.')
@@ -294,13 +304,27 @@ class MainLoop:
             # commit is never cut short.
             raise KeyboardInterrupt
 
+    def _on_reopen_signal(self, signum, frame):
+        self._reopen = True
+        self._wake_up()
+
     def _install_signal_handlers(self):
         # Python allows signal handlers in the main thread only; a loop run
         # in another thread is stopped by its owner through stop().
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {signum: signal.signal(signum, self._on_signal)
-                for signum in STOP_SIGNALS}
+        handlers = {signum: signal.signal(signum, self._on_signal)
+                    for signum in STOP_SIGNALS}
+        handlers[REOPEN_SIGNAL] = signal.signal(
+            REOPEN_SIGNAL, self._on_reopen_signal)
+        return handlers
+
+    def _reopen_logs(self):
+        # Here, between ticks, not in the handler: see _log_signal.
+        if self._reopen:
+            self._reopen = False
+            ZConfig.components.logger.loghandler.reopenFiles()
+            log.debug('Log files reopened')
 
     def _check_limits(self):
         if not self.running:

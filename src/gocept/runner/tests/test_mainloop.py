@@ -119,7 +119,9 @@ class MainLoopTest(unittest.TestCase):
     def test_signal_handlers_of_before_are_restored(self):
         def handler(signum, frame):
             pass  # pragma: no cover
-        for signum in signal.SIGTERM, signal.SIGHUP:
+        signums = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT,
+                   signal.SIGUSR2)
+        for signum in signums:
             self.addCleanup(signal.signal, signum,
                             signal.signal(signum, handler))
 
@@ -128,11 +130,11 @@ class MainLoopTest(unittest.TestCase):
         @gocept.runner.once()
         def worker():
             seen.update({signum: signal.getsignal(signum)
-                         for signum in (signal.SIGTERM, signal.SIGHUP)})
+                         for signum in signums})
         worker(None, self.conf)
         self.assertNotIn(handler, seen.values())
-        self.assertIs(handler, signal.getsignal(signal.SIGTERM))
-        self.assertIs(handler, signal.getsignal(signal.SIGHUP))
+        for signum in signums:
+            self.assertIs(handler, signal.getsignal(signum))
 
     def test_signal_during_tick_lets_tick_commit_then_stops(self):
         for signum in signal.SIGTERM, signal.SIGHUP:
