@@ -46,8 +46,14 @@ site-definition {site}
   </filestorage>
 </zodb>
 <eventlog>
+  level debug
   <logfile>
     path STDOUT
+    level info
+    format %(levelname)s %(name)s %(message)s
+  </logfile>
+  <logfile>
+    path {prefix}/var/event.log
     format %(levelname)s %(name)s %(message)s
   </logfile>
 </eventlog>
@@ -180,14 +186,19 @@ class ZdaemonTest(DeploymentTest):
         self.assertEqual(0, self.step('status'))
         self.wait_for(transcript, r'^count 3$')
 
-        # logrotate moves the transcript away, then its postrotate script
-        # tells zdaemon to open a new one.
-        postrotate = self.here(
-            readme_block(f'{PREFIX}/var/myapp-runner.log {{')).splitlines()
-        reopen = [line for line in postrotate if 'reopen_transcript' in line]
-        os.rename(transcript, transcript + '.1')
-        subprocess.run(shlex.split(reopen[0]), check=True, timeout=60)
+        # logrotate moves the logs away, then its postrotate script tells
+        # zdaemon to reopen the transcript and the runner its log file.
+        rotate = self.here(readme_block(f'{PREFIX}/var/myapp-runner.log '))
+        logs = rotate.splitlines()[0].split()[:-1]
+        self.assertEqual([transcript, self.path('var', 'event.log')], logs)
+        postrotate = [line for line in rotate.splitlines()
+                      if 'logreopen' in line]
+        for log in logs:
+            os.rename(log, log + '.1')
+        subprocess.run(shlex.split(postrotate[0]), check=True, timeout=60,
+                       capture_output=True)
         self.wait_for(transcript, r'^count \d+$')
+        self.wait_for(logs[1], r'^DEBUG gocept.runner.runner ')
 
         self.assertEqual(0, self.step('stop'))
         self.assertEqual(3, self.step('status'))
@@ -195,8 +206,11 @@ class ZdaemonTest(DeploymentTest):
         with open(transcript) as f:
             output = f.read()
         self.assertLastTickCommitted(output)
-        with open(transcript + '.1') as f:
-            self.assertNotIn('Received signal', f.read())
+        for log in logs:
+            with open(log + '.1') as f:
+                self.assertNotIn('Received signal', f.read())
+            with open(log) as f:
+                self.assertIn('Received signal 15, terminating.', f.read())
         with open(self.path('var', 'zdaemon.log')) as f:
             self.assertRegex(f.read(), r'pid \d+: exit status 0\n')
 
