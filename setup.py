@@ -65,6 +65,9 @@ setup(
         'test': [
             'zope.testrunner',
         ],
+        'benchmarks': [
+            'matplotlib',
+        ],
     },
     entry_points={
         'console_scripts': [
