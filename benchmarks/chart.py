@@ -35,10 +35,10 @@ def main(source, target):
             ax.plot([x] * len(values), values, '.', color='black',
                     markersize=3)
         better = 'higher' if figure['higher_is_better'] else 'lower'
-        met = {True: 'target met', False: 'target missed',
+        met = {True: '; target met', False: '; target missed',
                None: ''}[figure['met']]
         ax.set_title(f"{figure['label']}\n{figure['unit']}, {better} is"
-                     f" better; {met}", fontsize=9)
+                     f" better{met}", fontsize=9)
         if key == 'sigterm':
             ax.set_yscale('log')
         ax.tick_params(labelsize=8)
