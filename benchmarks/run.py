@@ -10,7 +10,8 @@ turn (this, 3.0, floor, this, 3.0, floor, ...) so that drift of the machine
 hits all alike.  The floor is the same work done by hand with plain ZODB and
 transaction.  Each run checks its result; a failed check fails the scenario.
 Writes benchmarks/results.txt (the table) and benchmarks/results.png (the
-chart).  The exit status is 1 if a scenario failed.
+chart); --quick, a smoke run, writes them to benchmarks/work/.  The exit
+status is 1 if a scenario failed.
 
 This script uses the standard library only; the workers in
 benchmarks/workers/ run in the virtualenvs.
@@ -595,10 +596,11 @@ def main():
         '--on-disk', action='store_true',
         help=f'keep the databases in benchmarks/work/, not in {TMPFS}')
     parser.add_argument(
-        '--output', default=HERE,
-        help='where to write results.txt and results.png'
-             ' (default: %(default)s)')
+        '--output',
+        help='where to write results.txt and results.png (default:'
+             ' benchmarks/, with --quick benchmarks/work/)')
     options = parser.parse_args()
+    output = options.output or (WORK if options.quick else HERE)
     began = time.monotonic()
     bench = Bench(Sizes(options.quick), options.on_disk)
     bench.setup()
@@ -608,15 +610,15 @@ def main():
     finally:
         bench.cleanup()
     text, summary = table(bench, time.monotonic() - began)
-    os.makedirs(options.output, exist_ok=True)
-    with open(os.path.join(options.output, 'results.txt'), 'w') as f:
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, 'results.txt'), 'w') as f:
         f.write(text)
     summary_path = os.path.join(WORK, 'results.json')
     with open(summary_path, 'w') as f:
         json.dump(summary, f, indent=1)
     subprocess.run(
         [bench.python['this'], os.path.join(HERE, 'chart.py'), summary_path,
-         os.path.join(options.output, 'results.png')], check=True)
+         os.path.join(output, 'results.png')], check=True)
     print(text)
     return 1 if bench.failures else 0
 
