@@ -306,28 +306,30 @@ class Bench:
 
 # -- the scenarios --
 
-# Start-up variants: metric -> {implementation: command or None}.  None
-# runs the `startup` worker the usual way; an implementation missing from a
-# variant is not run in it.  The start-up through the console script with a
-# lock file is added here once that machinery has landed, e.g.
-#   'startup_script': {'this': lambda bench: [<venv-this/bin/SCRIPT>, ...],
-#                      '3.0': None, 'floor': None},
-# with a line for it in METRICS; its worker must report `first_tick` like
-# workers/startup.py does.
+# Start-up variants: metric -> (label, {implementation: command}).  A
+# command is a function of the Bench returning the argv to run in the
+# working directory (None: workers/startup.py as usual); its process must
+# report `first_tick` as that worker does and add one to the counter.  An
+# implementation missing from a variant is not run in it; the table compares
+# with its figure of the plain variant.  The start-up through the console
+# script with a lock file is one entry here, e.g.
+#   'startup_script': ('console script, lock file', {
+#       'this': lambda bench: [
+#           os.path.join(WORK, 'venv-this', 'bin', 'SCRIPT'), ...]}),
 STARTUP_VARIANTS = {
-    'startup': {'this': None, '3.0': None, 'floor': None},
+    'startup': ('', {'this': None, '3.0': None, 'floor': None}),
 }
 
 
 def startup(bench):
     """1. Start-up: process start to first tick; a once job's whole run."""
-    for variant in STARTUP_VARIANTS.values():
+    for _, variant in STARTUP_VARIANTS.values():
         for impl, command in variant.items():
             # Untimed: compiles the bytecode, warms the file cache.
             bench.run('startup', impl, 'startup',
                       command=command and command(bench))
     for i in range(bench.sizes.startup_runs):
-        for metric, variant in STARTUP_VARIANTS.items():
+        for metric, (_, variant) in STARTUP_VARIANTS.items():
             for impl, command in variant.items():
                 run = bench.run('startup', impl, 'startup',
                                 command=command and command(bench))
@@ -423,8 +425,11 @@ class Metric:
     ``('floor', 1.1)`` means this ÷ floor ≤ 1.1 for a figure where lower is
     better, ≥ for one where higher is better; 'abs' compares the value."""
 
-    def __init__(self, key, label, unit, higher_is_better, targets, digits):
+    def __init__(self, key, label, unit, higher_is_better, targets, digits,
+                 fallback=None):
         self.key = key
+        # The metric whose figures stand in for implementations not run.
+        self.fallback = fallback
         self.label = label
         self.unit = unit
         self.higher_is_better = higher_is_better
@@ -439,13 +444,20 @@ class Metric:
 
 def metrics(sizes):
     k = sizes.memory_mark
-    return [
-        Metric('startup', 'start-up to first tick', 's', False,
-               [('floor', 1.1), ('3.0', 1.0)], 3),
-        Metric('startup_once', 'once job, whole run', 's', False,
-               [('floor', 1.1), ('3.0', 1.0)], 3),
-        Metric('startup_cpu', 'once job, CPU time (user+sys)', 's', False,
-               [], 3),
+    startup = []
+    for key, (label, _) in STARTUP_VARIANTS.items():
+        via = f', {label}' if label else ''
+        fallback = None if key == 'startup' else 'startup'
+        startup += [
+            Metric(key, 'start-up to first tick' + via, 's', False,
+                   [('floor', 1.1), ('3.0', 1.0)], 3, fallback),
+            Metric(key + '_once', 'once job, whole run' + via, 's', False,
+                   [('floor', 1.1), ('3.0', 1.0)], 3,
+                   fallback and fallback + '_once'),
+            Metric(key + '_cpu', 'once job, CPU time (user+sys)' + via, 's',
+                   False, [], 3, fallback and fallback + '_cpu'),
+        ]
+    return startup + [
         Metric('ticks', f'empty ticks ({sizes.ticks:,})', 'ticks/s', True,
                [('3.0', 4.0), ('floor', 0.4)], 0),
         Metric('ticks_principal', 'empty ticks, principal', 'ticks/s', True,
@@ -497,7 +509,8 @@ def table(bench, elapsed):
     rows = []
     summary = {}
     for metric in metrics(bench.sizes):
-        values = bench.values.get(metric.key, {})
+        values = dict(bench.values.get(metric.fallback, {}))
+        values.update(bench.values.get(metric.key, {}))
         medians = {impl: statistics.median(values[impl])
                    for impl in IMPLEMENTATIONS if values.get(impl)}
         target, met = evaluate(metric, medians)
