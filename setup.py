@@ -80,6 +80,9 @@ setup(
         'zeo': [
             'ZEO',
         ],
+        'benchmarks': [
+            'matplotlib',
+        ],
     },
     entry_points={
         'console_scripts': [
