@@ -18,7 +18,6 @@ benchmarks/workers/ run in the virtualenvs.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -32,6 +31,8 @@ import sys
 import tempfile
 import time
 
+import venvs
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
@@ -40,7 +41,6 @@ WORKERS = os.path.join(HERE, 'workers')
 SITE_ZCML = os.path.join(HERE, 'site.zcml')
 
 IMPLEMENTATIONS = ('this', '3.0', 'floor')
-RELEASED = ['gocept.runner==3.0', 'zope.principalregistry']
 PRINCIPAL = 'bench.worker'
 TIMEOUT = 300
 TMPFS = '/dev/shm'
@@ -142,10 +142,8 @@ class Bench:
 
     def setup(self):
         os.makedirs(WORK, exist_ok=True)
-        this_python = ensure_venv(
-            'venv-this', [['-e', f'{CHECKOUT}[benchmarks]']],
-            read(os.path.join(CHECKOUT, 'setup.py')))
-        released_python = ensure_venv('venv-3.0', [RELEASED], repr(RELEASED))
+        this_python = venvs.python('this')
+        released_python = venvs.python('3.0')
         self.python = {
             'this': this_python, '3.0': released_python,
             'floor': this_python}
@@ -311,13 +309,15 @@ class Bench:
 # working directory (None: workers/startup.py as usual); its process must
 # report `first_tick` as that worker does and add one to the counter.  An
 # implementation missing from a variant is not run in it; the table compares
-# with its figure of the plain variant.  The start-up through the console
-# script with a lock file is one entry here, e.g.
-#   'startup_script': ('console script, lock file', {
-#       'this': lambda bench: [
-#           os.path.join(WORK, 'venv-this', 'bin', 'SCRIPT'), ...]}),
+# with its figure of the plain variant.
 STARTUP_VARIANTS = {
     'startup': ('', {'this': None, '3.0': None, 'floor': None}),
+    # 3.0 has no command line of its own.
+    'startup_script': ('console script, lock file', {
+        'this': lambda bench: [
+            bench.python['this'],
+            os.path.join(WORKERS, 'startup_script.py'),
+            '-C', bench.zope_conf, '--lock-file', 'startup.lock']}),
 }
 
 
@@ -561,27 +561,6 @@ def table(bench, elapsed):
 def read(path):
     with open(path) as f:
         return f.read()
-
-
-def ensure_venv(name, installs, stamp_text):
-    """The python of virtualenv `name` in WORK, made if missing or made
-    from another `stamp_text` (say, another setup.py)."""
-    path = os.path.join(WORK, name)
-    python = os.path.join(path, 'bin', 'python')
-    stamp_path = os.path.join(path, 'bench-stamp')
-    stamp = hashlib.sha256(
-        (sys.version + stamp_text).encode()).hexdigest()
-    if os.path.exists(stamp_path) and read(stamp_path) == stamp:
-        return python
-    print(f'Creating the virtualenv {path}', flush=True)
-    shutil.rmtree(path, ignore_errors=True)
-    subprocess.run([sys.executable, '-m', 'venv', path], check=True)
-    for args in installs:
-        subprocess.run([python, '-m', 'pip', 'install', '--quiet', *args],
-                       check=True)
-    with open(stamp_path, 'w') as f:
-        f.write(stamp)
-    return python
 
 
 def cpu_seconds():

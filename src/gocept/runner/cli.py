@@ -8,7 +8,6 @@ an error the user can cause is one line on stderr (a traceback only with
 import argparse
 import contextlib
 import importlib
-import importlib.metadata
 import inspect
 import math
 import os
@@ -332,6 +331,8 @@ class _Version(argparse.Action):
 
 def _version(prog):
     """``prog (its distribution and version, gocept.runner's version)``."""
+    # Imported here: it costs every program's start-up some milliseconds.
+    import importlib.metadata
     runner = f'gocept.runner {importlib.metadata.version("gocept.runner")}'
     entry_points = importlib.metadata.entry_points(
         group='console_scripts', name=prog)

@@ -13,20 +13,31 @@ PAUSE = 0.05
 
 
 def run(func, attempts=ATTEMPTS):
-    """Call `func` in a transaction of its own and commit.
+    """Call `func` in the current transaction and commit.
 
     What the `transaction` package deems retryable (a ConflictError, a
-    disconnected ZEO client) aborts and calls `func` again after a short
-    random pause, `attempts` times in all; the error of the last attempt is
-    raised.  Any other error is raised at once.  The transaction is aborted
-    before an error is raised.  Returns `func`'s result and the number of
-    attempts that were retried.
+    disconnected ZEO client) aborts and calls `func` again in a new
+    transaction after a short random pause, `attempts` times in all; the
+    error of the last attempt is raised.  Any other error is raised at once.
+    The transaction is aborted before an error is raised.  Returns `func`'s
+    result and the number of attempts that were retried.
     """
+    # The first attempt runs in the transaction the caller has (begun):
+    # attempts() would begin another, which costs a storage sync per tick.
+    try:
+        result = func()
+        transaction.commit()
+        return result, 0
+    except BaseException as e:
+        # Asked before the abort: data managers that joined may say, too.
+        retryable = attempts > 1 and transaction.get().isRetryableError(e)
+        transaction.abort()
+        if not retryable:
+            raise
     try:
         for number, attempt in enumerate(
-                transaction.manager.attempts(attempts)):
-            if number:
-                time.sleep(random.uniform(0, PAUSE * number))
+                transaction.manager.attempts(attempts - 1), 1):
+            time.sleep(random.uniform(0, PAUSE * number))
             with attempt:
                 result = func()
     except BaseException:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import transaction
 import ZConfig.components.logger.loghandler
 import zope.authentication.interfaces
 import zope.component
@@ -49,13 +50,6 @@ LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
 # First and longest pause (seconds) between ticks while the storage is
 # unavailable; the pause doubles from one to the other.
 OUTAGE_PAUSE = (0.1, 30)
-
-try:
-    from ZEO.Exceptions import ClientDisconnected
-except ModuleNotFoundError:  # ZEO is an optional extra
-    STORAGE_UNAVAILABLE = ()
-else:
-    STORAGE_UNAVAILABLE = (ClientDisconnected,)
 
 
 class _Exit:
@@ -120,6 +114,7 @@ class MainLoop:
         self._signal = None
         self._reopen = False
         self._wakeup = self._wake = None
+        self._notify = systemd.Notifier()
         self._in_worker = False
         self._worker_returned = False
         # The pause before the next tick while the storage is unavailable.
@@ -141,7 +136,7 @@ class MainLoop:
         try:
             if zope.component.interfaces.ISite.providedBy(self.app):
                 zope.component.hooks.setSite(self.app)
-            systemd.notify('READY=1')
+            self._notify('READY=1')
             while True:
                 delay = self.tick(principal)
                 self._log_signal()
@@ -158,7 +153,8 @@ class MainLoop:
                     break
         finally:
             self.running = False
-            systemd.notify('STOPPING=1')
+            self._notify('STOPPING=1')
+            self._notify.close()
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             os.close(self._wakeup)
@@ -201,18 +197,19 @@ class MainLoop:
         log.debug('Tick %s of worker %s: %s in %.3f s', self.tick_count,
                   _name(self.worker), outcome, time.monotonic() - started)
         self._touch_heartbeat()
-        systemd.notify('WATCHDOG=1')
+        self._notify('WATCHDOG=1')
         return delay
 
     def _run_worker(self):
         # Returns the tick's outcome (for the log) and the delay to sleep.
+        transaction.begin()
         try:
             result, retried = retry.run(self._call_worker)
         except (SystemExit, KeyboardInterrupt) as e:
             self.exit_code = getattr(e, 'code', None)
             self.stop(type(e).__name__)
             return 'aborted by ' + type(e).__name__, 0
-        except STORAGE_UNAVAILABLE as e:
+        except _storage_unavailable_errors() as e:
             self.failed = True
             return 'storage unavailable', self._storage_unavailable(e)
         except ConflictError as e:
@@ -386,6 +383,14 @@ def resident_memory():
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == 'darwin' else peak * 1024
     return pages * os.sysconf('SC_PAGE_SIZE')
+
+
+def _storage_unavailable_errors():
+    # A disconnected ZEO client; ZEO (an optional extra) is imported by the
+    # time a storage of it fails, and importing it here would slow down the
+    # start-up of every runner.
+    zeo = sys.modules.get('ZEO.Exceptions')
+    return (zeo.ClientDisconnected,) if zeo is not None else ()
 
 
 def _describe(error):
