@@ -22,21 +22,14 @@ import ZODB
 import ZODB.FileStorage
 
 import gocept.runner
+from gocept.runner.tests.test_cli import WORKERS
+from gocept.runner.tests.test_cli import WRAPPER
 
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(gocept.runner.__file__)
 README = os.path.join(HERE, '..', '..', '..', 'README.rst')
 PREFIX = '/srv/myapp'
-
-# What pip writes for a console_scripts entry point.
-WRAPPER = """\
-#!{python}
-import sys
-from gocept.runner.tests.workers import {name}
-if __name__ == '__main__':
-    sys.exit({name}())
-"""
 
 ZOPE_CONF = """\
 site-definition {site}
@@ -104,7 +97,7 @@ class DeploymentTest(unittest.TestCase):
 
     def script(self, name, worker):
         path = self.write(os.path.join('bin', name), WRAPPER.format(
-            python=sys.executable, name=worker))
+            python=sys.executable, module=WORKERS, name=worker))
         os.chmod(path, 0o755)
 
     def here(self, text):
