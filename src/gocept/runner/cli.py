@@ -20,6 +20,8 @@ import zc.lockfile
 
 from gocept.runner import environment
 from gocept.runner.config import ConfigurationError
+from gocept.runner.lock import AlreadyRunning
+from gocept.runner.lock import locked
 from gocept.runner.runner import LIMITS
 
 
@@ -44,10 +46,6 @@ worker's own SystemExit code, 1 when a single run failed or the program failed
 before its main loop, 2 for a usage or configuration error, 75 when another
 process holds the lock file or the database, or when the loop reached its
 max_ticks, max_runtime or max_memory (restart it)."""
-
-
-class AlreadyRunning(Exception):
-    """Another process holds the lock file of the run."""
 
 
 def program(worker, lock_file=None, **loop_options):
@@ -167,37 +165,6 @@ def resolve(name):
     if not callable(obj):
         raise ConfigurationError(f'{name} is not callable')
     return obj
-
-
-@contextlib.contextmanager
-def locked(path):
-    """Hold the zc.lockfile lock `path` while the block runs.
-
-    Raises AlreadyRunning naming the lock file and the pid of its holder.
-    """
-    try:
-        lock = zc.lockfile.LockFile(path)
-    except zc.lockfile.LockError:
-        raise AlreadyRunning(
-            f'Another run holds the lock file {path}'
-            f' (pid {_holder(path)})') from None
-    except OSError as e:
-        raise ConfigurationError(
-            f'Cannot open the lock file {path}: {e.strerror}') from None
-    try:
-        yield
-    finally:
-        lock.close()
-
-
-def _holder(path):
-    # zc.lockfile writes " <pid>\n" right after taking the lock; the file is
-    # empty in the moment between the two.
-    try:
-        with open(path) as f:
-            return f.read().strip() or 'unknown'
-    except OSError:
-        return 'unknown'
 
 
 def _execute(prog, debug, lock_file, run_loop):

@@ -3,8 +3,8 @@
 import functools
 from contextlib import nullcontext
 
-from gocept.runner import cli
 from gocept.runner import environment
+from gocept.runner import lock
 
 
 def appmain(ticks=1, principal=None, lock_file=None, **options):
@@ -16,7 +16,7 @@ def appmain(ticks=1, principal=None, lock_file=None, **options):
     up.  See environment.run for what happens then.  Called with no
     arguments (as a console script), it is a program: see
     gocept.runner.cli.  With a `lock_file`, a call holds that lock while it
-    runs (see cli.locked).  The `options` (`max_ticks`, `max_runtime`,
+    runs (see gocept.runner.lock).  The `options` (`max_ticks`, `max_runtime`,
     `max_memory`, `heartbeat`) are passed on to MainLoop.
     """
     return _decorator(lock_file, ticks=ticks, principal=principal, once=False,
@@ -38,12 +38,15 @@ def _decorator(lock_file, **loop_options):
         @functools.wraps(worker)
         def run(site_name=_ARGV, zope_conf=_ARGV):
             if site_name is _ARGV and zope_conf is _ARGV:
+                # Imported here: argparse and inspect would cost the
+                # start-up of every runner that is not a program.
+                from gocept.runner import cli
                 cli.program(worker, lock_file, **loop_options)  # exits
             if site_name is _ARGV or zope_conf is _ARGV:
                 raise TypeError(
                     f'{worker.__name__}() takes site_name and zope_conf, or'
                     ' no arguments to run as a program')
-            with cli.locked(lock_file) if lock_file else nullcontext():
+            with lock.locked(lock_file) if lock_file else nullcontext():
                 environment.run(worker, site_name, zope_conf, **loop_options)
         return run
     return decorate

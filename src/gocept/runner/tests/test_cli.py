@@ -309,7 +309,7 @@ class LockTest(CommandLineTest):
             f'from {WORKERS} import once_locked\n'
             f'once_locked(None, {self.conf!r})\n'))
         self.assertIn(
-            'gocept.runner.cli.AlreadyRunning: Another run holds the lock'
+            'gocept.runner.lock.AlreadyRunning: Another run holds the lock'
             ' file once.lock', result.stderr)
         self.assertEqual(1, self.count())
 
