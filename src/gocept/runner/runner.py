@@ -115,6 +115,8 @@ class MainLoop:
         self._reopen = False
         self._wakeup = self._wake = None
         self._notify = systemd.Notifier()
+        # Whether the next tick needs a new transaction to see fresh data.
+        self._stale = True
         self._in_worker = False
         self._worker_returned = False
         # The pause before the next tick while the storage is unavailable.
@@ -128,6 +130,7 @@ class MainLoop:
         self.running = True
         self.stopped_because = None
         self.tick_count = 0
+        self._stale = True
         self._started = time.monotonic()
         self._wakeup, self._wake = os.pipe()
         for fd in self._wakeup, self._wake:
@@ -202,7 +205,12 @@ class MainLoop:
 
     def _run_worker(self):
         # Returns the tick's outcome (for the log) and the delay to sleep.
-        transaction.begin()
+        if self._stale:
+            # A new transaction has the connection catch up with what others
+            # committed since.  Right after the last tick that is done: the
+            # end of its transaction did it.
+            transaction.begin()
+        self._stale = False
         try:
             result, retried = retry.run(self._call_worker)
         except (SystemExit, KeyboardInterrupt) as e:
@@ -267,6 +275,7 @@ class MainLoop:
     def sleep(self, seconds):
         """Sleep `seconds`, waking at once when the loop is stopped."""
         deadline = time.monotonic() + seconds
+        self._stale = self._stale or seconds > 0
         while self.running:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
