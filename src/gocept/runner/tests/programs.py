@@ -17,6 +17,7 @@ import zope.component.hooks
 
 from gocept.runner import cli
 from gocept.runner import environment
+from gocept.runner import testing
 
 
 MINIMAL_ZCML = os.path.join(
@@ -24,11 +25,7 @@ MINIMAL_ZCML = os.path.join(
 
 MODULE = 'gocept.runner.tests.programs'
 
-ZOPE_CONF = """\
-site-definition {zcml}
-<zodb>
-  {storage}
-</zodb>
+LOG = """\
 <eventlog>
   level {level}
   <logfile>
@@ -38,25 +35,18 @@ site-definition {zcml}
 </eventlog>
 """
 
-FILESTORAGE = """<filestorage>
-    path {path}
-  </filestorage>"""
-
 
 def write_zope_conf(directory, storage=None, level='INFO', log='STDOUT'):
-    """Write a zope.conf into `directory`; return its path.
+    """Write a zope.conf for the minimal site into `directory`; return its
+    path.
 
     The storage is a FileStorage `Data.fs` in `directory` unless `storage`
     gives the text of another storage section.
     """
-    if storage is None:
-        storage = FILESTORAGE.format(
-            path=os.path.join(directory, 'Data.fs'))
-    path = os.path.join(directory, 'zope.conf')
-    with open(path, 'w') as f:
-        f.write(ZOPE_CONF.format(
-            zcml=MINIMAL_ZCML, storage=storage, level=level, log=log))
-    return path
+    zodb = None if storage is None else f'<zodb>\n  {storage}\n</zodb>\n'
+    return testing.write_zope_conf(
+        directory, zodb=zodb, log=LOG.format(level=level, log=log),
+        site_zcml=MINIMAL_ZCML)
 
 
 def start(directory, program, env=None, **options):
