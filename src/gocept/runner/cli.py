@@ -12,6 +12,7 @@ import inspect
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 
@@ -20,9 +21,9 @@ import zc.lockfile
 
 from gocept.runner import environment
 from gocept.runner.config import ConfigurationError
+from gocept.runner.limits import LIMITS
 from gocept.runner.lock import AlreadyRunning
 from gocept.runner.lock import locked
-from gocept.runner.runner import LIMITS
 
 
 # The environment variable naming zope.conf when -C/--config is not given.
@@ -38,6 +39,7 @@ EX_OK = 0
 EX_FAILURE = 1
 EX_USAGE = 2
 EX_TEMPFAIL = 75
+EX_INTERRUPTED = 128 + signal.SIGINT
 
 EPILOG = f"""\
 zope.conf is the file given by -C/--config, else the one ${CONFIG_VARIABLE}
@@ -48,22 +50,24 @@ process holds the lock file or the database, or when the loop reached its
 max_ticks, max_runtime or max_memory (restart it)."""
 
 
-def program(worker, lock_file=None, **loop_options):
-    """Run the decorated `worker` as a program: parse ``sys.argv``, exit.
-
-    `lock_file` and `loop_options` (MainLoop keyword arguments) come from
-    the decorator.
-    """
+def program(decorator, worker):
+    """Run `worker`, decorated by `decorator` (an appmain), as a program:
+    parse ``sys.argv``, exit."""
     parser = _parser(None, inspect.getdoc(worker))
     args = parser.parse_args()
     config = args.config or os.environ.get(CONFIG_VARIABLE)
     if not config:
         parser.error(
             f'no zope.conf: give -C/--config or set ${CONFIG_VARIABLE}')
-    loop_options.update(production_options(args))
-    sys.exit(_execute(
-        parser.prog, args.debug, args.lock_file or lock_file,
-        lambda: run(worker, args.site, config, **loop_options)))
+    overrides = production_options(args)
+    if args.lock_file:
+        overrides['lock_file'] = args.lock_file
+
+    def run_worker():
+        _make_var(config)
+        return decorator.run(worker, args.site, config, **overrides)
+
+    sys.exit(_execute(parser.prog, args.debug, run_worker))
 
 
 def main(argv=None, prog='gocept-runner'):
@@ -91,10 +95,15 @@ def main(argv=None, prog='gocept-runner'):
 
     def run_function():
         worker = resolve(args.function)
-        return run(worker, args.site, config or DEFAULT_CONFIG,
-                   **loop_options(args))
+        _make_var(config or DEFAULT_CONFIG)
+        with contextlib.ExitStack() as stack:
+            if args.lock_file:
+                stack.enter_context(locked(args.lock_file))
+            return environment.run(worker, args.site,
+                                   config or DEFAULT_CONFIG,
+                                   **loop_options(args))
 
-    return _execute(parser.prog, args.debug, args.lock_file, run_function)
+    return _execute(parser.prog, args.debug, run_function)
 
 
 def loop_options(args):
@@ -111,20 +120,11 @@ def production_options(args):
             if getattr(args, name) is not None}
 
 
-def run(worker, site_name, zope_conf, **loop_options):
-    """Like environment.run, but an unknown site is a ConfigurationError."""
+def _make_var(zope_conf):
+    # The zope.conf files of this package keep their FileStorage in ./var,
+    # which a newcomer has not made.
     if os.path.dirname(os.path.abspath(zope_conf)) == HERE:
-        # The zope.conf files of this package keep their FileStorage in
-        # ./var, which a newcomer has not made.
         os.makedirs('var', exist_ok=True)
-    try:
-        return environment.run(worker, site_name, zope_conf, **loop_options)
-    except KeyError as e:
-        if e.args != (site_name,):
-            raise
-        raise ConfigurationError(
-            f'Unknown site {site_name!r}: the root folder has no item of that'
-            ' name') from None
 
 
 def exit_status(loop):
@@ -133,6 +133,11 @@ def exit_status(loop):
         return loop.exit_code
     if loop.stopped_because in LIMITS:
         return EX_TEMPFAIL
+    if (loop.once and not loop.committed and
+            loop.stopped_because in ('signal', 'KeyboardInterrupt') and
+            loop.signal in (None, signal.SIGINT)):
+        # Ctrl-C stopped a job before it was done, as a shell reports it.
+        return EX_INTERRUPTED
     if loop.once and loop.failed:
         return EX_FAILURE
     return EX_OK
@@ -167,11 +172,10 @@ def resolve(name):
     return obj
 
 
-def _execute(prog, debug, lock_file, run_loop):
-    """Call `run_loop` (holding `lock_file`); return the exit status."""
+def _execute(prog, debug, run_loop):
+    """Call `run_loop`; return the exit status."""
     try:
-        with locked(lock_file) if lock_file else contextlib.nullcontext():
-            loop = run_loop()
+        loop = run_loop()
     except Exception as error:
         if debug:
             traceback.print_exc()

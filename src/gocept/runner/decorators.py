@@ -1,52 +1,106 @@
 """The decorators that turn a worker function into a runner."""
 
+import contextlib
 import functools
-from contextlib import nullcontext
 
 from gocept.runner import environment
 from gocept.runner import lock
-
-
-def appmain(ticks=1, principal=None, lock_file=None, **options):
-    """Decorate a worker to run in a main loop, once every `ticks` seconds.
-
-    The decorated function is called as ``worker(site_name, zope_conf)``:
-    `site_name` names the item of the root folder to use as site (None for
-    the root folder itself), `zope_conf` is the path of the zope.conf to set
-    up.  See environment.run for what happens then.  Called with no
-    arguments (as a console script), it is a program: see
-    gocept.runner.cli.  With a `lock_file`, a call holds that lock while it
-    runs (see gocept.runner.lock).  The `options` (`max_ticks`, `max_runtime`,
-    `max_memory`, `heartbeat`) are passed on to MainLoop.
-    """
-    return _decorator(lock_file, ticks=ticks, principal=principal, once=False,
-                      **options)
-
-
-def once(principal=None, lock_file=None, **options):
-    """Decorate a worker to run exactly one tick, e.g. as a cron job."""
-    return _decorator(lock_file, ticks=0, principal=principal, once=True,
-                      **options)
+from gocept.runner import signals
+from gocept.runner.runner import MainLoop
 
 
 # The decorated worker was called without this argument.
 _ARGV = object()
 
 
-def _decorator(lock_file, **loop_options):
-    def decorate(worker):
+class appmain:
+    """Decorate a worker to run in a main loop, once every `ticks` seconds.
+
+    The decorated function is called as ``worker(appname, configfile)``:
+    `appname` names the item of the root folder to use as site (None for the
+    root folder itself), `configfile` is the path of the zope.conf to set up
+    (see `application`).  Called with no arguments (as a console script), it
+    is a program: see gocept.runner.cli.  With a `principal` (an id, or a
+    callable returning one, such as from_config's) every tick runs as that
+    principal.  With a `lock_file`, a call holds that lock while it runs
+    (see gocept.runner.lock).  The `options` (`max_ticks`, `max_runtime`,
+    `max_memory`, `heartbeat`, `middleware`) are passed on to MainLoop.
+    """
+
+    once = False
+
+    def __init__(self, ticks=1, principal=None, lock_file=None, **options):
+        self.ticks = ticks
+        self.principal = principal
+        self.lock_file = lock_file
+        self.options = options
+
+    def get_principal(self):
+        """The id of the principal to run as (None for none)."""
+        if callable(self.principal):
+            return self.principal()
+        return self.principal
+
+    @contextlib.contextmanager
+    def application(self, appname, configfile):
+        """Set the application up; yield the site the loop works on.
+
+        Override this to set the application up another way.  The default
+        reads zope.conf (see gocept.runner.environment.application) and
+        yields the root folder, or its item `appname`, which must be a site.
+        Whatever it set up is torn down when the block ends.
+        """
+        with environment.init(appname, configfile) as site:
+            yield environment.check_site(site, appname)
+
+    def __call__(self, worker):
         @functools.wraps(worker)
-        def run(site_name=_ARGV, zope_conf=_ARGV):
-            if site_name is _ARGV and zope_conf is _ARGV:
+        def run(appname=_ARGV, configfile=_ARGV, *, site_name=_ARGV,
+                zope_conf=_ARGV):
+            # site_name and zope_conf: the names of gocept.runner 4.0a.
+            appname = site_name if appname is _ARGV else appname
+            configfile = zope_conf if configfile is _ARGV else configfile
+            if appname is _ARGV and configfile is _ARGV:
                 # Imported here: argparse and inspect would cost the
                 # start-up of every runner that is not a program.
                 from gocept.runner import cli
-                cli.program(worker, lock_file, **loop_options)  # exits
-            if site_name is _ARGV or zope_conf is _ARGV:
+                cli.program(self, worker)  # exits
+            if appname is _ARGV or configfile is _ARGV:
                 raise TypeError(
-                    f'{worker.__name__}() takes site_name and zope_conf, or'
+                    f'{worker.__name__}() takes appname and configfile, or'
                     ' no arguments to run as a program')
-            with lock.locked(lock_file) if lock_file else nullcontext():
-                environment.run(worker, site_name, zope_conf, **loop_options)
+            self.run(worker, appname, configfile)
         return run
-    return decorate
+
+    def run(self, worker, appname, configfile, **overrides):
+        """Run `worker` in a MainLoop on the site of `configfile`; return
+        the loop when it has ended.
+
+        `overrides` replace the decorator's settings (``lock_file``,
+        ``ticks``, ``once``, ``principal`` and the options).
+        """
+        settings = dict(self.options, ticks=self.ticks, once=self.once,
+                        lock_file=self.lock_file)
+        settings.update(overrides)
+        lock_file = settings.pop('lock_file')
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(signals.handled())
+            if lock_file:
+                stack.enter_context(lock.locked(lock_file))
+            site = stack.enter_context(self.application(appname, configfile))
+            if 'principal' not in settings:
+                # Asked now: from_config's reads the zope.conf just loaded.
+                settings['principal'] = self.get_principal()
+            loop = MainLoop(site, worker=worker, **settings)
+            loop()
+        return loop
+
+
+class once(appmain):
+    """Decorate a worker to run exactly one tick, e.g. as a cron job."""
+
+    once = True
+
+    def __init__(self, principal=None, lock_file=None, **options):
+        super().__init__(ticks=0, principal=principal, lock_file=lock_file,
+                         **options)

@@ -1,6 +1,7 @@
 """Preparing the Zope environment a worker runs in."""
 
 import contextlib
+import os
 
 import transaction
 import ZODB.interfaces
@@ -15,6 +16,7 @@ import zope.security.management
 from ZODB.POSException import ConflictError
 
 from gocept.runner import config
+from gocept.runner import signals
 from gocept.runner.runner import MainLoop
 
 
@@ -30,6 +32,9 @@ def application(zope_conf):
     folder) and a connection.  Connection and databases are closed on the
     way out, whatever happened.
     """
+    # A worker's forked child that ends with an exception passes through
+    # here: it must not close what the parent still uses.
+    pid = os.getpid()
     conf = config.load(zope_conf)
     config.configure_logging(conf)
     config.configure_products(conf)
@@ -48,27 +53,62 @@ def application(zope_conf):
         try:
             yield root_folder(connection, conf.site_definition)
         finally:
-            transaction.abort()
-            connection.close()
+            if os.getpid() == pid:
+                transaction.abort()
+                connection.close()
     finally:
-        close(databases)
+        if os.getpid() == pid:
+            close(databases)
 
 
 def run(worker, site_name, zope_conf, **loop_options):
     """Set up `zope_conf` and run `worker` in a MainLoop; return the loop.
 
-    The site is the root folder, or its item `site_name`: a missing one
-    raises KeyError, one that is not a site ConfigurationError.
-    `loop_options` are MainLoop's keyword arguments.
+    What the decorators do, without them: the site is the root folder, or
+    its item `site_name`, which must be a site.  `loop_options` are
+    MainLoop's keyword arguments.
     """
-    with application(zope_conf) as root_folder:
-        site = root_folder if site_name is None else root_folder[site_name]
-        if not zope.component.interfaces.ISite.providedBy(site):
-            raise config.ConfigurationError(
-                f'{site_name!r} is not a site: it has no site manager')
-        loop = MainLoop(site, worker=worker, **loop_options)
-        loop.run()
+    with signals.handled(), init(site_name, zope_conf) as site:
+        loop = MainLoop(check_site(site, site_name), worker=worker,
+                        **loop_options)
+        loop()
     return loop
+
+
+@contextlib.contextmanager
+def init(appname, configfile):
+    """Set up `configfile` (a zope.conf); yield the root folder, or its item
+    `appname` if that is not None.
+
+    The context manager of gocept.runner 3.x, there as
+    ``gocept.runner.runner.init``.  Raises UnknownSite if there is no item
+    `appname`.
+    """
+    with application(configfile) as root:
+        if appname is None:
+            yield root
+            return
+        try:
+            item = root[appname]
+        except KeyError:
+            raise UnknownSite(
+                f'Unknown site {appname!r}: the root folder has no item of'
+                ' that name') from None
+        yield item
+
+
+class UnknownSite(config.ConfigurationError, KeyError):
+    """The root folder has no item of the name given as site."""
+
+    __str__ = config.ConfigurationError.__str__
+
+
+def check_site(site, site_name):
+    """Return `site` if it is a site; raise ConfigurationError if not."""
+    if not zope.component.interfaces.ISite.providedBy(site):
+        raise config.ConfigurationError(
+            f'{site_name!r} is not a site: it has no site manager')
+    return site
 
 
 def load_zcml(site_definition):

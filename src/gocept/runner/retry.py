@@ -12,38 +12,37 @@ ATTEMPTS = 3
 PAUSE = 0.05
 
 
-def run(func, attempts=ATTEMPTS):
-    """Call `func` in the current transaction and commit.
+def _nothing():
+    pass
+
+
+def run(func, attempts=ATTEMPTS, begin=_nothing, commit=transaction.commit,
+        abort=transaction.abort):
+    """Call ``begin()``, ``func()`` and ``commit()``; return func's result.
 
     What the `transaction` package deems retryable (a ConflictError, a
-    disconnected ZEO client) aborts and calls `func` again in a new
-    transaction after a short random pause, `attempts` times in all; the
-    error of the last attempt is raised.  Any other error is raised at once.
-    The transaction is aborted before an error is raised.  Returns `func`'s
-    result and the number of attempts that were retried.
+    disconnected ZEO client) calls ``abort()`` and tries again after a short
+    random pause, `attempts` times in all; the error of the last attempt is
+    raised.  Any other error calls ``abort()`` and is raised at once.
+    Returns `func`'s result and the number of attempts that were retried.
+
+    `begin` defaults to nothing: the first attempt runs in the transaction
+    the caller has, and the abort before a retry has brought the connection
+    up to date already.
     """
-    # The first attempt runs in the transaction the caller has (begun):
-    # attempts() would begin another, which costs a storage sync per tick.
-    try:
-        result = func()
-        transaction.commit()
-        return result, 0
-    except BaseException as e:
-        # Asked before the abort: data managers that joined may say, too.
-        retryable = attempts > 1 and transaction.get().isRetryableError(e)
-        transaction.abort()
-        if not retryable:
-            raise
-    try:
-        for number, attempt in enumerate(
-                transaction.manager.attempts(attempts - 1), 1):
-            time.sleep(random.uniform(0, PAUSE * number))
-            with attempt:
-                result = func()
-    except BaseException:
-        # The last attempt is the transaction manager itself, which does not
-        # abort when its commit fails.
-        transaction.abort()
-        raise
-    # attempts() ends after the first attempt that committed.
-    return result, number
+    retried = 0
+    while True:
+        begin()
+        try:
+            result = func()
+            commit()
+            return result, retried
+        except BaseException as e:
+            # Asked before the abort: data managers that joined may say, too.
+            retryable = (retried + 1 < attempts and
+                         transaction.get().isRetryableError(e))
+            abort()
+            if not retryable:
+                raise
+        retried += 1
+        time.sleep(random.uniform(0, PAUSE * retried))

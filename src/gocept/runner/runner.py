@@ -1,15 +1,18 @@
-"""The main loop: one transaction per tick, until told to stop."""
+"""The main loop: one transaction per tick, until told to stop.
+
+(gocept.runner 3.x kept its decorators here, too; see the end of the module.)
+"""
 
 import fcntl
 import logging
+import math
 import numbers
 import os
-import resource
 import select
 import signal
 import sys
-import threading
 import time
+import traceback
 
 import transaction
 import ZConfig.components.logger.loghandler
@@ -17,39 +20,36 @@ import zope.authentication.interfaces
 import zope.component
 import zope.component.hooks
 import zope.component.interfaces
-import zope.interface
-import zope.security.interfaces
+import zope.publisher.base
 import zope.security.management
 from ZODB.POSException import ConflictError
 
+from gocept.runner import outage
 from gocept.runner import retry
-from gocept.runner import systemd
+from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
+from gocept.runner.health import Heartbeat
+from gocept.runner.health import SystemdNotify
+from gocept.runner.limits import LIMITS  # noqa: F401 (part of the API)
+from gocept.runner.limits import Limits
 
 
 log = logging.getLogger(__name__)
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-# Asks to reopen the log files, as after logrotate moved them (the signal
-# zdaemon's "logreopen" sends).
-REOPEN_SIGNAL = signal.SIGUSR2
 
 # The values of MainLoop.stopped_because.
 STOP_REASONS = (
     'Exit',  # the worker returned gocept.runner.Exit
     'once',  # the loop ran its one tick
-    'signal',  # SIGTERM, SIGHUP or SIGINT
+    'signal',  # SIGTERM, SIGHUP or SIGINT (MainLoop.signal has which)
     'SystemExit',  # raised by the worker (MainLoop.exit_code has its code)
     'KeyboardInterrupt',  # raised by the worker
     'stop',  # MainLoop.stop() was called
     'max_ticks', 'max_runtime', 'max_memory',  # a limit was reached
 )
-# The reasons after which a fresh process should take over.
-LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
 
-# First and longest pause (seconds) between ticks while the storage is
-# unavailable; the pause doubles from one to the other.
-OUTAGE_PAUSE = (0.1, 30)
+# The longest pause between two ticks (seconds): a year.  A longer one, or
+# one that is not a number of seconds at all, is a worker's mistake.
+MAX_PAUSE = 365 * 24 * 3600
 
 
 class _Exit:
@@ -62,215 +62,311 @@ class _Exit:
 Exit = _Exit()
 
 
-@zope.interface.implementer(zope.security.interfaces.IParticipation)
-class Participation:
-    """The principal a tick runs as."""
+class Request(zope.publisher.base.BaseRequest):
+    """The participation of a tick that runs as a principal.
 
-    interaction = None
+    A request, as in gocept.runner 3.x: code that takes the interaction's
+    participation for the request (view lookups, i18n) works in a tick.
+    """
 
     def __init__(self, principal):
-        self.principal = principal
+        super().__init__(None, {})
+        self.setPrincipal(principal)
+
+
+class Tick:
+    """One call of the worker and its transaction.
+
+    `outcome` is one of 'committed', 'doomed' (the worker doomed the
+    transaction, which was aborted), 'error' (the worker or the commit
+    failed), 'conflict' (after the retries), 'unavailable' (the storage),
+    'aborted' (by SystemExit or KeyboardInterrupt).
+    """
+
+    def __init__(self, number):
+        self.number = number
+        self.outcome = None
+        self.error = None
+        self.result = None
+        # How many conflicts were retried.
+        self.retried = 0
+        # Seconds to sleep before the next tick.
+        self.pause = 0
+        self.started = time.monotonic()
 
 
 class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
-    `app` is set as the site while the loop runs (if it is a site).  Between
-    ticks the loop sleeps `ticks` seconds, or as many as the worker
-    returned.  A tick whose commit conflicts is retried at once a few times
-    (see gocept.runner.retry).  The loop ends when the worker returns Exit
-    or raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after
-    the running tick has committed), on SIGINT (which aborts a running
-    worker), after one tick if `once` is true, or after the tick that
-    reached `max_ticks` ticks, `max_runtime` seconds or `max_memory` bytes
-    of resident memory; `stopped_because` then says why.  With a
-    `principal` (an id, or a callable returning one) every tick runs in a
-    security interaction of that principal.  The mtime of the file
-    `heartbeat` is updated after every tick, and systemd is notified when
-    NOTIFY_SOCKET is set.
+    `app` is the site of every tick (if it is a site).  Between ticks the
+    loop sleeps `ticks` seconds, or as many as the worker returned.  A tick
+    whose commit conflicts is retried at once a few times (see
+    gocept.runner.retry).  The loop ends when the worker returns Exit or
+    raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after the
+    running tick has committed), on SIGINT (which aborts a running worker),
+    after one tick if `once` is true, or when a middleware stops it;
+    `stopped_because` then says why.  With a `principal` (an id, or a
+    callable returning one) every tick runs in a security interaction of
+    that principal.
+
+    The options `max_ticks`, `max_runtime`, `max_memory` (see
+    gocept.runner.limits) and `heartbeat` (see gocept.runner.health) add
+    their middleware; `middleware` adds a program's own.
+
+    `begin()`, `commit()` and `abort()` are the steps of every tick; a
+    subclass may extend them.
     """
 
     def __init__(self, app, ticks, worker, principal=None, once=False,
                  max_ticks=None, max_runtime=None, max_memory=None,
-                 heartbeat=None):
+                 heartbeat=None, middleware=()):
         self.app = app
         self.ticks = ticks
         self.worker = worker
-        self.principal = principal
+        self.principal_id = principal
         self.once = once
-        self.max_ticks = max_ticks
-        self.max_runtime = max_runtime
-        self.max_memory = max_memory
-        self.heartbeat = heartbeat
+        self.middleware = [outage.Outage()]
+        if (max_ticks, max_runtime, max_memory) != (None, None, None):
+            self.middleware.append(Limits(max_ticks, max_runtime, max_memory))
+        if heartbeat is not None:
+            self.middleware.append(Heartbeat(heartbeat))
+        self.middleware.append(SystemdNotify())
+        self.middleware.extend(middleware)
         self.running = False
         # Whether the last tick failed (worker error, failed commit).
         self.failed = False
+        # Whether a tick has committed.
+        self.committed = False
         # The code of a SystemExit the worker raised, if it raised one.
         self.exit_code = None
-        # Why the loop ended: one of STOP_REASONS.
+        # Why the loop ended: one of STOP_REASONS; the signal that ended it.
         self.stopped_because = None
+        self.signal = None
         self.tick_count = 0
-        self._started = None
-        self._signal = None
+        self._principal = None
+        self._site = None
+        self._warned = set()
+        self._signal_to_log = None
         self._reopen = False
         self._wakeup = self._wake = None
-        self._notify = systemd.Notifier()
         # Whether the next tick needs a new transaction to see fresh data.
         self._stale = True
         self._in_worker = False
         self._worker_returned = False
-        # The pause before the next tick while the storage is unavailable.
-        self._outage_pause = None
+        self._doomed = False
+        self._pid = os.getpid()
 
-    def run(self):
+    @property
+    def name(self):
+        """The worker's name, as the log lines give it."""
+        return getattr(self.worker, '__qualname__', repr(self.worker))
+
+    @property
+    def principal(self):
+        """The principal object ticks run as, or None."""
+        if self._principal is None and self.principal_id is not None:
+            self._principal = lookup_principal(self.principal_id)
+        return self._principal
+
+    # gocept.runner 3.x's name for `running`.
+    _is_running = property(
+        lambda self: self.running,
+        lambda self, value: setattr(self, 'running', value))
+
+    def __call__(self):
         """Run ticks until the loop is told to stop."""
-        principal = self.lookup_principal()
-        self._touch_heartbeat()
+        self._principal = None
+        self.principal  # a principal that cannot be found stops us here
         old_site = zope.component.hooks.getSite()
+        self._site = (self.app if zope.component.interfaces.ISite.providedBy(
+            self.app) else old_site)
         self.running = True
-        self.stopped_because = None
+        self.stopped_because = self.signal = None
         self.tick_count = 0
+        self.committed = False
         self._stale = True
-        self._started = time.monotonic()
+        self._pid = os.getpid()
         self._wakeup, self._wake = os.pipe()
         for fd in self._wakeup, self._wake:
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
-        handlers = self._install_signal_handlers()
+        done = []
         try:
-            if zope.component.interfaces.ISite.providedBy(self.app):
-                zope.component.hooks.setSite(self.app)
-            self._notify('READY=1')
-            while True:
-                delay = self.tick(principal)
-                self._log_signal()
-                self._reopen_logs()
-                if self.once:
-                    self.stop('once')
-                self._check_limits()
-                if not self.running:
-                    break
-                self.sleep(self._until_deadline(delay))
-                self._log_signal()
-                self._check_limits()
-                if not self.running:
-                    break
+            with signals.handled(self):
+                zope.component.hooks.setSite(self._site)
+                for middleware in self.middleware:
+                    middleware.before_loop(self)
+                    done.append(middleware)
+                while self._before_tick():
+                    tick = self.tick()
+                    self._log_signal()
+                    if self.once:
+                        self.stop('once')
+                    if self.running:
+                        self.sleep(tick.pause)
+                    self._log_signal()
         finally:
             self.running = False
-            self._notify('STOPPING=1')
-            self._notify.close()
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+            self._log_signal()
+            for middleware in reversed(done):
+                middleware.after_loop(self)
             os.close(self._wakeup)
             os.close(self._wake)
             self._wakeup = self._wake = None
             zope.component.hooks.setSite(old_site)
 
-    def lookup_principal(self):
-        """The principal object to run ticks as, or None."""
-        principal_id = self.principal
-        if callable(principal_id):
-            principal_id = principal_id()
-        if principal_id is None:
-            return None
-        auth = zope.component.queryUtility(
-            zope.authentication.interfaces.IAuthentication)
-        if auth is None:
-            raise ConfigurationError(
-                f'Cannot look up the principal {principal_id!r}: the site'
-                ' ZCML registers no IAuthentication utility (include'
-                ' zope.principalregistry)')
-        try:
-            return auth.getPrincipal(principal_id)
-        except zope.authentication.interfaces.PrincipalLookupError:
-            raise ConfigurationError(
-                f'Unknown principal {principal_id!r}') from None
+    run = __call__
 
-    def tick(self, principal=None):
-        """Run the worker in a transaction; return how long to sleep."""
+    def _before_tick(self):
+        # Whether the next tick is to run.
+        for middleware in self.middleware:
+            if self.running:
+                middleware.before_tick(self)
+        return self.running
+
+    def tick(self):
+        """Run the worker in a transaction; return the Tick."""
         self.failed = False
         self.tick_count += 1
-        started = time.monotonic()
-        if principal is not None:
-            zope.security.management.newInteraction(Participation(principal))
-        try:
-            outcome, delay = self._run_worker()
-        finally:
-            if principal is not None:
-                zope.security.management.endInteraction()
-        log.debug('Tick %s of worker %s: %s in %.3f s', self.tick_count,
-                  _name(self.worker), outcome, time.monotonic() - started)
-        self._touch_heartbeat()
-        self._notify('WATCHDOG=1')
-        return delay
+        tick = Tick(self.tick_count)
+        self._run_worker(tick)
+        self.failed = tick.outcome not in ('committed', 'doomed', 'aborted')
+        self.committed = self.committed or tick.outcome == 'committed'
+        log.debug('Tick %s of worker %s: %s in %.3f s', tick.number,
+                  self.name, _describe_outcome(tick),
+                  time.monotonic() - tick.started)
+        for middleware in self.middleware:
+            middleware.after_tick(self, tick)
+        self._reopen_logs()
+        return tick
 
-    def _run_worker(self):
-        # Returns the tick's outcome (for the log) and the delay to sleep.
+    def begin(self):
+        """Begin the tick: a fresh transaction, the site, the interaction."""
         if self._stale:
             # A new transaction has the connection catch up with what others
             # committed since.  Right after the last tick that is done: the
             # end of its transaction did it.
             transaction.begin()
         self._stale = False
+        if zope.component.hooks.getSite() is not self._site:
+            log.debug('Worker %s changed the site; it is %r again',
+                      self.name, self._site)
+            zope.component.hooks.setSite(self._site)
+        if zope.security.management.queryInteraction() is not None:
+            self._warn_once(
+                'interaction', 'Worker %s left a security interaction open;'
+                ' ticks start without one', self.name)
+            zope.security.management.endInteraction()
+        if self.principal is not None:
+            zope.security.management.newInteraction(Request(self.principal))
+
+    def commit(self):
+        """Commit the tick's transaction (abort a doomed one); end the
+        interaction."""
+        if transaction.isDoomed():
+            transaction.abort()
+        else:
+            transaction.commit()
+        zope.security.management.endInteraction()
+
+    def abort(self):
+        """Abort the tick's transaction; end the interaction."""
+        transaction.abort()
+        zope.security.management.endInteraction()
+
+    def _run_worker(self, tick):
         try:
-            result, retried = retry.run(self._call_worker)
+            tick.result, tick.retried = retry.run(
+                self._call_worker, begin=self._begin_attempt,
+                commit=self.commit, abort=self.abort)
         except (SystemExit, KeyboardInterrupt) as e:
+            tick.outcome, tick.error = 'aborted', e
             self.exit_code = getattr(e, 'code', None)
             self.stop(type(e).__name__)
-            return 'aborted by ' + type(e).__name__, 0
-        except _storage_unavailable_errors() as e:
-            self.failed = True
-            return 'storage unavailable', self._storage_unavailable(e)
-        except ConflictError as e:
-            self.failed = True
-            log.warning('Conflict in worker %s, transaction aborted after %s'
-                        ' attempts: %s', _name(self.worker), retry.ATTEMPTS,
-                        e)
-            return 'conflict', self.ticks
-        except Exception:
-            self.failed = True
-            if self._worker_returned:
-                log.exception('Error committing the transaction of worker %s',
-                              _name(self.worker))
+            return
+        except BaseException as e:
+            tick.error = e
+            tick.pause = self.ticks
+            if outage.unavailable(e):
+                tick.outcome = 'unavailable'
+            elif isinstance(e, ConflictError):
+                tick.outcome = 'conflict'
+                log.warning('Conflict in worker %s, transaction aborted after'
+                            ' %s attempts: %s', self.name, retry.ATTEMPTS, e)
             else:
-                log.exception('Error in worker %s, transaction aborted',
-                              _name(self.worker))
-            return 'error', self.ticks
-        self._storage_available()
-        outcome = 'committed'
-        if retried:
-            outcome += f' after {retried} conflicts'
-        if result is Exit:
+                tick.outcome = 'error'
+                if self._worker_returned:
+                    log.exception(
+                        'Error committing the transaction of worker %s',
+                        self.name)
+                else:
+                    log.exception('Error in worker %s, transaction aborted',
+                                  self.name)
+            return
+        tick.outcome = 'committed'
+        if self._doomed:
+            tick.outcome = 'doomed'
+        if tick.result is Exit:
             self.stop('Exit')
-            return outcome, 0
-        if isinstance(result, numbers.Real) and not isinstance(result, bool):
-            return outcome, max(result, 0)
-        return outcome, self.ticks
+        else:
+            tick.pause = self.pause(tick.result)
+
+    def _begin_attempt(self):
+        self._doomed = False
+        self.begin()
 
     def _call_worker(self):
         self._worker_returned = False
         self._in_worker = True
         try:
             result = self.worker()
-        finally:
+        except BaseException as e:
             self._in_worker = False
+            if os.getpid() != self._pid:
+                _end_forked_child(e)
+            raise
+        self._in_worker = False
+        if os.getpid() != self._pid:
+            _end_forked_child(None)
         self._worker_returned = True
+        self._doomed = transaction.isDoomed()
         return result
 
-    def _storage_unavailable(self, error):
-        if self._outage_pause is None:
-            log.warning('Storage unavailable (%s), transaction of worker %s'
-                        ' aborted; trying again until it is back',
-                        _describe(error), _name(self.worker))
-            self._outage_pause = OUTAGE_PAUSE[0]
-        else:
-            self._outage_pause = min(2 * self._outage_pause, OUTAGE_PAUSE[1])
-        return self._outage_pause
+    def pause(self, result):
+        """The seconds to sleep after a tick whose worker returned `result`.
 
-    def _storage_available(self):
-        if self._outage_pause is not None:
-            log.info('Storage available again, worker %s goes on',
-                     _name(self.worker))
-            self._outage_pause = None
+        A number of seconds (int, float, Decimal, Fraction, ...) is taken as
+        it is.  One that is negative, not a number (NaN) or longer than
+        MAX_PAUSE is a worker's mistake: it is logged at WARNING (once per
+        loop) and replaced by 0, `ticks` or MAX_PAUSE.  None, True and
+        False, and anything else that is not a number, mean `ticks`.
+        """
+        if (result is None or isinstance(result, bool) or
+                not isinstance(result, numbers.Number)):
+            if result is not None and not isinstance(result, bool):
+                self._warn_once(
+                    'result', 'Worker %s returned %r, which is not a number'
+                    ' of seconds; sleeping %s seconds', self.name, result,
+                    self.ticks)
+            return self.ticks
+        try:
+            seconds = float(result)
+        except OverflowError:
+            seconds = math.inf
+        except (TypeError, ValueError):  # a complex number, sNaN
+            seconds = math.nan
+        if math.isnan(seconds):
+            replacement = self.ticks
+        elif seconds < 0:
+            replacement = 0
+        elif seconds > MAX_PAUSE:
+            replacement = MAX_PAUSE
+        else:
+            return seconds
+        self._warn_once(
+            'result', 'Worker %s returned %r, which is not a number of'
+            ' seconds to sleep; sleeping %s seconds', self.name, result,
+            replacement)
+        return replacement
 
     def sleep(self, seconds):
         """Sleep `seconds`, waking at once when the loop is stopped."""
@@ -280,7 +376,8 @@ class MainLoop:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            select.select([self._wakeup], [], [], remaining)
+            # select() takes no timeout longer than about 9e9 seconds.
+            select.select([self._wakeup], [], [], min(remaining, 3600))
             self._drain()
             self._reopen_logs()
 
@@ -293,37 +390,32 @@ class MainLoop:
         self.running = False
         if self.stopped_because is None:
             self.stopped_because = reason
-        self._wake_up()
-
-    def _wake_up(self):
         if self._wake is not None:
             try:
                 os.write(self._wake, b'.')
             except BlockingIOError:
                 pass  # the pipe is full: woken up already
 
-    def _on_signal(self, signum, frame):
-        self._signal = signum
+    def stopMainLoop(self, signum, frame):
+        """Stop the loop as the signal `signum` does (a signal handler)."""
+        self.signal = self._signal_to_log = signum
         self.stop('signal')
+        if self._wake is None:
+            # Not running: nothing will log it later.
+            self._log_signal()
         if signum == signal.SIGINT and self._in_worker:
-            # Like the default handler, but only while the worker runs: a
+            # Like Python's own handler, but only while the worker runs: a
             # commit is never cut short.
             raise KeyboardInterrupt
 
-    def _on_reopen_signal(self, signum, frame):
+    def reopen_logs(self):
+        """Reopen the log files between two ticks (or now, when asleep)."""
         self._reopen = True
-        self._wake_up()
-
-    def _install_signal_handlers(self):
-        # Python allows signal handlers in the main thread only; a loop run
-        # in another thread is stopped by its owner through stop().
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        handlers = {signum: signal.signal(signum, self._on_signal)
-                    for signum in STOP_SIGNALS}
-        handlers[REOPEN_SIGNAL] = signal.signal(
-            REOPEN_SIGNAL, self._on_reopen_signal)
-        return handlers
+        if self._wake is not None:
+            try:
+                os.write(self._wake, b'.')
+            except BlockingIOError:
+                pass
 
     def _reopen_logs(self):
         # Here, between ticks, not in the handler: see _log_signal.
@@ -331,40 +423,6 @@ class MainLoop:
             self._reopen = False
             ZConfig.components.logger.loghandler.reopenFiles()
             log.debug('Log files reopened')
-
-    def _check_limits(self):
-        if not self.running:
-            return
-        if self.max_ticks is not None and self.tick_count >= self.max_ticks:
-            reason, value = 'max_ticks', self.tick_count
-        elif (self.max_runtime is not None and
-              time.monotonic() - self._started >= self.max_runtime):
-            reason, value = 'max_runtime', self.max_runtime
-        elif (self.max_memory is not None and
-              resident_memory() >= self.max_memory):
-            reason, value = 'max_memory', resident_memory()
-        else:
-            return
-        log.info('Worker %s reached %s (%s), stopping.', _name(self.worker),
-                 reason, value)
-        self.stop(reason)
-
-    def _until_deadline(self, delay):
-        if self.max_runtime is None:
-            return delay
-        return min(delay, self._started + self.max_runtime - time.monotonic())
-
-    def _touch_heartbeat(self):
-        if self.heartbeat is None:
-            return
-        try:
-            with open(self.heartbeat, 'a'):
-                pass
-            os.utime(self.heartbeat)
-        except OSError as e:
-            raise ConfigurationError(
-                f'Cannot write the heartbeat file {self.heartbeat}:'
-                f' {e.strerror}') from None
 
     def _drain(self):
         try:
@@ -376,36 +434,83 @@ class MainLoop:
     def _log_signal(self):
         # Logged here, not in the handler: a handler may interrupt a write to
         # the very stream the log goes to.
-        if self._signal is not None:
-            log.info('Received signal %s, terminating.', self._signal)
-            self._signal = None
+        if self._signal_to_log is not None:
+            log.info('Received signal %s, terminating.', self._signal_to_log)
+            self._signal_to_log = None
+
+    def _warn_once(self, kind, message, *args):
+        level = logging.DEBUG if kind in self._warned else logging.WARNING
+        self._warned.add(kind)
+        log.log(level, message, *args)
 
 
-def resident_memory():
-    """The resident set size of this process in bytes."""
+def lookup_principal(principal_id):
+    """The principal object of `principal_id` (or of what it returns, if it
+    is callable), or None."""
+    if callable(principal_id):
+        principal_id = principal_id()
+    if principal_id is None:
+        return None
+    auth = zope.component.queryUtility(
+        zope.authentication.interfaces.IAuthentication)
+    if auth is None:
+        raise ConfigurationError(
+            f'Cannot look up the principal {principal_id!r}: the site'
+            ' ZCML registers no IAuthentication utility (include'
+            ' zope.principalregistry)')
     try:
-        with open('/proc/self/statm') as f:
-            pages = int(f.read().split()[1])
-    except OSError:
-        # No procfs (macOS, BSD): the peak is the best there is.  ru_maxrss
-        # is in KiB on Linux and the BSDs, in bytes on macOS.
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == 'darwin' else peak * 1024
-    return pages * os.sysconf('SC_PAGE_SIZE')
+        return auth.getPrincipal(principal_id)
+    except zope.authentication.interfaces.PrincipalLookupError:
+        raise ConfigurationError(
+            f'Unknown principal {principal_id!r}') from None
 
 
-def _storage_unavailable_errors():
-    # A disconnected ZEO client; ZEO (an optional extra) is imported by the
-    # time a storage of it fails, and importing it here would slow down the
-    # start-up of every runner.
-    zeo = sys.modules.get('ZEO.Exceptions')
-    return (zeo.ClientDisconnected,) if zeo is not None else ()
+def _end_forked_child(error):
+    """End a child that the worker forked and that came back into the loop.
+
+    The child shares the parent's storage and lock files: closing them, or
+    committing, would harm the parent's run.  So it ends here, at once, with
+    the status of its SystemExit (1 after another error, 0 after a return).
+    """
+    status = 0
+    if isinstance(error, SystemExit):
+        status = error.code
+        if status is not None and not isinstance(status, int):
+            print(status, file=sys.stderr)
+            status = 1
+    elif error is not None:
+        traceback.print_exception(error)
+        status = 1
+    for stream in sys.stdout, sys.stderr:
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(status or 0)
 
 
-def _describe(error):
-    text = str(error)
-    return f'{type(error).__name__}: {text}' if text else type(error).__name__
+def _describe_outcome(tick):
+    if tick.outcome == 'committed' and tick.retried:
+        return f'committed after {tick.retried} conflicts'
+    if tick.outcome == 'unavailable':
+        return 'storage unavailable'
+    if tick.outcome == 'aborted':
+        return f'aborted by {type(tick.error).__name__}'
+    return tick.outcome
 
 
-def _name(worker):
-    return getattr(worker, '__qualname__', repr(worker))
+def __getattr__(name):
+    # gocept.runner 3.x's names of this module.  Imported when asked for:
+    # the decorators import this module.
+    if name in ('appmain', 'once'):
+        from gocept.runner import decorators
+        return getattr(decorators, name)
+    if name == 'init':
+        from gocept.runner import environment
+        return environment.init
+    if name == 'from_config':
+        from gocept.runner import config
+        return config.from_config
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

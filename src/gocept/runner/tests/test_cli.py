@@ -254,16 +254,17 @@ class DecoratedWorkerTest(CommandLineTest):
             'try:\n'
             f'    count_to_3("nosuch", {self.conf!r})\n'
             'except KeyError as e:\n'
-            '    print(repr(e))\n'))
+            '    print(e)\n'))
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertEqual(
-            "count 1\ncount 2\ncount 3\nNone\nKeyError('nosuch')\n",
+            "count 1\ncount 2\ncount 3\nNone\nUnknown site 'nosuch': the"
+            " root folder has no item of that name\n",
             result.stdout)
 
     def test_called_with_one_argument(self):
-        with self.assertRaisesRegex(TypeError, 'takes site_name and'):
+        with self.assertRaisesRegex(TypeError, 'takes appname and'):
             gocept.runner.tests.workers.count_to_3(None)
-        with self.assertRaisesRegex(TypeError, 'takes site_name and'):
+        with self.assertRaisesRegex(TypeError, 'takes appname and'):
             gocept.runner.tests.workers.count_to_3(zope_conf=self.conf)
 
     def test_runexample(self):

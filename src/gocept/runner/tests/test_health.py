@@ -13,7 +13,7 @@ import ZODB
 
 import gocept.runner
 from gocept.runner import systemd
-from gocept.runner.runner import resident_memory
+from gocept.runner.limits import resident_memory
 
 
 class LoopTest(unittest.TestCase):

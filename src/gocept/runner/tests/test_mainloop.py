@@ -116,25 +116,35 @@ class MainLoopTest(unittest.TestCase):
         # committed on top of it.
         self.assertEqual(501, self.read('counter'))
 
-    def test_signal_handlers_of_before_are_restored(self):
-        def handler(signum, frame):
-            pass  # pragma: no cover
-        signums = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT,
-                   signal.SIGUSR2)
-        for signum in signums:
-            self.addCleanup(signal.signal, signum,
-                            signal.signal(signum, handler))
+    signums = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR2)
 
+    def handlers_during_run(self):
         seen = {}
 
         @gocept.runner.once()
         def worker():
             seen.update({signum: signal.getsignal(signum)
-                         for signum in signums})
+                         for signum in self.signums})
         worker(None, self.conf)
-        self.assertNotIn(handler, seen.values())
-        for signum in signums:
-            self.assertIs(handler, signal.getsignal(signum))
+        return seen
+
+    def test_default_signal_handlers_are_replaced_and_restored(self):
+        for signum in self.signums:
+            self.addCleanup(signal.signal, signum,
+                            signal.signal(signum, signal.SIG_DFL))
+        seen = self.handlers_during_run()
+        self.assertNotIn(signal.SIG_DFL, seen.values())
+        for signum in self.signums:
+            self.assertIs(signal.SIG_DFL, signal.getsignal(signum))
+
+    def test_a_programs_own_signal_handlers_stay(self):
+        def handler(signum, frame):
+            pass  # pragma: no cover
+        for signum in self.signums:
+            self.addCleanup(signal.signal, signum,
+                            signal.signal(signum, handler))
+        seen = self.handlers_during_run()
+        self.assertEqual({signum: handler for signum in self.signums}, seen)
 
     def test_signal_during_tick_lets_tick_commit_then_stops(self):
         for signum in signal.SIGTERM, signal.SIGHUP:
@@ -173,7 +183,8 @@ class MainLoopTest(unittest.TestCase):
             pass  # pragma: no cover
         with self.assertRaises(KeyError) as err:
             worker('nosuchsite', self.conf)
-        self.assertEqual("'nosuchsite'", str(err.exception))
+        self.assertEqual("Unknown site 'nosuchsite': the root folder has no"
+                         " item of that name", str(err.exception))
         self.assertDatabaseClosed()
 
     def test_database_closed_after_unknown_principal(self):

@@ -10,7 +10,7 @@ import ZEO
 import ZEO.Exceptions
 
 import gocept.runner
-from gocept.runner import runner
+from gocept.runner import outage as outage_module
 from gocept.runner import testing
 from gocept.runner.tests import programs
 
@@ -108,12 +108,12 @@ class BackOffTests(unittest.TestCase):
                 raise ZEO.Exceptions.ClientDisconnected('gone')
         loop = gocept.runner.MainLoop(None, 5, worker)
         with self.assertLogs('gocept.runner', 'DEBUG') as logs:
-            self.assertEqual(5, loop.tick())
+            self.assertEqual(5, loop.tick().pause)
             outage.append(True)
-            pauses = [loop.tick() for i in range(12)]
+            pauses = [loop.tick().pause for i in range(12)]
             outage.clear()
-            self.assertEqual(5, loop.tick())
-        first, longest = runner.OUTAGE_PAUSE
+            self.assertEqual(5, loop.tick().pause)
+        first, longest = outage_module.OUTAGE_PAUSE
         self.assertEqual([min(first * 2 ** i, longest) for i in range(12)],
                          pauses)
         self.assertEqual(longest, pauses[-1])

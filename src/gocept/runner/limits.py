@@ -1,0 +1,74 @@
+"""Limits after which a loop stops, so that a fresh process takes over."""
+
+import logging
+import os
+import resource
+import sys
+import time
+
+from gocept.runner.middleware import Middleware
+
+
+log = logging.getLogger('gocept.runner.runner')
+
+# The reasons to stop (MainLoop.stopped_because) that Limits gives.
+LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
+
+
+class Limits(Middleware):
+    """Stops the loop after the tick that reached `max_ticks` ticks,
+    `max_runtime` seconds or `max_memory` bytes of resident memory.
+
+    No tick starts after `max_runtime`: the pause before it is cut short.
+    """
+
+    def __init__(self, max_ticks=None, max_runtime=None, max_memory=None):
+        self.max_ticks = max_ticks
+        self.max_runtime = max_runtime
+        self.max_memory = max_memory
+        self.started = None
+
+    def before_loop(self, loop):
+        self.started = time.monotonic()
+
+    def before_tick(self, loop):
+        # The pause after the last tick ended at the deadline.
+        if (self.max_runtime is not None and
+                time.monotonic() - self.started >= self.max_runtime):
+            self.stop(loop, 'max_runtime', self.max_runtime)
+
+    def after_tick(self, loop, tick):
+        if not loop.running:
+            return
+        if self.max_ticks is not None and tick.number >= self.max_ticks:
+            reason, value = 'max_ticks', tick.number
+        elif (self.max_runtime is not None and
+              time.monotonic() - self.started >= self.max_runtime):
+            reason, value = 'max_runtime', self.max_runtime
+        elif (self.max_memory is not None and
+              resident_memory() >= self.max_memory):
+            reason, value = 'max_memory', resident_memory()
+        else:
+            if self.max_runtime is not None:
+                tick.pause = min(tick.pause, self.started + self.max_runtime -
+                                 time.monotonic())
+            return
+        self.stop(loop, reason, value)
+
+    def stop(self, loop, reason, value):
+        log.info('Worker %s reached %s (%s), stopping.', loop.name, reason,
+                 value)
+        loop.stop(reason)
+
+
+def resident_memory():
+    """The resident set size of this process in bytes."""
+    try:
+        with open('/proc/self/statm') as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        # No procfs (macOS, BSD): the peak is the best there is.  ru_maxrss
+        # is in KiB on Linux and the BSDs, in bytes on macOS.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == 'darwin' else peak * 1024
+    return pages * os.sysconf('SC_PAGE_SIZE')
