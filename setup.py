@@ -68,8 +68,8 @@ setup(
         'zope.authentication',
         'zope.component',
         'zope.exceptions',
-        'zope.interface',
         'zope.principalregistry',
+        'zope.publisher',
         'zope.security',
     ],
     extras_require={

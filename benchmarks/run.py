@@ -354,6 +354,8 @@ def empty_ticks(bench):
                 if run.value('principal') != principal:
                     raise run.failure(
                         f'ran as {run.value("principal")!r}')
+                if principal and impl != 'floor' and not run.value('request'):
+                    raise run.failure('the participation is not a request')
                 bench.record(metric, impl,
                              run.value('ticks') / run.value('seconds'))
                 bench.expect(run, n=0)

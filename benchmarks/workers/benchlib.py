@@ -62,6 +62,16 @@ def interaction_principal():
     return interaction.participations[0].principal.id
 
 
+def participation_is_request():
+    """Whether the tick's participation is a request, as code written for
+    3.x expects (``getInteraction().participations[0]``)."""
+    import zope.publisher.interfaces
+    import zope.security.management
+    interaction = zope.security.management.getInteraction()
+    return zope.publisher.interfaces.IRequest.providedBy(
+        interaction.participations[0])
+
+
 OBJECTS_PER_TICK = 50
 READS_PER_TICK = 200
 

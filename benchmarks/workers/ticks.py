@@ -25,7 +25,9 @@ def worker():
     if done == count:
         seconds = benchlib.now() - start
         seen = benchlib.interaction_principal() if principal else None
-        benchlib.report(ticks=done - 1, seconds=seconds, principal=seen)
+        request = benchlib.participation_is_request() if principal else None
+        benchlib.report(ticks=done - 1, seconds=seconds, principal=seen,
+                        request=request)
         return gocept.runner.Exit
 
 
