@@ -7,6 +7,7 @@ an error the user can cause is one line on stderr (a traceback only with
 
 import argparse
 import contextlib
+import errno
 import importlib
 import inspect
 import math
@@ -14,10 +15,10 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import traceback
 
 import transaction.interfaces
-import zc.lockfile
 
 from gocept.runner import environment
 from gocept.runner.config import ConfigurationError
@@ -75,8 +76,8 @@ def main(argv=None, prog='gocept-runner'):
     parser = _parser(
         prog,
         'Run FUNCTION of MODULE (a function taking no arguments) in a main'
-        ' loop against the ZODB and site that zope.conf describes; without'
-        ' configuration, a FileStorage in ./var/Data.fs and a minimal site.')
+        ' loop\nagainst the ZODB and site that zope.conf describes; without'
+        ' configuration,\na FileStorage in ./var/Data.fs and a minimal site.')
     parser.add_argument(
         'function', metavar='MODULE:FUNCTION',
         help='the worker, e.g. mypackage.jobs:cleanup (the current directory'
@@ -88,7 +89,7 @@ def main(argv=None, prog='gocept-runner'):
         '--once', action='store_true',
         help='run a single tick (for cron); its failure is exit status 1')
     parser.add_argument(
-        '--principal', metavar='ID',
+        '--principal', type=_not_empty, metavar='ID',
         help='run each tick in a security interaction of this principal')
     args = parser.parse_args(argv)
     config = args.config or os.environ.get(CONFIG_VARIABLE)
@@ -191,14 +192,21 @@ def _failure(error):
     if isinstance(error, AlreadyRunning):
         return EX_TEMPFAIL, str(error)
     if isinstance(error, ConfigurationError):
-        cause = error.__cause__
-        if isinstance(cause, zc.lockfile.LockError):
-            return EX_TEMPFAIL, f'{error} (another process has it open)'
-        # ZEO's ClientDisconnected, for one.
-        if isinstance(cause, transaction.interfaces.TransientError):
-            return EX_FAILURE, f'{error} (is its server running?)'
+        if _transient(error.__cause__):
+            # Not 2: nothing in the configuration is to be fixed, and a
+            # supervisor should try again.
+            return EX_FAILURE, str(error)
         return EX_USAGE, str(error)
     return EX_FAILURE, f'{type(error).__name__}: {error}'
+
+
+def _transient(error):
+    """Whether `error` is a condition that may pass: a storage server that
+    is down (ZEO's ClientDisconnected, for one), a full disk."""
+    if isinstance(error, transaction.interfaces.TransientError):
+        return True
+    return (isinstance(error, OSError) and
+            error.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -211,17 +219,17 @@ class _ArgumentParser(argparse.ArgumentParser):
 def _parser(prog, description):
     parser = _ArgumentParser(
         prog=prog, description=description, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_HelpFormatter)
     parser.add_argument(
-        '-C', '--config', metavar='PATH',
+        '-C', '--config', type=_not_empty, metavar='PATH',
         help=f'the zope.conf to use (default: ${CONFIG_VARIABLE}'
              f'{_current(CONFIG_VARIABLE)})')
     parser.add_argument(
-        '-s', '--site', metavar='NAME',
+        '-s', '--site', type=_not_empty, metavar='NAME',
         help='the item of the root folder to use as site (default: the root'
              ' folder)')
     parser.add_argument(
-        '--lock-file', metavar='PATH',
+        '--lock-file', type=_not_empty, metavar='PATH',
         help='hold this lock file for the whole run; if another run holds'
              ' it, exit at once with status 75')
     parser.add_argument(
@@ -237,7 +245,7 @@ def _parser(prog, description):
              ' (bytes, or with a suffix K, M or G) or more, with exit status'
              ' 75')
     parser.add_argument(
-        '--heartbeat', metavar='PATH',
+        '--heartbeat', type=_not_empty, metavar='PATH',
         help='update the modification time of this file after every tick')
     parser.add_argument(
         '--debug', action='store_true',
@@ -248,9 +256,31 @@ def _parser(prog, description):
     return parser
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help text 78 columns wide, whatever the width of the terminal, with
+    paths and other long words never broken."""
+
+    def __init__(self, prog):
+        super().__init__(prog, width=78)
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(' '.join(text.split()), width,
+                             break_long_words=False, break_on_hyphens=False)
+
+
 def _current(variable):
     value = os.environ.get(variable)
     return f', which is {value}' if value else ''
+
+
+def _not_empty(value):
+    if not value:
+        raise argparse.ArgumentTypeError('must not be empty')
+    return value
+
+
+# The longest time in seconds an option may give.
+_YEAR = 365 * 24 * 60 * 60
 
 
 def _seconds(value):
@@ -258,9 +288,9 @@ def _seconds(value):
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
+    if not 0 <= seconds <= _YEAR:
         raise argparse.ArgumentTypeError(
-            f'{value!r} is not a number of seconds')
+            f'{value!r} is not a number of seconds from 0 to a year')
     return seconds
 
 
@@ -284,7 +314,8 @@ def _bytes(value):
         number, unit = value, ''
     try:
         size = int(float(number) * _UNITS[unit])
-    except ValueError:
+    except (ValueError, OverflowError):
+        # Not a number, NaN or infinite.
         size = 0
     if size < 1:
         raise argparse.ArgumentTypeError(f'{value!r} is not a size in bytes')

@@ -35,16 +35,25 @@ def load(path):
     A relative ``site-definition`` is made absolute against the directory of
     `path`.  Raises ConfigurationError naming the file (and line).
     """
+    if os.path.isdir(path):
+        raise ConfigurationError(
+            f'Configuration file {path} is a directory, not a file')
     if not os.path.isfile(path):
         raise ConfigurationError(f'Configuration file not found: {path}')
     try:
-        # ZConfig would report an unreadable file as a URL error.
-        with open(path, 'rb'):
-            pass
+        # ZConfig would report an unreadable file as a URL error, and text
+        # that is not UTF-8 with a traceback.
+        with open(path, 'rb') as f:
+            _check_utf8(path, f.read())
         conf, _ = ZConfig.loadConfig(schema(), path)
     except OSError as e:
         raise ConfigurationError(
             f'Cannot read configuration file {path}: {e.strerror}') from e
+    except UnicodeDecodeError as e:
+        # In a file that `path` includes.
+        raise ConfigurationError(
+            f'Invalid configuration file {path} (or a file it includes):'
+            f' not UTF-8 text: {e}') from e
     except ZConfig.ConfigurationError as e:
         # The error may be in a file that `path` includes.
         where = e.url or path
@@ -56,7 +65,47 @@ def load(path):
             f'Invalid configuration file {where}: {e.message}') from e
     conf.site_definition = os.path.abspath(os.path.join(
         os.path.dirname(os.path.abspath(path)), conf.site_definition))
+    _check_databases(path, conf)
+    _check_log_files(path, conf)
     return conf
+
+
+def _check_utf8(path, data):
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise ConfigurationError(
+            f'Invalid configuration file {path}, line {line}: not UTF-8 text'
+            f' (byte 0x{data[e.start]:02x})') from e
+
+
+def _check_databases(path, conf):
+    # ZConfig accepts a <zodb> without a storage; opening it would fail
+    # with an AttributeError on None.
+    for factory in conf.databases:
+        if factory.config.storage is None:
+            section = f'<zodb {factory.name}>' if factory.name else '<zodb>'
+            raise ConfigurationError(
+                f'Invalid configuration file {path}: {section} has no'
+                ' storage section (such as <filestorage> or <clientstorage>)')
+
+
+def _check_log_files(path, conf):
+    # Checked here, not when logging is set up, so that the error is a
+    # configuration error naming the file, not a FileNotFoundError.
+    loggers = [conf.eventlog, *conf.loggers,
+               getattr(conf, 'accesslog', None)]
+    for logger in loggers:
+        for handler in getattr(logger, 'handler_factories', ()):
+            log_file = getattr(getattr(handler, 'section', None), 'path', None)
+            if log_file in (None, 'STDOUT', 'STDERR'):
+                continue
+            directory = os.path.dirname(os.path.abspath(log_file))
+            if not os.path.isdir(directory):
+                raise ConfigurationError(
+                    f'Invalid configuration file {path}: the directory of'
+                    f' the log file {log_file} does not exist')
 
 
 class AccessLogFactory(ZConfig.components.logger.logger.LoggerFactoryBase):
@@ -102,19 +151,29 @@ def configure_products(conf):
     zope.app.appsetup.product.setProductConfigurations(conf.product_config)
 
 
+class MissingProductConfiguration(ConfigurationError, KeyError):
+    """zope.conf has not the ``<product-config>`` section or key asked for."""
+
+    __str__ = ConfigurationError.__str__
+
+
 def from_config(section, key):
     """Return a callable that reads `key` of ``<product-config section>``.
 
-    It reads when called (so after zope.conf has been loaded) and raises a
-    KeyError that names the section or key which is missing.
+    It reads when called (so after zope.conf has been loaded) and raises
+    MissingProductConfiguration (a KeyError) naming the section or key
+    which is missing.
     """
     def get():
         values = zope.app.appsetup.product.getProductConfiguration(section)
         if values is None:
-            raise KeyError(f'zope.conf has no <product-config {section}>')
+            raise MissingProductConfiguration(
+                f'zope.conf has no <product-config {section}> (asked for'
+                f' its key {key!r})')
         try:
             return values[key]
         except KeyError:
-            raise KeyError(
-                f'<product-config {section}> has no key {key!r}') from None
+            raise MissingProductConfiguration(
+                f'<product-config {section}> has no key {key!r} in'
+                ' zope.conf') from None
     return get

@@ -4,6 +4,8 @@ import contextlib
 import os
 
 import transaction
+import transaction.interfaces
+import zc.lockfile
 import ZODB.interfaces
 import zope.app.appsetup.appsetup
 import zope.component
@@ -16,6 +18,7 @@ import zope.security.management
 from ZODB.POSException import ConflictError
 
 from gocept.runner import config
+from gocept.runner import lock
 from gocept.runner import signals
 from gocept.runner.runner import MainLoop
 
@@ -171,9 +174,14 @@ def open_databases(factories):
                     f'Two <zodb> sections are named {name!r}')
             try:
                 db = open_database(factory)
+            except config.ConfigurationError:
+                raise
+            except zc.lockfile.LockError as e:
+                raise _locked(name, factory, e) from e
             except Exception as e:
                 raise config.ConfigurationError(
-                    f'Cannot open the database {name!r}: {e}') from e
+                    f'Cannot open {_describe(name, factory)}:'
+                    f' {_reason(e)}') from e
             db.databases = by_name
             db.database_name = name
             by_name[name] = db
@@ -183,6 +191,62 @@ def open_databases(factories):
         close(databases)
         raise
     return databases
+
+
+def _describe(name, factory):
+    """The database `name` and its storage, for a message."""
+    database = f'the database {name!r}' if name else 'the database'
+    section = factory.config.storage.config
+    while getattr(section, 'base', None) is not None:
+        # A <blobstorage>: what it wraps tells where the data is.
+        section = section.base.config
+    servers = getattr(section, 'server', None)
+    if servers:
+        addresses = ', '.join(_address(server.address) for server in servers)
+        return f'{database} (ZEO server {addresses})'
+    path = getattr(section, 'path', None)
+    if path:
+        return f'{database} ({path})'
+    return database
+
+
+def _address(address):
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return f'{host}:{port}'
+    return str(address)
+
+
+def _reason(error):
+    """Why the database cannot be opened: `error` on one line."""
+    # Imported here: not every program uses a FileStorage.
+    from ZODB.FileStorage.FileStorage import FileStorageFormatError
+    if isinstance(error, FileStorageFormatError):
+        # Its message is just the file name.
+        return 'the file is not a FileStorage (or its header is damaged)'
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, transaction.interfaces.TransientError):
+        return f'{error} (is its server running?)'
+    return f'{type(error).__name__}: {error}'
+
+
+def _locked(name, factory, error):
+    """The exception for a storage whose lock file is held."""
+    what = _describe(name, factory)
+    path = getattr(factory.config.storage.config, 'path', None)
+    if path is None:
+        return lock.AlreadyRunning(
+            f'Cannot open {what}: {error} (another process has it open)')
+    path += '.lock'
+    holder = lock.holder_of(path)
+    if holder == str(os.getpid()):
+        return config.ConfigurationError(
+            f'Cannot open {what}: this process holds its lock file {path}'
+            ' already (--lock-file or a second <zodb> section naming it?)')
+    return lock.AlreadyRunning(
+        f'Cannot open {what}: another process (pid {holder}) has it open,'
+        f' holding its lock file {path}')
 
 
 def open_database(factory):

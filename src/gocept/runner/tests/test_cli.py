@@ -348,10 +348,12 @@ class BadInputTest(CommandLineTest):
             result = self.run_script('gocept-runner', *args)
         else:
             # root reads any file: run as nobody, once all is imported (the
-            # Python of the tests may be in a directory nobody cannot read),
-            # and back to root for what runs at exit (coverage, say).
+            # checkout and the Python of the tests may be in a directory
+            # nobody cannot read), and back to root for what runs at exit
+            # (coverage, say).
             result = self.run_script(sys.executable, '-c', (
                 'import locale, os, sys, gocept.runner.cli;'
+                f' import {WORKERS};'
                 ' os.setegid(65534); os.seteuid(65534);'
                 ' status = gocept.runner.cli.main(sys.argv[1:]);'
                 ' os.seteuid(0); os.setegid(0);'
@@ -433,9 +435,9 @@ class BadInputTest(CommandLineTest):
         result = self.run_script(
             'gocept-runner', '-C', self.conf, '--once', f'{WORKERS}:count')
         self.assertError(
-            result, 75, 'Cannot open the database',
-            f"Couldn't lock '{self.data_fs}.lock'",
-            'another process has it open')
+            result, 75, f'Cannot open the database ({self.data_fs}):'
+            f' another process (pid {os.getpid()}) has it open, holding its'
+            f' lock file {self.data_fs}.lock')
         storage.close()
         self.assertEqual(before, self.data_fs_bytes())
 

@@ -145,8 +145,9 @@ class ZEOClientTest(ZEOTest):
         self.assertEqual(1, process.returncode)
         with open(self.output_path('lonely')) as f:
             self.assertIn(
-                "ConfigurationError: Cannot open the database '': timed out"
-                " waiting for connection", f.read())
+                "ConfigurationError: Cannot open the database (ZEO server"
+                f" 127.0.0.1:{port}): timed out waiting for connection",
+                f.read())
 
     def test_the_server_log_names_the_client_label(self):
         self.run_runner('setup', 'setup')
