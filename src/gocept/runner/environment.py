@@ -30,7 +30,7 @@ ROOT_FOLDER_NAME = 'Application'
 def application(zope_conf):
     """Set up everything `zope_conf` describes; yield the root folder.
 
-    Configures logging, sys.path, product configuration and the site ZCML
+    Configures sys.path, logging, product configuration and the site ZCML
     (with the ``devmode`` feature if zope.conf has ``devmode on``), opens the
     databases (notifying DatabaseOpened, so that a new database gets its root
     folder) and a connection.  Connection and databases are closed on the
@@ -40,9 +40,9 @@ def application(zope_conf):
     # here: it must not close what the parent still uses.
     pid = os.getpid()
     conf = config.load(zope_conf)
+    config.configure_path(conf)
     config.configure_logging(conf)
     config.ignore_server_settings(conf)
-    config.configure_path(conf)
     config.configure_products(conf)
     load_zcml(conf.site_definition, config.zcml_features(conf))
     databases = open_databases(conf.databases)
