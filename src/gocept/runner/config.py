@@ -101,12 +101,15 @@ def ignore_server_settings(conf):
     are accepted and have no effect.
     """
     for section in conf.servers:
-        name = section.getSectionName()
-        tag = section.getSectionType() + (f' {name}' if name else '')
-        settings = ', '.join(
-            f'{key} {value}' for key, value in section.settings.items())
-        log.debug('Ignoring <%s> (%s) of zope.conf: a runner serves no'
-                  ' requests', tag, settings)
+        what = section.getSectionType()
+        if section.getSectionName():
+            what += ' ' + section.getSectionName()
+        what = f'<{what}>'
+        if section.settings:
+            what += ' ({})'.format(', '.join(
+                f'{key} {value}' for key, value in section.settings.items()))
+        log.debug('Ignoring %s of zope.conf: a runner serves no requests',
+                  what)
     for key, value in (
             ('interrupt-check-interval', conf.interrupt_check_interval),
             ('threads', conf.threads)):

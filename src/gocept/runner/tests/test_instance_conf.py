@@ -36,6 +36,8 @@ threads 4
   address 8022
   hostkey etc/ssh_host_key
 </sshserver>
+<server empty>
+</server>
 <accesslog>
   <logfile>
     path STDOUT
@@ -113,8 +115,9 @@ class ServerSettingsTest(InstanceTest):
         conf = config.load(self.write_conf(extra=SERVERS))
         self.assertEqual(
             [('server', None, 'WSGI-HTTP'), ('server', 'ftp', 'FTP'),
-             ('sslserver', None, 'HTTPS'), ('sshserver', None, 'SSH')],
-            [(s.getSectionType(), s.getSectionName(), s.settings['type'])
+             ('sslserver', None, 'HTTPS'), ('sshserver', None, 'SSH'),
+             ('server', 'empty', None)],
+            [(s.getSectionType(), s.getSectionName(), s.settings.get('type'))
              for s in conf.servers])
         self.assertEqual((200, 4), (conf.interrupt_check_interval,
                                     conf.threads))
@@ -134,6 +137,8 @@ class ServerSettingsTest(InstanceTest):
             'DEBUG:gocept.runner.config:Ignoring <sshserver> (type SSH,'
             ' address 8022, hostkey etc/ssh_host_key) of zope.conf: a runner'
             ' serves no requests',
+            'DEBUG:gocept.runner.config:Ignoring <server empty> of zope.conf:'
+            ' a runner serves no requests',
             'DEBUG:gocept.runner.config:Ignoring interrupt-check-interval 200'
             ' of zope.conf: a setting of Zope 3 servers',
             'DEBUG:gocept.runner.config:Ignoring threads 4 of zope.conf: a'
