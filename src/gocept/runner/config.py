@@ -70,24 +70,24 @@ def find_site_definition(site_definition, path):
 
     A relative one is looked for in the working directory first (where Zope 3
     and BlueBream instances, which run from the instance root, have it), then
-    beside `path`; ConfigurationError names both places if it is in neither.
-    The zope.conf files of gocept.runner itself find theirs beside them.
+    beside `path`; ConfigurationError names both places if it is in neither
+    (and names an absolute one that is missing).  The zope.conf files of
+    gocept.runner itself find theirs beside them.
     """
-    if os.path.isabs(site_definition):
-        return os.path.normpath(site_definition)
     conf_dir = os.path.dirname(os.path.abspath(path))
-    beside = os.path.join(conf_dir, site_definition)
-    if conf_dir == HERE:
-        return beside
-    in_cwd = os.path.abspath(site_definition)
-    for candidate in (in_cwd, beside):
+    beside = os.path.normpath(os.path.join(conf_dir, site_definition))
+    if os.path.isabs(site_definition) or conf_dir == HERE:
+        candidates = [beside]
+    else:
+        candidates = [os.path.abspath(site_definition), beside]
+    for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
-    if in_cwd == beside:
-        places = f'{beside} does not exist'
+    if len(set(candidates)) == 1:
+        places = f'{candidates[0]} does not exist'
     else:
-        places = (f'neither {in_cwd} (in the working directory) nor {beside}'
-                  ' (beside zope.conf) exists')
+        places = (f'neither {candidates[0]} (in the working directory) nor'
+                  f' {beside} (beside zope.conf) exists')
     raise ConfigurationError(
         f'Cannot find the site ZCML {site_definition} (site-definition of'
         f' {path}): {places}')

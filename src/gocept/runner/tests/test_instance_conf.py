@@ -98,6 +98,15 @@ class SiteDefinitionTest(InstanceTest):
             f' directory) nor {self.etc}/etc/site.zcml (beside zope.conf)'
             ' exists', str(err.exception))
 
+    def test_missing_absolute_one_is_named(self):
+        site = self.path('etc', 'site.zcml')
+        conf = self.write_conf(site)
+        with self.assertRaises(gocept.runner.ConfigurationError) as err:
+            config.load(conf)
+        self.assertEqual(
+            f'Cannot find the site ZCML {site} (site-definition of {conf}):'
+            f' {site} does not exist', str(err.exception))
+
     def test_bundled_default_conf_ignores_the_working_directory(self):
         # An unrelated minimal.zcml in the working directory, and the var
         # directory the FileStorage of default.conf needs.
