@@ -99,7 +99,8 @@ class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
     `app` is the site of every tick (if it is a site).  Between ticks the
-    loop sleeps `ticks` seconds, or as many as the worker returned.  A tick
+    loop sleeps `ticks` seconds (a number, not negative; else
+    ConfigurationError), or as many as the worker returned.  A tick
     whose commit conflicts is retried at once a few times (see
     gocept.runner.retry).  The loop ends when the worker returns Exit or
     raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after the
@@ -121,6 +122,9 @@ class MainLoop:
                  max_ticks=None, max_runtime=None, max_memory=None,
                  heartbeat=None, middleware=()):
         self.app = app
+        if not _is_seconds(ticks):
+            raise ConfigurationError(
+                f'ticks must be a number of seconds, not {ticks!r}')
         self.ticks = ticks
         self.worker = worker
         self.principal_id = principal
@@ -367,8 +371,9 @@ class MainLoop:
         return replacement
 
     def sleep(self, seconds):
-        """Sleep `seconds`, waking at once when the loop is stopped."""
-        deadline = time.monotonic() + seconds
+        """Sleep `seconds` (MAX_PAUSE at most), waking at once when the loop
+        is stopped."""
+        deadline = time.monotonic() + float(min(seconds, MAX_PAUSE))
         self._stale = self._stale or seconds > 0
         while self.running:
             remaining = deadline - time.monotonic()
@@ -461,6 +466,18 @@ def lookup_principal(principal_id):
     except zope.authentication.interfaces.PrincipalLookupError:
         raise ConfigurationError(
             f'Unknown principal {principal_id!r}') from None
+
+
+def _is_seconds(value):
+    """Whether `value` is a number of seconds: not negative, not NaN."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return False
+    try:
+        return float(value) >= 0
+    except OverflowError:
+        return value > 0
+    except (TypeError, ValueError):  # a complex number, sNaN
+        return False
 
 
 def _end_forked_child(error):

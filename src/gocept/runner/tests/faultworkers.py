@@ -111,6 +111,12 @@ def count_once():
     _count()
 
 
+@gocept.runner.appmain(ticks=0.01)
+def count_loop():
+    """Count until stopped (a decorated worker, run as a program)."""
+    _count()
+
+
 def result():
     """Count, then return $FAULT_RESULT, in which `n` is the tick's number
     (Exit in tick $FAULT_TICKS, 3 if not set)."""

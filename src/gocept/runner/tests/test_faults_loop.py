@@ -50,6 +50,15 @@ LOG = """\
 
 TIMEOUT = 30
 
+# What pip writes for a console_scripts entry point.
+WRAPPER = """\
+#!{python}
+import sys
+from {module} import {name}
+if __name__ == '__main__':
+    sys.exit({name}())
+"""
+
 # The object id of the root folder (the root object's is 0).
 ROOT_FOLDER_OID = (1).to_bytes(8, 'big')
 
@@ -79,6 +88,16 @@ class Run:
             [os.path.join(BIN, 'gocept-runner'), '-C', self.conf, *args,
              f'{WORKERS}:{worker}'], **env)
         return process
+
+    def start_program(self, worker, *args, **env):
+        """Start the decorated `worker` as the program that pip's wrapper
+        of a console_scripts entry point would be."""
+        path = self.path(worker)
+        with open(path, 'w') as f:
+            f.write(WRAPPER.format(
+                python=sys.executable, module=WORKERS, name=worker))
+        os.chmod(path, 0o755)
+        return self.popen([path, '-C', self.conf, *args], **env)
 
     def popen(self, args, **env):
         with open(self.path('output'), 'ab') as output:
@@ -406,19 +425,26 @@ class StartupSignalTest(FaultTest):
     POINTS = ['import', 'zcml', 'opened']
 
     def test_signals_during_start_up(self):
-        cases = [(point, signum) for point in self.POINTS
+        # gocept-runner MODULE:FUNCTION, or a decorated worker's program.
+        cases = [(None, point, signum) for point in self.POINTS
                  for signum in (signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM,
                                 signal.SIGINT)]
+        cases += [('count_once', 'zcml', signal.SIGUSR2),
+                  ('count_loop', 'opened', signal.SIGTERM),
+                  ('count_once', 'opened', signal.SIGINT)]
         runs = []
-        for point, signum in cases:
+        for program, point, signum in cases:
             run = Run(self)
-            # Only SIGINT is the --once run's business; the others stop a
-            # loop.
-            args = ['--once'] if signum != signal.SIGTERM else []
-            run.start('count', *args, FAULT_GATE=point)
+            if program is not None:
+                run.start_program(program, FAULT_GATE=point)
+            elif signum == signal.SIGTERM:
+                run.start('count', FAULT_GATE=point)
+            else:
+                run.start('count', '--once', FAULT_GATE=point)
             runs.append(run)
-        for run, (point, signum) in zip(runs, cases):
-            with self.subTest(point=point, signal=signum.name):
+        for run, (program, point, signum) in zip(runs, cases):
+            with self.subTest(program=program, point=point,
+                              signal=signum.name):
                 run.wait_for_gate(point)
                 for i in range(3):
                     run.process.send_signal(signum)
@@ -486,3 +512,36 @@ class EndSignalTest(FaultTest):
             check=True).stdout
         self.assertIn('130', help)
         self.assertIn('SIGINT', ' '.join(help.split()))
+
+
+class TicksTest(FaultTest):
+    """The `ticks` of the decorators, as a program sets them."""
+
+    def run_decorated(self, run, ticks):
+        run.popen([sys.executable, '-c', (
+            'import decimal, fractions, math\n'
+            'import gocept.runner\n'
+            f'from {WORKERS} import result\n'
+            f'gocept.runner.appmain(ticks={ticks})(result)'
+            f'(None, {run.conf!r})\n')], FAULT_RESULT='None')
+        return run.process.wait(TIMEOUT)
+
+    def test_a_number_of_seconds(self):
+        runs = {ticks: Run(self) for ticks in (
+            "decimal.Decimal('0.01')", 'fractions.Fraction(1, 100)')}
+        for ticks, run in runs.items():
+            with self.subTest(ticks=ticks):
+                self.assertEqual(0, self.run_decorated(run, ticks),
+                                 run.output())
+                self.assertClean(run)
+                self.assertEqual(3, run.stored_count())
+
+    def test_not_a_number_of_seconds(self):
+        for ticks in 'math.nan', '-1', "'1'", 'None':
+            with self.subTest(ticks=ticks):
+                run = Run(self)
+                self.assertEqual(1, self.run_decorated(run, ticks))
+                self.assertIn(
+                    'gocept.runner.config.ConfigurationError: ticks must be'
+                    ' a number of seconds, not', run.output().splitlines()[-1])
+                self.assertEqual([], run.commits())
