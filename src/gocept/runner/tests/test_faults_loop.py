@@ -481,23 +481,38 @@ class EndSignalTest(FaultTest):
         self.assertEqual(1, run.stored_count())
 
     def test_handlers_are_restored_after_the_database_is_closed(self):
+        # Called in a process of its own: a decorated worker, one whose
+        # zope.conf is missing, gocept-runner's main().
         run = Run(self)
         signums = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT,
                    signal.SIGUSR2]
         run.popen([sys.executable, '-c', (
             'import signal, sys\n'
+            'import gocept.runner.cli\n'
             f'from {WORKERS} import count_once\n'
             f'signums = {[int(s) for s in signums]}\n'
             'before = [signal.getsignal(s) for s in signums]\n'
+            'def restored():\n'
+            '    after = [signal.getsignal(s) for s in signums]\n'
+            '    print("restored", before == after, flush=True)\n'
             f'count_once(None, {run.conf!r})\n'
-            'after = [signal.getsignal(s) for s in signums]\n'
-            'print("restored", before == after, flush=True)\n'
+            'restored()\n'
+            'try:\n'
+            '    count_once(None, "missing.conf")\n'
+            'except gocept.runner.ConfigurationError:\n'
+            '    restored()\n'
+            'print("status", gocept.runner.cli.main(\n'
+            f'    ["-C", {run.conf!r}, "--once", "{WORKERS}:count"]))\n'
+            'restored()\n'
         )])
         self.assertEqual(0, run.process.wait(TIMEOUT), run.output())
-        self.assertIn('restored True', run.output())
-        self.assertIn("closing in {} with the runner's handlers: True".format(
-            run.process.pid), run.report())
-        self.assertEqual(1, run.stored_count())
+        self.assertEqual(['restored True'] * 2 + ['status 0', 'restored True'],
+                         run.output().splitlines())
+        self.assertEqual(
+            ["closing in {} with the runner's handlers: True".format(
+                run.process.pid)] * 2,
+            [line for line in run.report() if line.startswith('closing')])
+        self.assertEqual(2, run.stored_count())
 
     def test_SIGINT_to_a_once_run_that_committed_nothing(self):
         run = Run(self)
