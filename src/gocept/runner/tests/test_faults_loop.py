@@ -251,7 +251,7 @@ class ForkTest(FaultTest):
         # ... and so would one with another lock file.
         with self.assertRaises(zc.lockfile.LockError):
             zc.lockfile.LockFile(run.path('Data.fs.lock')).close()
-        # ... and goes on committing.
+        # It goes on committing.
         run.wait_for_report(f'committed {after_fork + 2}')
         run.process.send_signal(signal.SIGTERM)
         self.assertEqual(0, run.wait())
