@@ -1,6 +1,7 @@
 """Not running twice: a lock file held for the whole run."""
 
 import contextlib
+import os
 
 import zc.lockfile
 
@@ -16,6 +17,7 @@ def locked(path):
     """Hold the zc.lockfile lock `path` while the block runs.
 
     Raises AlreadyRunning naming the lock file and the pid of its holder.
+    Only the process that took the lock releases it.
     """
     try:
         lock = zc.lockfile.LockFile(path)
@@ -26,10 +28,14 @@ def locked(path):
     except OSError as e:
         raise ConfigurationError(
             f'Cannot open the lock file {path}: {e.strerror}') from None
+    pid = os.getpid()
     try:
         yield
     finally:
-        lock.close()
+        # A child forked meanwhile shares the lock (flock is held by the
+        # open file, not the process): its unlocking would be the parent's.
+        if os.getpid() == pid:
+            lock.close()
 
 
 def _holder(path):

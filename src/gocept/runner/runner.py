@@ -99,7 +99,8 @@ class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
     `app` is the site of every tick (if it is a site).  Between ticks the
-    loop sleeps `ticks` seconds, or as many as the worker returned.  A tick
+    loop sleeps `ticks` seconds (a number, not negative; else
+    ConfigurationError), or as many as the worker returned.  A tick
     whose commit conflicts is retried at once a few times (see
     gocept.runner.retry).  The loop ends when the worker returns Exit or
     raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after the
@@ -121,6 +122,9 @@ class MainLoop:
                  max_ticks=None, max_runtime=None, max_memory=None,
                  heartbeat=None, middleware=()):
         self.app = app
+        if not _is_seconds(ticks):
+            raise ConfigurationError(
+                f'ticks must be a number of seconds, not {ticks!r}')
         self.ticks = ticks
         self.worker = worker
         self.principal_id = principal
@@ -184,6 +188,7 @@ class MainLoop:
         self.stopped_because = self.signal = None
         self.tick_count = 0
         self.committed = False
+        self._warned = set()
         self._stale = True
         self._pid = os.getpid()
         self._wakeup, self._wake = os.pipe()
@@ -334,43 +339,41 @@ class MainLoop:
     def pause(self, result):
         """The seconds to sleep after a tick whose worker returned `result`.
 
-        A number of seconds (int, float, Decimal, Fraction, ...) is taken as
-        it is.  One that is negative, not a number (NaN) or longer than
-        MAX_PAUSE is a worker's mistake: it is logged at WARNING (once per
-        loop) and replaced by 0, `ticks` or MAX_PAUSE.  None, True and
-        False, and anything else that is not a number, mean `ticks`.
+        None, True and False mean `ticks`; a number of seconds (int, float,
+        Decimal, Fraction, ...) is taken as it is.  Anything else is a
+        worker's mistake, replaced by `ticks` if it is not a number or NaN,
+        by 0 if it is negative, by MAX_PAUSE if it is longer (infinity,
+        too).  Each kind of mistake is logged at WARNING once per loop, and
+        at DEBUG after that.
         """
-        if (result is None or isinstance(result, bool) or
-                not isinstance(result, numbers.Number)):
-            if result is not None and not isinstance(result, bool):
-                self._warn_once(
-                    'result', 'Worker %s returned %r, which is not a number'
-                    ' of seconds; sleeping %s seconds', self.name, result,
-                    self.ticks)
+        if result is None or isinstance(result, bool):
             return self.ticks
-        try:
-            seconds = float(result)
-        except OverflowError:
-            seconds = math.inf
-        except (TypeError, ValueError):  # a complex number, sNaN
-            seconds = math.nan
-        if math.isnan(seconds):
-            replacement = self.ticks
-        elif seconds < 0:
-            replacement = 0
-        elif seconds > MAX_PAUSE:
-            replacement = MAX_PAUSE
+        if not isinstance(result, numbers.Number):
+            kind, replacement = 'not a number', self.ticks
         else:
-            return seconds
+            try:
+                seconds = float(result)
+            except OverflowError:
+                seconds = math.inf
+            except (TypeError, ValueError):  # a complex number, sNaN
+                seconds = math.nan
+            if math.isnan(seconds):
+                kind, replacement = 'NaN', self.ticks
+            elif seconds < 0:
+                kind, replacement = 'negative', 0
+            elif seconds > MAX_PAUSE:
+                kind, replacement = 'longer than a year', MAX_PAUSE
+            else:
+                return seconds
         self._warn_once(
-            'result', 'Worker %s returned %r, which is not a number of'
-            ' seconds to sleep; sleeping %s seconds', self.name, result,
-            replacement)
+            ('result', kind), 'Worker %s returned %r, which is %s;'
+            ' sleeping %s seconds', self.name, result, kind, replacement)
         return replacement
 
     def sleep(self, seconds):
-        """Sleep `seconds`, waking at once when the loop is stopped."""
-        deadline = time.monotonic() + seconds
+        """Sleep `seconds` (MAX_PAUSE at most), waking at once when the loop
+        is stopped."""
+        deadline = time.monotonic() + float(min(seconds, MAX_PAUSE))
         self._stale = self._stale or seconds > 0
         while self.running:
             remaining = deadline - time.monotonic()
@@ -463,6 +466,18 @@ def lookup_principal(principal_id):
     except zope.authentication.interfaces.PrincipalLookupError:
         raise ConfigurationError(
             f'Unknown principal {principal_id!r}') from None
+
+
+def _is_seconds(value):
+    """Whether `value` is a number of seconds: not negative, not NaN."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return False
+    try:
+        return float(value) >= 0
+    except OverflowError:
+        return value > 0
+    except (TypeError, ValueError):  # a complex number, sNaN
+        return False
 
 
 def _end_forked_child(error):
