@@ -50,6 +50,9 @@ def test_suite():
             '../commandline.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
+            '../instance.rst',
+            optionflags=FLAGS),
+        doctest.DocFileSuite(
             '../zeo.rst',
             optionflags=FLAGS),
         OwnProcessDocTest('upgrading.rst'),
