@@ -186,19 +186,22 @@ def configure_products(conf):
     zope.app.appsetup.product.setProductConfigurations(conf.product_config)
 
 
-def from_config(section, key):
-    """Return a callable that reads `key` of ``<product-config section>``.
+def from_config(section, variable):
+    """Return a callable that reads `variable` of ``<product-config
+    section>``.
 
     It reads when called (so after zope.conf has been loaded) and raises a
-    KeyError that names the section or key which is missing.
+    KeyError that names the section or variable which is missing.  The
+    argument names are those of gocept.runner 3.x.
     """
     def get():
         values = zope.app.appsetup.product.getProductConfiguration(section)
         if values is None:
             raise KeyError(f'zope.conf has no <product-config {section}>')
         try:
-            return values[key]
+            return values[variable]
         except KeyError:
             raise KeyError(
-                f'<product-config {section}> has no key {key!r}') from None
+                f'<product-config {section}> has no key {variable!r}'
+            ) from None
     return get

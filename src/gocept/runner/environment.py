@@ -8,6 +8,7 @@ import transaction
 import ZODB.interfaces
 import zope.app.appsetup.appsetup
 import zope.component
+import zope.component.hooks
 import zope.component.interfaces
 import zope.configuration.exceptions
 import zope.configuration.xmlconfig
@@ -61,6 +62,12 @@ def application(zope_conf):
         finally:
             if os.getpid() == pid:
                 transaction.abort()
+                # A site of this database left current (by a 3.x loop that
+                # raised, say) would serve the events of closing the
+                # databases from a closed connection.
+                site = zope.component.hooks.getSite()
+                if getattr(site, '_p_jar', None) is connection:
+                    zope.component.hooks.setSite(None)
                 connection.close()
     finally:
         if os.getpid() == pid:

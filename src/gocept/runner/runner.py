@@ -148,7 +148,10 @@ class MainLoop:
         self.signal = None
         self.tick_count = 0
         self._principal = None
-        self._site = None
+        # The site every tick starts with.  __call__ decides; until then it
+        # is `app`, which a subclass's own __call__ (3.x) makes the site.
+        self._site = (app if zope.component.interfaces.ISite.providedBy(app)
+                      else None)
         self._warned = set()
         self._signal_to_log = None
         self._reopen = False
