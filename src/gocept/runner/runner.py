@@ -62,16 +62,16 @@ class _Exit:
 Exit = _Exit()
 
 
-class Request(zope.publisher.base.BaseRequest):
+class RunnerRequest(zope.publisher.base.BaseRequest):
     """The participation of a tick that runs as a principal.
 
-    A request, as in gocept.runner 3.x: code that takes the interaction's
-    participation for the request (view lookups, i18n) works in a tick.
+    A request, as in gocept.runner 3.x (with 3.x's name and signature):
+    code that takes the interaction's participation for the request (view
+    lookups, i18n) works in a tick.  `begin` calls ``setPrincipal``.
     """
 
-    def __init__(self, principal):
-        super().__init__(None, {})
-        self.setPrincipal(principal)
+    def __init__(self, *args):
+        super().__init__(None, {}, positional=args)
 
 
 class Tick:
@@ -175,6 +175,11 @@ class MainLoop:
             self._principal = lookup_principal(self.principal_id)
         return self._principal
 
+    @property
+    def interaction(self):
+        """Whether ticks run in a security interaction (3.x's name)."""
+        return self.principal_id is not None
+
     # gocept.runner 3.x's name for `running`.
     _is_running = property(
         lambda self: self.running,
@@ -265,7 +270,9 @@ class MainLoop:
                 ' ticks start without one', self.name)
             zope.security.management.endInteraction()
         if self.principal is not None:
-            zope.security.management.newInteraction(Request(self.principal))
+            request = RunnerRequest()
+            request.setPrincipal(self.principal)
+            zope.security.management.newInteraction(request)
 
     def commit(self):
         """Commit the tick's transaction (abort a doomed one); end the
