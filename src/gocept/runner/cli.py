@@ -21,6 +21,7 @@ import traceback
 import transaction.interfaces
 
 from gocept.runner import environment
+from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
 from gocept.runner.limits import LIMITS
 from gocept.runner.lock import AlreadyRunning
@@ -48,7 +49,8 @@ names.  Exit status: 0 when done (or stopped by SIGTERM or SIGHUP), the
 worker's own SystemExit code, 1 when a single run failed or the program failed
 before its main loop, 2 for a usage or configuration error, 75 when another
 process holds the lock file or the database, or when the loop reached its
-max_ticks, max_runtime or max_memory (restart it)."""
+max_ticks, max_runtime or max_memory (restart it), 130 when SIGINT (Ctrl-C)
+stopped a single run before it committed."""
 
 
 def program(decorator, worker):
@@ -174,9 +176,14 @@ def resolve(name):
 
 
 def _execute(prog, debug, run_loop):
-    """Call `run_loop`; return the exit status."""
+    """Call `run_loop`; return the exit status.
+
+    The signals are handled from here on (see gocept.runner.signals): one
+    that arrives while the worker's module is imported is not fatal either.
+    """
     try:
-        loop = run_loop()
+        with signals.handled():
+            loop = run_loop()
     except Exception as error:
         if debug:
             traceback.print_exc()

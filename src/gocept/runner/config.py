@@ -2,11 +2,18 @@
 
 import logging
 import os.path
+import sys
 import urllib.parse
 
 import ZConfig
 import ZConfig.components.logger.logger
 import zope.app.appsetup.product
+
+
+log = logging.getLogger(__name__)
+
+# The zope.conf files that come with gocept.runner live here.
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class ConfigurationError(Exception):
@@ -32,8 +39,8 @@ def schema():
 def load(path):
     """Read and validate the zope.conf at `path`; return its configuration.
 
-    A relative ``site-definition`` is made absolute against the directory of
-    `path`.  Raises ConfigurationError naming the file (and line).
+    ``site_definition`` is the absolute path find_site_definition() gives.
+    Raises ConfigurationError naming the file (and line).
     """
     if os.path.isdir(path):
         raise ConfigurationError(
@@ -63,11 +70,80 @@ def load(path):
             where += f', line {e.lineno}'
         raise ConfigurationError(
             f'Invalid configuration file {where}: {e.message}') from e
-    conf.site_definition = os.path.abspath(os.path.join(
-        os.path.dirname(os.path.abspath(path)), conf.site_definition))
+    conf.site_definition = find_site_definition(conf.site_definition, path)
     _check_databases(path, conf)
     _check_log_files(path, conf)
     return conf
+
+
+def find_site_definition(site_definition, path):
+    """The absolute path of the ``site-definition`` of the zope.conf `path`.
+
+    A relative one is looked for in the working directory first (where Zope 3
+    and BlueBream instances, which run from the instance root, have it), then
+    beside `path`; ConfigurationError names both places if it is in neither
+    (and names an absolute one that is missing).  The zope.conf files of
+    gocept.runner itself find theirs beside them.
+    """
+    conf_dir = os.path.dirname(os.path.abspath(path))
+    beside = os.path.normpath(os.path.join(conf_dir, site_definition))
+    if os.path.isabs(site_definition) or conf_dir == HERE:
+        candidates = [beside]
+    else:
+        candidates = [os.path.abspath(site_definition), beside]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    if len(set(candidates)) == 1:
+        places = f'{candidates[0]} does not exist'
+    else:
+        places = (f'neither {candidates[0]} (in the working directory) nor'
+                  f' {beside} (beside zope.conf) exists')
+    raise ConfigurationError(
+        f'Cannot find the site ZCML {site_definition} (site-definition of'
+        f' {path}): {places}')
+
+
+def ignore_server_settings(conf):
+    """Log at DEBUG each setting of a Zope 3 server that `conf` has.
+
+    A runner serves no requests: ``<server>``, ``<sslserver>`` and
+    ``<sshserver>`` sections, ``interrupt-check-interval`` and ``threads``
+    are accepted and have no effect.
+    """
+    for section in conf.servers:
+        what = section.getSectionType()
+        if section.getSectionName():
+            what += ' ' + section.getSectionName()
+        what = f'<{what}>'
+        if section.settings:
+            what += ' ({})'.format(', '.join(
+                f'{key} {value}' for key, value in section.settings.items()))
+        log.debug('Ignoring %s of zope.conf: a runner serves no requests',
+                  what)
+    for key, value in (
+            ('interrupt-check-interval', conf.interrupt_check_interval),
+            ('threads', conf.threads)):
+        if value is not None:
+            log.debug('Ignoring %s %s of zope.conf: a setting of Zope 3'
+                      ' servers', key, value)
+
+
+def configure_path(conf):
+    """Put the ``path`` entries of `conf` at the front of sys.path.
+
+    They keep their order and, as in Zope 3, a relative one is taken relative
+    to the working directory.  An entry already on sys.path moves to the
+    front rather than appearing twice.
+    """
+    entries = [os.path.abspath(entry) for entry in conf.path]
+    sys.path[:] = entries + [
+        entry for entry in sys.path if entry not in entries]
+
+
+def zcml_features(conf):
+    """The ZCML features `conf` asks for: ``devmode`` if it is on."""
+    return ('devmode',) if conf.devmode else ()
 
 
 def _check_utf8(path, data):
@@ -124,9 +200,17 @@ def configure_logging(conf):
     """Set up logging from ``<eventlog>``, ``<logger>`` and ``<accesslog>``.
 
     A section with handlers replaces the handlers an earlier call installed on
-    its logger; a section without handlers leaves that logger as it is, so a
-    caller (a test runner, say) may set up log output itself.
+    its logger.  A ``<logger>`` section without handlers sets its logger's
+    level and propagation only (as Zope 3 did: ``level WARNING`` quietens a
+    chatty library); an ``<eventlog>`` or ``<accesslog>`` without handlers
+    leaves logging as it is, so a caller (a test runner, say) may set up log
+    output itself.
     """
+    for factory in conf.loggers:
+        if not factory.handler_factories:
+            logger = logging.getLogger(factory.name)
+            logger.setLevel(factory.level)
+            logger.propagate = factory.propagate
     factories = [conf.eventlog, *conf.loggers]
     if getattr(conf, 'accesslog', None) is not None:
         factories.append(conf.accesslog)
@@ -157,23 +241,25 @@ class MissingProductConfiguration(ConfigurationError, KeyError):
     __str__ = ConfigurationError.__str__
 
 
-def from_config(section, key):
-    """Return a callable that reads `key` of ``<product-config section>``.
+def from_config(section, variable):
+    """Return a callable that reads `variable` of ``<product-config
+    section>``.
 
     It reads when called (so after zope.conf has been loaded) and raises
-    MissingProductConfiguration (a KeyError) naming the section or key
-    which is missing.
+    MissingProductConfiguration (a ConfigurationError and a KeyError) naming
+    the section or variable which is missing.  The argument names are those
+    of gocept.runner 3.x.
     """
     def get():
         values = zope.app.appsetup.product.getProductConfiguration(section)
         if values is None:
             raise MissingProductConfiguration(
                 f'zope.conf has no <product-config {section}> (asked for'
-                f' its key {key!r})')
+                f' its key {variable!r})')
         try:
-            return values[key]
+            return values[variable]
         except KeyError:
             raise MissingProductConfiguration(
-                f'<product-config {section}> has no key {key!r} in'
+                f'<product-config {section}> has no key {variable!r} in'
                 ' zope.conf') from None
     return get

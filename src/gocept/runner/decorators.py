@@ -102,5 +102,5 @@ class once(appmain):
     once = True
 
     def __init__(self, principal=None, lock_file=None, **options):
-        super().__init__(ticks=0, principal=principal, lock_file=lock_file,
+        super().__init__(principal=principal, lock_file=lock_file,
                          **options)

@@ -1,6 +1,7 @@
 """Preparing the Zope environment a worker runs in."""
 
 import contextlib
+import logging
 import os
 
 import transaction
@@ -9,6 +10,7 @@ import zc.lockfile
 import ZODB.interfaces
 import zope.app.appsetup.appsetup
 import zope.component
+import zope.component.hooks
 import zope.component.interfaces
 import zope.configuration.exceptions
 import zope.configuration.xmlconfig
@@ -23,6 +25,8 @@ from gocept.runner import signals
 from gocept.runner.runner import MainLoop
 
 
+log = logging.getLogger(__name__)
+
 ROOT_FOLDER_NAME = 'Application'
 
 
@@ -30,7 +34,8 @@ ROOT_FOLDER_NAME = 'Application'
 def application(zope_conf):
     """Set up everything `zope_conf` describes; yield the root folder.
 
-    Configures logging, product configuration and the site ZCML, opens the
+    Configures sys.path, logging, product configuration and the site ZCML
+    (with the ``devmode`` feature if zope.conf has ``devmode on``), opens the
     databases (notifying DatabaseOpened, so that a new database gets its root
     folder) and a connection.  Connection and databases are closed on the
     way out, whatever happened.
@@ -39,9 +44,11 @@ def application(zope_conf):
     # here: it must not close what the parent still uses.
     pid = os.getpid()
     conf = config.load(zope_conf)
+    config.configure_path(conf)
     config.configure_logging(conf)
+    config.ignore_server_settings(conf)
     config.configure_products(conf)
-    load_zcml(conf.site_definition)
+    load_zcml(conf.site_definition, config.zcml_features(conf))
     databases = open_databases(conf.databases)
     try:
         db = databases[0]
@@ -58,6 +65,12 @@ def application(zope_conf):
         finally:
             if os.getpid() == pid:
                 transaction.abort()
+                # A site of this database left current (by a 3.x loop that
+                # raised, say) would serve the events of closing the
+                # databases from a closed connection.
+                site = zope.component.hooks.getSite()
+                if getattr(site, '_p_jar', None) is connection:
+                    zope.component.hooks.setSite(None)
                 connection.close()
     finally:
         if os.getpid() == pid:
@@ -114,21 +127,37 @@ def check_site(site, site_name):
     return site
 
 
-def load_zcml(site_definition):
-    """Execute the site ZCML, once per process.
+# The site ZCML this module loaded and its features.
+_loaded_zcml = None
+
+
+def load_zcml(site_definition, features=()):
+    """Execute the site ZCML with the ZCML `features`, once per process.
 
     zope.app.appsetup keeps the global component registry of the first call;
-    asking for another file later would silently use the wrong one.
+    asking for another file or other features later would silently use the
+    wrong one.
     """
+    global _loaded_zcml
+    features = tuple(sorted(features))
     loaded = zope.app.appsetup.appsetup.getConfigSource()
     if loaded is not None:
         if loaded != site_definition:
             raise config.ConfigurationError(
                 f'This process has loaded the site ZCML {loaded}; it cannot'
                 f' load {site_definition} as well')
+        if _loaded_zcml is not None and _loaded_zcml[0] == loaded:
+            if _loaded_zcml[1] != features:
+                raise config.ConfigurationError(
+                    f'This process has loaded the site ZCML {loaded} with the'
+                    f' features {_features(_loaded_zcml[1])}; it cannot load'
+                    f' it with {_features(features)} as well')
         return
+    if features:
+        log.debug('Loading the site ZCML %s with the features %s',
+                  site_definition, _features(features))
     try:
-        zope.app.appsetup.appsetup.config(site_definition)
+        zope.app.appsetup.appsetup.config(site_definition, features=features)
     except zope.configuration.exceptions.ConfigurationError as e:
         _reset_zcml()
         raise config.ConfigurationError(
@@ -138,6 +167,11 @@ def load_zcml(site_definition):
         raise config.ConfigurationError(
             f'Cannot read the site ZCML {site_definition} (zope.conf\'s'
             f' site-definition): {e.strerror}') from e
+    _loaded_zcml = (site_definition, features)
+
+
+def _features(features):
+    return ', '.join(features) or 'none'
 
 
 def _reset_zcml():
@@ -196,6 +230,8 @@ def open_databases(factories):
 def _describe(name, factory):
     """The database `name` and its storage, for a message."""
     database = f'the database {name!r}' if name else 'the database'
+    if factory.config.storage is None:
+        return database
     section = factory.config.storage.config
     while getattr(section, 'base', None) is not None:
         # A <blobstorage>: what it wraps tells where the data is.

@@ -62,16 +62,16 @@ class _Exit:
 Exit = _Exit()
 
 
-class Request(zope.publisher.base.BaseRequest):
+class RunnerRequest(zope.publisher.base.BaseRequest):
     """The participation of a tick that runs as a principal.
 
-    A request, as in gocept.runner 3.x: code that takes the interaction's
-    participation for the request (view lookups, i18n) works in a tick.
+    A request, as in gocept.runner 3.x (with 3.x's name and signature):
+    code that takes the interaction's participation for the request (view
+    lookups, i18n) works in a tick.  `begin` calls ``setPrincipal``.
     """
 
-    def __init__(self, principal):
-        super().__init__(None, {})
-        self.setPrincipal(principal)
+    def __init__(self, *args):
+        super().__init__(None, {}, positional=args)
 
 
 class Tick:
@@ -99,7 +99,8 @@ class MainLoop:
     """Call `worker` once per tick, each time in a transaction of its own.
 
     `app` is the site of every tick (if it is a site).  Between ticks the
-    loop sleeps `ticks` seconds, or as many as the worker returned.  A tick
+    loop sleeps `ticks` seconds (a number, not negative; else
+    ConfigurationError), or as many as the worker returned.  A tick
     whose commit conflicts is retried at once a few times (see
     gocept.runner.retry).  The loop ends when the worker returns Exit or
     raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after the
@@ -121,6 +122,9 @@ class MainLoop:
                  max_ticks=None, max_runtime=None, max_memory=None,
                  heartbeat=None, middleware=()):
         self.app = app
+        if not _is_seconds(ticks):
+            raise ConfigurationError(
+                f'ticks must be a number of seconds, not {ticks!r}')
         self.ticks = ticks
         self.worker = worker
         self.principal_id = principal
@@ -144,7 +148,10 @@ class MainLoop:
         self.signal = None
         self.tick_count = 0
         self._principal = None
-        self._site = None
+        # The site every tick starts with.  __call__ decides; until then it
+        # is `app`, which a subclass's own __call__ (3.x) makes the site.
+        self._site = (app if zope.component.interfaces.ISite.providedBy(app)
+                      else None)
         self._warned = set()
         self._signal_to_log = None
         self._reopen = False
@@ -168,6 +175,11 @@ class MainLoop:
             self._principal = lookup_principal(self.principal_id)
         return self._principal
 
+    @property
+    def interaction(self):
+        """Whether ticks run in a security interaction (3.x's name)."""
+        return self.principal_id is not None
+
     # gocept.runner 3.x's name for `running`.
     _is_running = property(
         lambda self: self.running,
@@ -184,6 +196,7 @@ class MainLoop:
         self.stopped_because = self.signal = None
         self.tick_count = 0
         self.committed = False
+        self._warned = set()
         self._stale = True
         self._pid = os.getpid()
         self._wakeup, self._wake = os.pipe()
@@ -257,7 +270,9 @@ class MainLoop:
                 ' ticks start without one', self.name)
             zope.security.management.endInteraction()
         if self.principal is not None:
-            zope.security.management.newInteraction(Request(self.principal))
+            request = RunnerRequest()
+            request.setPrincipal(self.principal)
+            zope.security.management.newInteraction(request)
 
     def commit(self):
         """Commit the tick's transaction (abort a doomed one); end the
@@ -334,43 +349,41 @@ class MainLoop:
     def pause(self, result):
         """The seconds to sleep after a tick whose worker returned `result`.
 
-        A number of seconds (int, float, Decimal, Fraction, ...) is taken as
-        it is.  One that is negative, not a number (NaN) or longer than
-        MAX_PAUSE is a worker's mistake: it is logged at WARNING (once per
-        loop) and replaced by 0, `ticks` or MAX_PAUSE.  None, True and
-        False, and anything else that is not a number, mean `ticks`.
+        None, True and False mean `ticks`; a number of seconds (int, float,
+        Decimal, Fraction, ...) is taken as it is.  Anything else is a
+        worker's mistake, replaced by `ticks` if it is not a number or NaN,
+        by 0 if it is negative, by MAX_PAUSE if it is longer (infinity,
+        too).  Each kind of mistake is logged at WARNING once per loop, and
+        at DEBUG after that.
         """
-        if (result is None or isinstance(result, bool) or
-                not isinstance(result, numbers.Number)):
-            if result is not None and not isinstance(result, bool):
-                self._warn_once(
-                    'result', 'Worker %s returned %r, which is not a number'
-                    ' of seconds; sleeping %s seconds', self.name, result,
-                    self.ticks)
+        if result is None or isinstance(result, bool):
             return self.ticks
-        try:
-            seconds = float(result)
-        except OverflowError:
-            seconds = math.inf
-        except (TypeError, ValueError):  # a complex number, sNaN
-            seconds = math.nan
-        if math.isnan(seconds):
-            replacement = self.ticks
-        elif seconds < 0:
-            replacement = 0
-        elif seconds > MAX_PAUSE:
-            replacement = MAX_PAUSE
+        if not isinstance(result, numbers.Number):
+            kind, replacement = 'not a number', self.ticks
         else:
-            return seconds
+            try:
+                seconds = float(result)
+            except OverflowError:
+                seconds = math.inf
+            except (TypeError, ValueError):  # a complex number, sNaN
+                seconds = math.nan
+            if math.isnan(seconds):
+                kind, replacement = 'NaN', self.ticks
+            elif seconds < 0:
+                kind, replacement = 'negative', 0
+            elif seconds > MAX_PAUSE:
+                kind, replacement = 'longer than a year', MAX_PAUSE
+            else:
+                return seconds
         self._warn_once(
-            'result', 'Worker %s returned %r, which is not a number of'
-            ' seconds to sleep; sleeping %s seconds', self.name, result,
-            replacement)
+            ('result', kind), 'Worker %s returned %r, which is %s;'
+            ' sleeping %s seconds', self.name, result, kind, replacement)
         return replacement
 
     def sleep(self, seconds):
-        """Sleep `seconds`, waking at once when the loop is stopped."""
-        deadline = time.monotonic() + seconds
+        """Sleep `seconds` (MAX_PAUSE at most), waking at once when the loop
+        is stopped."""
+        deadline = time.monotonic() + float(min(seconds, MAX_PAUSE))
         self._stale = self._stale or seconds > 0
         while self.running:
             remaining = deadline - time.monotonic()
@@ -463,6 +476,18 @@ def lookup_principal(principal_id):
     except zope.authentication.interfaces.PrincipalLookupError:
         raise ConfigurationError(
             f'Unknown principal {principal_id!r}') from None
+
+
+def _is_seconds(value):
+    """Whether `value` is a number of seconds: not negative, not NaN."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return False
+    try:
+        return float(value) >= 0
+    except OverflowError:
+        return value > 0
+    except (TypeError, ValueError):  # a complex number, sNaN
+        return False
 
 
 def _end_forked_child(error):

@@ -380,8 +380,8 @@ class BadInputTest(CommandLineTest):
     def test_site_definition_missing(self):
         conf = self.write_conf('bad.conf', site='nosuch.zcml')
         self.assertRefused(
-            2, f'Cannot read the site ZCML {self.path("nosuch.zcml")}'
-            " (zope.conf's site-definition): No such file or directory",
+            2, f'Cannot find the site ZCML nosuch.zcml (site-definition of'
+            f' {conf}): {self.path("nosuch.zcml")} does not exist',
             conf=conf)
 
     def test_zcml_error(self):

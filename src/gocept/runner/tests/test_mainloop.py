@@ -14,8 +14,11 @@ import zope.component
 import zope.component.hooks
 import zope.exceptions.log
 import zope.security.management
+import zope.site.folder
+import zope.site.site
 
 import gocept.runner
+from gocept.runner.runner import init
 from gocept.runner.testing import write_zope_conf
 
 
@@ -194,6 +197,20 @@ class MainLoopTest(unittest.TestCase):
         with self.assertRaises(gocept.runner.ConfigurationError) as err:
             worker(None, self.conf)
         self.assertEqual("Unknown principal 'nobody'", str(err.exception))
+        self.assertDatabaseClosed()
+
+    def test_database_closed_when_a_local_site_of_it_is_left_current(self):
+        # A 3.x loop of a program's own that raises leaves its site current.
+        with init(None, self.conf) as root:
+            root['sub'] = zope.site.folder.Folder()
+            root['sub'].setSiteManager(
+                zope.site.site.LocalSiteManager(root['sub']))
+            transaction.commit()
+        with self.assertRaises(ValueError):
+            with init('sub', self.conf) as sub:
+                zope.component.hooks.setSite(sub)
+                raise ValueError
+        self.assertIsNone(zope.component.hooks.getSite())
         self.assertDatabaseClosed()
 
     def test_database_closed_after_system_exit_and_keyboard_interrupt(self):
