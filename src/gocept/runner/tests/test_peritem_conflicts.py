@@ -6,20 +6,25 @@ its own as if it were another process, commits in the middle of a batch.
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import unittest
 
+import BTrees.OOBTree
 import persistent.mapping
 import transaction
+import ZEO.ClientStorage
 import ZODB
 from ZODB.POSException import ConflictError
 
 import gocept.runner
 from gocept.runner import cli
 from gocept.runner import retry
+from gocept.runner import testing
+from gocept.runner.tests import peritemworkers
 from gocept.runner.tests import programs
 
 
@@ -211,3 +216,57 @@ class ProgramTests(unittest.TestCase):
         result = self.run_program('good_batch')
         self.assertEqual(0, result.returncode, result.stdout)
         self.assertEqual('', result.stdout)
+
+
+class TwoProcessesTests(unittest.TestCase):
+    """Two runner processes on one ZEO server run conflicting batches."""
+
+    layer = testing.ZEO_LAYER
+
+    def test_no_item_is_lost_or_run_twice(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        server = self.layer.server
+        db = ZODB.DB(ZEO.ClientStorage.ClientStorage(
+            ('127.0.0.1', server.port), wait_timeout=30))
+        self.addCleanup(db.close)
+        tm = transaction.TransactionManager()
+        root = db.open(tm).root()
+        self.addCleanup(tm.abort)
+        tm.begin()
+        root['shared'] = peritemworkers.Counter()
+        root['position'] = peritemworkers.Counter()
+        root['done'] = BTrees.OOBTree.OOBTree()
+        tm.commit()
+        runners = {}
+        for name in 'a', 'b':
+            os.mkdir(os.path.join(directory, name))
+            zope_conf = programs.write_zope_conf(
+                os.path.join(directory, name),
+                storage=f'<zeoclient>\n server {server.address}\n'
+                        '  </zeoclient>',
+                level='DEBUG', log=os.path.join(directory, f'{name}.log'))
+            runners[name] = subprocess.Popen(
+                [sys.executable, '-m', peritemworkers.__name__, name,
+                 zope_conf], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True)
+        committed = failed = 0
+        for name, process in runners.items():
+            output = process.communicate(timeout=120)[0]
+            with open(os.path.join(directory, f'{name}.log')) as f:
+                log = f.read()
+            summary = re.search(r'peritem shared: (\d+) items committed,'
+                                r' (\d+) failed, (\d+) conflicts', log)
+            self.assertIsNotNone(summary, output + log)
+            counts = [int(n) for n in summary.groups()]
+            self.assertEqual(peritemworkers.ITEMS, counts[0] + counts[1])
+            self.assertEqual(1 if counts[1] else 0, process.returncode,
+                             output + log)
+            committed += counts[0]
+            failed += counts[1]
+        tm.begin()
+        done = dict(root['done'])
+        # Every committed item counted once, none twice, none lost.
+        self.assertEqual(committed, root['shared'].value)
+        self.assertEqual(committed, len(done))
+        self.assertEqual({1}, set(done.values()))
