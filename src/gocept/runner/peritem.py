@@ -11,6 +11,7 @@ import time
 import transaction
 from ZODB.POSException import ConflictError
 
+from gocept.runner import outage
 from gocept.runner import retry
 
 
@@ -41,8 +42,10 @@ def transaction_per_item(generator_function):
     gocept.runner.retry); an item that fails for good is aborted and
     logged, and the next one runs.  When the commit of the changes before an
     item fails, they are aborted and the item is skipped, as a failed item.
-    Once anything was committed, no ConflictError leaves the decorated
-    function: a caller's retry would run committed items again.
+    When the storage becomes unavailable, the run ends.  Once an item has
+    committed, neither a ConflictError nor the unavailable storage leaves
+    the decorated function, only a WARNING: a caller's retry would run the
+    committed items again.
 
     Arguments are passed through to the generator function.  At the end of
     a run a summary is logged (INFO for a run of SUMMARY_SECONDS or longer,
@@ -68,23 +71,39 @@ def _run(items, stats):
         except StopIteration:
             break
         except Exception as e:
-            if not (stats.committed_any and
+            # A conflict while the generator reads, say.
+            if not (stats.committed and
                     transaction.get().isRetryableError(e)):
                 raise
-            transaction.abort()
-            stats.failed += 1
-            stats.conflicts += isinstance(e, ConflictError)
-            stats.warning('Conflict in %s after %s items, transaction'
-                          ' aborted; it ends here: %s',
-                          stats.name, number, e)
+            _end(stats, e, f'{stats.name} after {number} items')
             return
         number += 1
         description, func = _split(item)
-        # A retry must not repeat or lose work that is not the item's.
-        if _commit(stats, 'before', description):
-            _run_item(func, description, stats)
+        try:
+            # A retry must not repeat or lose work that is not the item's.
+            if _commit(stats, 'before', description):
+                _run_item(func, description, stats)
+        except Exception as e:  # the storage is unavailable
+            if not stats.committed:
+                raise
+            _end(stats, e, description)
+            return
         stats.progress()
     _commit(stats, 'after', f'the last item of {stats.name}')
+
+
+def _end(stats, error, where):
+    """End the run after `error` at `where`, without raising it: the caller
+    would retry and run committed items again."""
+    transaction.abort()
+    stats.failed += 1
+    if isinstance(error, ConflictError):
+        stats.conflicts += 1
+        stats.warning('Conflict in %s, transaction aborted; the run ends'
+                      ' here: %s', where, error)
+    else:
+        stats.warning('Storage unavailable (%s) in %s, transaction aborted;'
+                      ' the run ends here', type(error).__name__, where)
 
 
 def _split(item):
@@ -106,14 +125,15 @@ def _commit(stats, where, description):
         stats.warning('Conflict in the changes made %s %s, transaction'
                       ' aborted%s: %s', where, description,
                       ', item skipped' if where == 'before' else '', e)
-    except Exception:
+    except Exception as e:
         transaction.abort()
+        if outage.unavailable(e):
+            raise
         stats.failed += 1
         stats.exception('Error committing the changes made %s %s,'
                         ' transaction aborted%s', where, description,
                         ', item skipped' if where == 'before' else '')
     else:
-        stats.committed_any = True
         return True
     return False
 
@@ -126,12 +146,13 @@ def _run_item(func, description, stats):
         stats.conflicts += retry.ATTEMPTS
         stats.warning('Conflict in %s, transaction aborted after %s'
                       ' attempts: %s', description, retry.ATTEMPTS, e)
-    except Exception:
+    except Exception as e:
+        if outage.unavailable(e):
+            raise
         stats.failed += 1
         stats.exception('Error in %s, transaction aborted', description)
     else:
         stats.committed += 1
-        stats.committed_any = True
         stats.conflicts += retried
 
 
@@ -169,8 +190,6 @@ class Statistics:
     def __init__(self, name):
         self.name = name
         self.committed = self.failed = self.conflicts = 0
-        # Whether anything was committed: then no retry may run it again.
-        self.committed_any = False
         self.started = self.last_progress = time.monotonic()
         self.terminal = _isatty(sys.stderr)
         self.shown = False

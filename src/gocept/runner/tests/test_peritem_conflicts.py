@@ -17,6 +17,7 @@ import BTrees.OOBTree
 import persistent.mapping
 import transaction
 import ZEO.ClientStorage
+import ZEO.Exceptions
 import ZODB
 from ZODB.POSException import ConflictError
 
@@ -134,8 +135,8 @@ class BatchTests(unittest.TestCase):
         self.assertEqual({0: 1, 1: 1}, self.stored()[0])
         self.assertEqual(
             ('WARNING', 'Conflict in BatchTests.batch.<locals>.batch after'
-             ' 2 items, transaction aborted; it ends here: reading for item'
-             ' 2'), logs[0])
+             ' 2 items, transaction aborted; the run ends here: reading for'
+             ' item 2'), logs[0])
         self.assertEqual(1, loop.items_failed)
         self.assertEqual(cli.EX_FAILURE, cli.exit_status(loop))
 
@@ -270,3 +271,55 @@ class TwoProcessesTests(unittest.TestCase):
         self.assertEqual(committed, root['shared'].value)
         self.assertEqual(committed, len(done))
         self.assertEqual({1}, set(done.values()))
+
+
+class OutageTests(unittest.TestCase):
+    """The ZEO server goes away in the middle of a batch."""
+
+    def setUp(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        self.server = testing.ZEOServer(directory)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.db = ZODB.DB(ZEO.ClientStorage.ClientStorage(
+            ('127.0.0.1', self.server.port), wait_timeout=0.2))
+        self.addCleanup(self.db.close)
+        conn = self.db.open()
+        self.addCleanup(conn.close)
+        self.addCleanup(transaction.abort)
+        self.root = conn.root()
+        self.ran = []
+
+    def batch(self, stop_at):
+        @gocept.runner.transaction_per_item
+        def batch():
+            for number in range(5):
+                if number == stop_at:
+                    self.server.stop()
+                yield f'item {number}', lambda number=number: self.item(
+                    number)
+        return batch
+
+    def item(self, number):
+        self.ran.append(number)
+        self.root[number] = number
+
+    def test_after_a_commit_the_run_ends_with_a_warning(self):
+        with self.assertLogs('gocept.runner.peritem', logging.DEBUG) as logs:
+            self.batch(stop_at=2)()
+        # Item 2 was tried as often as a conflict is; 3 and 4 never ran.
+        self.assertEqual([0, 1] + [2] * retry.ATTEMPTS, self.ran)
+        self.assertEqual(
+            ['Storage unavailable (ClientDisconnected) in item 2,'
+             ' transaction aborted; the run ends here'],
+            [r.getMessage() for r in logs.records
+             if r.levelno == logging.WARNING])
+        self.assertRegex(logs.records[-1].getMessage(),
+                         r'batch: 2 items committed, 1 failed, 0 conflicts')
+
+    def test_before_any_commit_the_error_is_raised(self):
+        # The caller (the main loop) may retry: no item was committed.
+        with self.assertRaises(ZEO.Exceptions.ClientDisconnected):
+            self.batch(stop_at=0)()
+        self.assertEqual([0] * retry.ATTEMPTS, self.ran)
