@@ -147,7 +147,7 @@ def exit_status(loop):
             loop.signal in (None, signal.SIGINT)):
         # Ctrl-C stopped a job before it was done, as a shell reports it.
         return EX_INTERRUPTED
-    if loop.once and loop.failed:
+    if loop.once and (loop.failed or loop.items_failed):
         return EX_FAILURE
     return EX_OK
 

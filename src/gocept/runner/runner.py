@@ -25,6 +25,7 @@ import zope.security.management
 from ZODB.POSException import ConflictError
 
 from gocept.runner import outage
+from gocept.runner import peritem
 from gocept.runner import retry
 from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
@@ -141,6 +142,8 @@ class MainLoop:
         self.failed = False
         # Whether a tick has committed.
         self.committed = False
+        # How many transaction_per_item items failed in the last tick.
+        self.items_failed = 0
         # The code of a SystemExit the worker raised, if it raised one.
         self.exit_code = None
         # Why the loop ended: one of STOP_REASONS; the signal that ended it.
@@ -241,7 +244,9 @@ class MainLoop:
         self.failed = False
         self.tick_count += 1
         tick = Tick(self.tick_count)
-        self._run_worker(tick)
+        with peritem.collect() as items:
+            self._run_worker(tick)
+        self.items_failed = items.failed
         self.failed = tick.outcome not in ('committed', 'doomed', 'aborted')
         self.committed = self.committed or tick.outcome == 'committed'
         log.debug('Tick %s of worker %s: %s in %.3f s', tick.number,
