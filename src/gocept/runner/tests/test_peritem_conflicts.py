@@ -172,6 +172,28 @@ class BatchTests(unittest.TestCase):
         self.assertEqual({'other': retry.ATTEMPTS}, self.stored()[1])
         self.assertEqual(cli.EX_FAILURE, cli.exit_status(loop))
 
+    def test_a_tick_whose_items_committed_is_not_tried_again(self):
+        # The worker changes more after the batch, and the tick's own
+        # commit conflicts: the loop does not retry the tick, which would
+        # run the batch again.
+        batch = self.batch()
+
+        def worker():
+            batch()
+            self.root['state']['after'] = True
+            self.commit_elsewhere()
+        loop, logs = self.run_once(worker)
+        self.assertEqual([0, 1, 2, 3, 4, 5], self.ran)
+        done, state = self.stored()
+        self.assertEqual({number: 1 for number in range(6)}, done)
+        self.assertEqual({'next': None, 'other': 1}, state)
+        warnings = [message for level, message in logs if level == 'WARNING']
+        self.assertEqual(1, len(warnings), logs)
+        self.assertIn('not tried again: items of transaction_per_item'
+                      ' committed in it', warnings[0])
+        self.assertTrue(loop.committed)
+        self.assertEqual(cli.EX_FAILURE, cli.exit_status(loop))
+
     def test_an_appmain_loop_logs_failed_items_and_goes_on(self):
         @gocept.runner.transaction_per_item
         def batch():
