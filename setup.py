@@ -86,7 +86,7 @@ setup(
     },
     entry_points={
         'console_scripts': [
-            'gocept-runner = gocept.runner.cli:main',
+            'gocept-runner = gocept.runner.cli:script',
             'runexample = gocept.runner.example:main',
         ],
     },

@@ -1,8 +1,6 @@
 """``python -m gocept.runner``: the gocept-runner command."""
 
-import sys
-
-from gocept.runner.cli import main
+from gocept.runner.cli import script
 
 
-sys.exit(main(prog='python -m gocept.runner'))
+script(prog='python -m gocept.runner')

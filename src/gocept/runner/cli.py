@@ -70,11 +70,18 @@ def program(decorator, worker):
         _make_var(config)
         return decorator.run(worker, args.site, config, **overrides)
 
-    sys.exit(_execute(parser.prog, args.debug, run_worker))
+    sys.exit(_execute(parser.prog, args.debug, run_worker, exiting=True))
 
 
-def main(argv=None, prog='gocept-runner'):
-    """The ``gocept-runner`` command: run MODULE:FUNCTION in a main loop."""
+def script(prog='gocept-runner'):
+    """The ``gocept-runner`` console script: `main`, then exit."""
+    sys.exit(main(prog=prog, exiting=True))
+
+
+def main(argv=None, prog='gocept-runner', exiting=False):
+    """The ``gocept-runner`` command: run MODULE:FUNCTION in a main loop;
+    return the exit status.  `exiting`: the process exits afterwards (see
+    `gocept.runner.signals.handled`)."""
     parser = _parser(
         prog,
         'Run FUNCTION of MODULE (a function taking no arguments) in a main'
@@ -106,7 +113,7 @@ def main(argv=None, prog='gocept-runner'):
                                    config or DEFAULT_CONFIG,
                                    **loop_options(args))
 
-    return _execute(parser.prog, args.debug, run_function)
+    return _execute(parser.prog, args.debug, run_function, exiting)
 
 
 def loop_options(args):
@@ -141,7 +148,7 @@ def exit_status(loop):
             loop.signal in (None, signal.SIGINT)):
         # Ctrl-C stopped a job before it was done, as a shell reports it.
         return EX_INTERRUPTED
-    if loop.once and loop.failed:
+    if loop.once and (loop.failed or loop.items_failed):
         return EX_FAILURE
     return EX_OK
 
@@ -175,14 +182,14 @@ def resolve(name):
     return obj
 
 
-def _execute(prog, debug, run_loop):
+def _execute(prog, debug, run_loop, exiting=False):
     """Call `run_loop`; return the exit status.
 
     The signals are handled from here on (see gocept.runner.signals): one
     that arrives while the worker's module is imported is not fatal either.
     """
     try:
-        with signals.handled():
+        with signals.handled(exiting=exiting):
             loop = run_loop()
     except Exception as error:
         if debug:

@@ -1,77 +1,243 @@
 """Committing after every item of a batch."""
 
+import contextlib
 import functools
 import logging
+import shutil
+import sys
+import threading
 import time
 
 import transaction
 from ZODB.POSException import ConflictError
 
+from gocept.runner import outage
 from gocept.runner import retry
 
 
 log = logging.getLogger(__name__)
 
-# Seconds between two progress lines of a long run.  Runs shorter than this
-# log no progress, and their summary at DEBUG only.
+# Seconds between two progress lines of a long run (when stderr is not a
+# terminal).
 PROGRESS_INTERVAL = 60
+# A run shorter than this (seconds) has nothing to report beyond the line of
+# each failed item: its summary is at DEBUG.  Longer runs log it at INFO.
+SUMMARY_SECONDS = 1
+# When stderr is a terminal: seconds before the progress line appears, and
+# between two updates of it.
+TERMINAL_DELAY = 1
+TERMINAL_UPDATE = 0.2
 
 
 def transaction_per_item(generator_function):
-    """Decorate a generator function that yields callables.
+    """Decorate a generator function that yields the items of a batch.
 
-    Each callable is called in a transaction of its own and committed after
-    it; what was changed before (by the generator, or by the caller before
-    the first item) is committed on its own first.  An item whose commit
-    conflicts is retried a few times (see gocept.runner.retry); an item that
-    fails for good is aborted and logged, and the next one runs.  Arguments
-    are passed through to the generator function.  A run that lasts
-    PROGRESS_INTERVAL seconds or longer logs a progress line at INFO every
-    PROGRESS_INTERVAL seconds and a summary at the end; shorter runs log
-    their summary at DEBUG.
+    An item is a callable, or a pair ``(description, callable)`` whose
+    description (anything, shown with str()) names the item in every line
+    logged about it.  Each callable is called in a transaction of its own
+    and committed after it; what was changed before it (by the generator,
+    or by the caller before the first item) is committed on its own first,
+    and so is what the generator changed after the last item.  An item
+    whose commit conflicts is retried a few times (see
+    gocept.runner.retry); an item that fails for good is aborted and
+    logged, and the next one runs.  When the commit of the changes before an
+    item fails, they are aborted and the item is skipped, as a failed item.
+    When the storage becomes unavailable, the run ends.  Once an item has
+    committed, neither a ConflictError nor the unavailable storage leaves
+    the decorated function, only a WARNING: a caller's retry would run the
+    committed items again.
+
+    Arguments are passed through to the generator function.  At the end of
+    a run a summary is logged (INFO for a run of SUMMARY_SECONDS or longer,
+    DEBUG for a shorter one); a long run shows its progress (see
+    `Statistics`).  What the runs did is counted in every `collect()`
+    block around them.
     """
     @functools.wraps(generator_function)
     def run(*args, **kw):
         stats = Statistics(generator_function.__qualname__)
-        for item in generator_function(*args, **kw):
-            # A retry must not repeat or lose work that is not the item's.
-            transaction.commit()
-            try:
-                _, retried = retry.run(item)
-            except ConflictError as e:
-                stats.failed += 1
-                stats.conflicts += retry.ATTEMPTS
-                log.warning('Conflict in %r, transaction aborted after %s'
-                            ' attempts: %s', item, retry.ATTEMPTS, e)
-            except Exception:
-                stats.failed += 1
-                log.exception('Error in %r, transaction aborted', item)
-            else:
-                stats.committed += 1
-                stats.conflicts += retried
-            stats.progress()
-        stats.summary()
+        try:
+            _run(generator_function(*args, **kw), stats)
+        finally:
+            stats.end()
     return run
 
 
+def _run(items, stats):
+    number = 0
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        except Exception as e:
+            # A conflict while the generator reads, say.
+            if not (stats.committed and
+                    transaction.get().isRetryableError(e)):
+                raise
+            _end(stats, e, f'{stats.name} after {number} items')
+            return
+        number += 1
+        description, func = _split(item)
+        try:
+            # A retry must not repeat or lose work that is not the item's.
+            if _commit(stats, 'before', description):
+                _run_item(func, description, stats)
+        except Exception as e:  # the storage is unavailable
+            if not stats.committed:
+                raise
+            _end(stats, e, description)
+            return
+        stats.progress()
+    _commit(stats, 'after', f'the last item of {stats.name}')
+
+
+def _end(stats, error, where):
+    """End the run after `error` at `where`, without raising it: the caller
+    would retry and run committed items again."""
+    transaction.abort()
+    stats.failed += 1
+    if isinstance(error, ConflictError):
+        stats.conflicts += 1
+        stats.warning('Conflict in %s, transaction aborted; the run ends'
+                      ' here: %s', where, error)
+    else:
+        stats.warning('Storage unavailable (%s) in %s, transaction aborted;'
+                      ' the run ends here', type(error).__name__, where)
+
+
+def _split(item):
+    """The description (a string) and the callable of `item`."""
+    if isinstance(item, tuple) and len(item) == 2:
+        return str(item[0]), item[1]
+    return repr(item), item
+
+
+def _commit(stats, where, description):
+    """Commit what was changed before (or after) an item; whether that
+    worked."""
+    try:
+        transaction.commit()
+    except ConflictError as e:
+        transaction.abort()
+        stats.failed += 1
+        stats.conflicts += 1
+        stats.warning('Conflict in the changes made %s %s, transaction'
+                      ' aborted%s: %s', where, description,
+                      ', item skipped' if where == 'before' else '', e)
+    except Exception as e:
+        transaction.abort()
+        if outage.unavailable(e):
+            raise
+        stats.failed += 1
+        stats.exception('Error committing the changes made %s %s,'
+                        ' transaction aborted%s', where, description,
+                        ', item skipped' if where == 'before' else '')
+    else:
+        return True
+    return False
+
+
+def _run_item(func, description, stats):
+    try:
+        _, retried = retry.run(func)
+    except ConflictError as e:
+        stats.failed += 1
+        stats.conflicts += retry.ATTEMPTS
+        stats.warning('Conflict in %s, transaction aborted after %s'
+                      ' attempts: %s', description, retry.ATTEMPTS, e)
+    except Exception as e:
+        if outage.unavailable(e):
+            raise
+        stats.failed += 1
+        stats.exception('Error in %s, transaction aborted', description)
+    else:
+        stats.committed += 1
+        stats.conflicts += retried
+
+
+class Collector:
+    """What the runs of `transaction_per_item` in a `collect()` block did."""
+
+    def __init__(self):
+        self.committed = self.failed = self.conflicts = 0
+
+
+_collectors = threading.local()
+
+
+@contextlib.contextmanager
+def collect():
+    """Count what the runs of `transaction_per_item` in this thread do
+    within the block; yield the Collector."""
+    collector = Collector()
+    stack = _collectors.__dict__.setdefault('stack', [])
+    stack.append(collector)
+    try:
+        yield collector
+    finally:
+        stack.remove(collector)
+
+
 class Statistics:
-    """What a run of `transaction_per_item` has done so far."""
+    """What a run of `transaction_per_item` has done so far.
+
+    A long run shows its progress: on a terminal (stderr is a tty) a line
+    on stderr that is updated as the run goes on and erased at its end;
+    otherwise a progress line at INFO every PROGRESS_INTERVAL seconds.
+    """
 
     def __init__(self, name):
         self.name = name
         self.committed = self.failed = self.conflicts = 0
         self.started = self.last_progress = time.monotonic()
+        self.terminal = _isatty(sys.stderr)
+        self.shown = False
 
     def progress(self):
-        """Log a progress line if the last is PROGRESS_INTERVAL old."""
-        if time.monotonic() - self.last_progress >= PROGRESS_INTERVAL:
-            self.last_progress = time.monotonic()
+        """Show the progress if it is time to."""
+        now = time.monotonic()
+        if self.terminal:
+            if (now - self.started >= TERMINAL_DELAY and
+                    now - self.last_progress >= TERMINAL_UPDATE):
+                self.last_progress = now
+                rate = (self.committed + self.failed) / (now - self.started)
+                self.show(f'{self.name}: {self.committed} committed,'
+                          f' {self.failed} failed, {self.conflicts}'
+                          f' conflicts, {rate:.1f} items/s')
+        elif now - self.last_progress >= PROGRESS_INTERVAL:
+            self.last_progress = now
             log.info('%s so far', self)
 
-    def summary(self):
-        """Log what the run has done."""
-        long_run = self.last_progress > self.started
-        log.log(logging.INFO if long_run else logging.DEBUG, '%s', self)
+    def show(self, text):
+        """Replace the progress line on the terminal by `text`."""
+        width = shutil.get_terminal_size().columns - 1
+        sys.stderr.write(f'\r\x1b[K{text[:width]}')
+        sys.stderr.flush()
+        self.shown = bool(text)
+
+    def warning(self, *args):
+        self.erase()
+        log.warning(*args)
+
+    def exception(self, *args):
+        self.erase()
+        log.exception(*args)
+
+    def erase(self):
+        if self.shown:
+            self.show('')
+
+    def end(self):
+        """Log the summary; count the run in the collectors."""
+        self.erase()
+        seconds = time.monotonic() - self.started
+        log.log(logging.INFO if seconds >= SUMMARY_SECONDS else logging.DEBUG,
+                '%s', self)
+        for collector in getattr(_collectors, 'stack', ()):
+            collector.committed += self.committed
+            collector.failed += self.failed
+            collector.conflicts += self.conflicts
 
     def __str__(self):
         seconds = time.monotonic() - self.started
@@ -80,3 +246,10 @@ class Statistics:
         return (f'{self.name}: {self.committed} items committed,'
                 f' {self.failed} failed, {self.conflicts} conflicts in'
                 f' {seconds:.1f} s ({rate:.1f} items/s)')
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False

@@ -16,15 +16,20 @@ def _nothing():
     pass
 
 
+def _always():
+    return True
+
+
 def run(func, attempts=ATTEMPTS, begin=_nothing, commit=transaction.commit,
-        abort=transaction.abort):
+        abort=transaction.abort, may_retry=_always):
     """Call ``begin()``, ``func()`` and ``commit()``; return func's result.
 
     What the `transaction` package deems retryable (a ConflictError, a
     disconnected ZEO client) calls ``abort()`` and tries again after a short
-    random pause, `attempts` times in all; the error of the last attempt is
-    raised.  Any other error calls ``abort()`` and is raised at once.
-    Returns `func`'s result and the number of attempts that were retried.
+    random pause, `attempts` times in all, as long as ``may_retry()`` says
+    so; the error of the last attempt is raised.  Any other error calls
+    ``abort()`` and is raised at once.  Returns `func`'s result and the
+    number of attempts that were retried.
 
     `begin` defaults to nothing: the first attempt runs in the transaction
     the caller has, and the abort before a retry has brought the connection
@@ -40,7 +45,8 @@ def run(func, attempts=ATTEMPTS, begin=_nothing, commit=transaction.commit,
         except BaseException as e:
             # Asked before the abort: data managers that joined may say, too.
             retryable = (retried + 1 < attempts and
-                         transaction.get().isRetryableError(e))
+                         transaction.get().isRetryableError(e) and
+                         may_retry())
             abort()
             if not retryable:
                 raise

@@ -25,6 +25,7 @@ import zope.security.management
 from ZODB.POSException import ConflictError
 
 from gocept.runner import outage
+from gocept.runner import peritem
 from gocept.runner import retry
 from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
@@ -141,6 +142,9 @@ class MainLoop:
         self.failed = False
         # Whether a tick has committed.
         self.committed = False
+        # How many transaction_per_item items failed in the last tick.
+        self.items_failed = 0
+        self._items = peritem.Collector()
         # The code of a SystemExit the worker raised, if it raised one.
         self.exit_code = None
         # Why the loop ended: one of STOP_REASONS; the signal that ended it.
@@ -241,9 +245,12 @@ class MainLoop:
         self.failed = False
         self.tick_count += 1
         tick = Tick(self.tick_count)
-        self._run_worker(tick)
+        with peritem.collect() as self._items:
+            self._run_worker(tick)
+        self.items_failed = self._items.failed
         self.failed = tick.outcome not in ('committed', 'doomed', 'aborted')
-        self.committed = self.committed or tick.outcome == 'committed'
+        self.committed = (self.committed or tick.outcome == 'committed' or
+                          self._items.committed > 0)
         log.debug('Tick %s of worker %s: %s in %.3f s', tick.number,
                   self.name, _describe_outcome(tick),
                   time.monotonic() - tick.started)
@@ -292,7 +299,8 @@ class MainLoop:
         try:
             tick.result, tick.retried = retry.run(
                 self._call_worker, begin=self._begin_attempt,
-                commit=self.commit, abort=self.abort)
+                commit=self.commit, abort=self.abort,
+                may_retry=self._may_retry)
         except (SystemExit, KeyboardInterrupt) as e:
             tick.outcome, tick.error = 'aborted', e
             self.exit_code = getattr(e, 'code', None)
@@ -305,8 +313,15 @@ class MainLoop:
                 tick.outcome = 'unavailable'
             elif isinstance(e, ConflictError):
                 tick.outcome = 'conflict'
-                log.warning('Conflict in worker %s, transaction aborted after'
-                            ' %s attempts: %s', self.name, retry.ATTEMPTS, e)
+                if self._may_retry():
+                    log.warning(
+                        'Conflict in worker %s, transaction aborted after'
+                        ' %s attempts: %s', self.name, retry.ATTEMPTS, e)
+                else:
+                    log.warning(
+                        'Conflict in worker %s, transaction aborted and not'
+                        ' tried again: items of transaction_per_item'
+                        ' committed in it: %s', self.name, e)
             else:
                 tick.outcome = 'error'
                 if self._worker_returned:
@@ -324,6 +339,10 @@ class MainLoop:
             self.stop('Exit')
         else:
             tick.pause = self.pause(tick.result)
+
+    def _may_retry(self):
+        # Items that transaction_per_item committed must never run again.
+        return self._items.committed == 0
 
     def _begin_attempt(self):
         self._doomed = False

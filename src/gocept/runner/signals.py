@@ -42,10 +42,11 @@ class Signals:
             if signal.getsignal(signum) in _DEFAULTS:
                 self._previous[signum] = signal.signal(signum, self._handle)
 
-    def restore(self):
-        """Put back the handlers that `install` replaced."""
+    def restore(self, exiting=False):
+        """Put back the handlers that `install` replaced; ignore those
+        signals instead when the process is `exiting`."""
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if exiting else handler)
         self._previous.clear()
 
     def attach(self, loop):
@@ -80,12 +81,16 @@ _current = None
 
 
 @contextlib.contextmanager
-def handled(loop=None):
+def handled(loop=None, exiting=False):
     """Handle the signals while the block runs; yield the Signals.
 
     Nested calls (the decorators' around the loop's own) share the outer
     one's handlers.  With a `loop`, the signals go to it from now on, and
-    it is detached again at the end of the block.
+    it is detached again at the end of the block.  A program that exits
+    when the block ends says it is `exiting`: the signals are then ignored
+    from the end of the block on, so that one that comes while the
+    interpreter shuts down does not turn the program's exit status into a
+    death by signal.
     """
     global _current
     if threading.current_thread() is not threading.main_thread():
@@ -107,5 +112,5 @@ def handled(loop=None):
                 current.detach()
     finally:
         if outer is None:
-            current.restore()
+            current.restore(exiting)
             _current = None

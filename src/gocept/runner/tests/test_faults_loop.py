@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -482,6 +483,25 @@ class EndSignalTest(FaultTest):
         self.assertClean(run)
         self.assertEqual(1, run.stored_count())
 
+    def test_SIGTERM_until_the_process_has_exited(self):
+        # A program's signals are ignored from the end of its run on, so
+        # that a stream of them while the interpreter shuts down does not
+        # turn its exit status into a death by signal.
+        for start in ('start', 'start_program'):
+            run = Run(self)
+            if start == 'start':
+                run.start('count', '--once', FAULT_GATE='close')
+            else:
+                run.start_program('count_once', FAULT_GATE='close')
+            run.wait_for_gate('close')
+            sender = threading.Thread(
+                target=_signal_until_exit, args=(run.process, signal.SIGTERM))
+            sender.start()
+            run.release('close')
+            self.assertEqual(0, run.wait(), start)
+            sender.join()
+            self.assertEqual(1, run.stored_count())
+
     def test_handlers_are_restored_after_the_database_is_closed(self):
         # Called in a process of its own: a decorated worker, one whose
         # zope.conf is missing, gocept-runner's main().
@@ -564,3 +584,13 @@ class TicksTest(FaultTest):
                     'gocept.runner.config.ConfigurationError: ticks must be'
                     ' a number of seconds, not', run.output().splitlines()[-1])
                 self.assertEqual([], run.commits())
+
+
+def _signal_until_exit(process, signum):
+    """Send `signum` to `process` every half millisecond until it exits."""
+    while process.poll() is None:
+        try:
+            process.send_signal(signum)
+        except ProcessLookupError:
+            break
+        time.sleep(0.0005)
