@@ -58,7 +58,7 @@ def program(decorator, worker):
     parse ``sys.argv``, exit."""
     parser = _parser(None, inspect.getdoc(worker))
     args = parser.parse_args()
-    config = args.config or os.environ.get(CONFIG_VARIABLE)
+    config = args.config or _config_variable(parser)
     if not config:
         parser.error(
             f'no zope.conf: give -C/--config or set ${CONFIG_VARIABLE}')
@@ -101,7 +101,7 @@ def main(argv=None, prog='gocept-runner', exiting=False):
         '--principal', type=_not_empty, metavar='ID',
         help='run each tick in a security interaction of this principal')
     args = parser.parse_args(argv)
-    config = args.config or os.environ.get(CONFIG_VARIABLE)
+    config = args.config or _config_variable(parser)
 
     def run_function():
         worker = resolve(args.function)
@@ -128,6 +128,16 @@ def production_options(args):
     names = ('max_ticks', 'max_runtime', 'max_memory', 'heartbeat')
     return {name: getattr(args, name) for name in names
             if getattr(args, name) is not None}
+
+
+def _config_variable(parser):
+    """The zope.conf that $GOCEPT_RUNNER_CONFIG names, None if it is unset."""
+    config = os.environ.get(CONFIG_VARIABLE)
+    if config == '':
+        # Set from an unset shell variable, say: not the default zope.conf.
+        parser.error(f'${CONFIG_VARIABLE} is empty: name a zope.conf or unset'
+                     ' it')
+    return config
 
 
 def _make_var(zope_conf):

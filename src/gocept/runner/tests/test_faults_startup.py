@@ -265,6 +265,18 @@ class OptionTest(StartupTest):
         self.assertUsageError(
             result, 'count_to_3: argument -C/--config: must not be empty')
 
+    def test_empty_config_variable(self):
+        # Set from an unset shell variable, say: not a reason to run on the
+        # default ./var/Data.fs.
+        for args in (['gocept-runner', '--once', f'{WORKERS}:count'],
+                     [self.script('count_to_3')]):
+            with self.subTest(program=args[0]):
+                result = self.run_script(
+                    *args, env={'GOCEPT_RUNNER_CONFIG': ''})
+                self.assertUsageError(
+                    result, '$GOCEPT_RUNNER_CONFIG is empty: name a zope.conf'
+                    ' or unset it')
+
     def test_seconds_beyond_a_year_or_not_finite(self):
         for option in '--ticks', '--max-runtime':
             for value in '1e10', '31536001', 'inf', '-inf', 'nan', '-1':
