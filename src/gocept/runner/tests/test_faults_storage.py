@@ -62,7 +62,7 @@ class DiskFullTests(unittest.TestCase):
         self.disk = os.path.join(self.dir, 'disk')
         os.mkdir(self.disk)
         result = subprocess.run(
-            ['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', self.disk],
+            ['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', self.disk],
             capture_output=True, text=True)
         if result.returncode != 0:
             self.skipTest(f'cannot mount a tmpfs: {result.stderr.strip()}')
@@ -104,7 +104,9 @@ class DiskFullTests(unittest.TestCase):
                    f'{number} WARNING lines')
 
     def run_until_the_disk_is_full_twice(self, program):
-        process = programs.start_command(self.dir, program, '--ticks', '0')
+        # Slow enough that the program does not fill the disk itself.
+        process = programs.start_command(
+            self.dir, program, '--ticks', '0.02')
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
         self.wait_for_commits(3)
