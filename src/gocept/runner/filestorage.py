@@ -53,7 +53,9 @@ class FileStorage(ZODB.FileStorage.FileStorage):
     """
 
     def _abort(self):
-        self._restart_files()
+        if self._restart_files():
+            # Readers may have read the bytes cut off into their buffers.
+            self._files.flush()
         super()._abort()
 
     def close(self):
@@ -74,20 +76,23 @@ class FileStorage(ZODB.FileStorage.FileStorage):
                      self._file_name, e.strerror)
 
     def _restart_files(self):
-        # The data and temporary files are buffered: after a failed write
-        # their buffers still hold what did not fit, and every later seek,
-        # flush or close tries to write it again (at the old place, once
-        # there is space).  New file objects start with empty buffers.
+        """Start the data and temporary files afresh, the data file cut
+        back to the last committed transaction; return whether there was
+        something to cut."""
+        # Both are buffered: after a failed write their buffers still hold
+        # what did not fit, and every later seek, flush or close tries to
+        # write it again (at the old place, once there is space).  New file
+        # objects start with empty buffers.
         self._file = _reopen(self._file, self._file_name)
-        if os.fstat(self._file.fileno()).st_size > self._pos:
-            log.debug('Cutting %s back to its last committed transaction'
-                      ' at %s', self._file_name, self._pos)
-            self._file.truncate(self._pos)
-            # Readers may have read the bytes cut off into their buffers.
-            self._files.flush()
         if self._tfile is not None:
             self._tfile = _reopen(self._tfile, f'{self._file_name}.tmp')
             self._tfmt = TempFormatter(self._tfile)
+        if os.fstat(self._file.fileno()).st_size <= self._pos:
+            return False
+        log.debug('Cutting %s back to its last committed transaction at %s',
+                  self._file_name, self._pos)
+        self._file.truncate(self._pos)
+        return True
 
 
 def _reopen(file, path):
