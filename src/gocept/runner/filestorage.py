@@ -134,11 +134,12 @@ def check(path):
     Opening a FileStorage cuts its file where a transaction is incomplete or
     damaged.  A writer killed in the middle of a commit leaves one
     unfinished transaction at the end of the file: cutting that is the
-    normal recovery, and `check` lets it happen.  Anything more is damage a
-    person must look at.  `check` only reads the file, under the storage's
-    lock, as far as opening would (from where its index ends).  A file that
-    cannot be opened at all, or is locked by another process, is left to
-    opening to report.
+    normal recovery, and `check` lets it happen; so it does for nothing but
+    zero bytes at the end, which a crash of the machine may leave.
+    Anything more is damage a person must look at.  `check` only reads the
+    file, under the storage's lock, as far as opening would (from where its
+    index ends).  A file that cannot be opened at all, or is locked by
+    another process, is left to opening to report.
     """
     if not os.path.isfile(path):
         return
@@ -155,7 +156,8 @@ def check(path):
         except Exception:
             return
         size = os.path.getsize(path)
-        if end < size and not _unfinished_transaction(path, end, size):
+        if end < size and not (_unfinished_transaction(path, end, size) or
+                               _only_zeros(path, end)):
             raise DamagedFile(
                 f'{path} is damaged at byte {end}: opening it would move the'
                 f' {size - end} bytes from there on into {_tr_file(path)},'
@@ -197,6 +199,20 @@ def _unfinished_transaction(path, pos, size):
     # Written with the checkpoint status, which the end of the commit
     # clears; its record is the transaction's length and eight bytes more.
     return status == b'c' and size - pos <= length + 8
+
+
+def _only_zeros(path, pos):
+    """Whether `path` holds nothing but zero bytes from `pos` on.
+
+    A crash of the machine (not of the process) may leave them where the
+    last writes were to go; cutting them off loses nothing.
+    """
+    with open(path, 'rb') as f:
+        f.seek(pos)
+        while chunk := f.read(1 << 16):
+            if chunk.count(0) != len(chunk):
+                return False
+    return True
 
 
 def _tr_file(path):

@@ -281,6 +281,27 @@ class DamagedFileTests(unittest.TestCase):
             f.truncate(last + TRANS_HDR_LEN - 5)
         self.check_cut_silently(last)
 
+    def test_zero_bytes_at_the_end(self):
+        # What a crash of the machine may leave; they hold nothing to lose.
+        end = len(self.data_fs_bytes())
+        with open(self.data_fs, 'ab') as f:
+            f.write(bytes(5000))
+        status, output = self.run_once()
+        self.assertEqual(0, status, output)
+        self.assertNotIn('gocept.runner:', output)
+        self.assertEqual([self.TRANSACTIONS], committed(self.dir))
+        ZODB.scripts.fstest.check(self.data_fs)
+        self.assertIn(end, [pos for pos, _ in self.transactions()])
+
+    def test_zero_bytes_after_a_damaged_transaction(self):
+        pos, header = list(self.transactions())[-1]
+        with open(self.data_fs, 'r+b') as f:
+            f.seek(pos + TRANS_HDR_LEN)
+            f.write(bytes(header[1] + 8 - TRANS_HDR_LEN))
+            f.write(bytes(5000))
+        self.write_length(pos, 2 ** 40)
+        self.assertRefused(f'damaged at byte {pos}:')
+
     def check_cut_silently(self, unfinished):
         # The killed commit is lost; the next run commits its count instead.
         count = self.TRANSACTIONS - 1
