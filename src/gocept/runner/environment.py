@@ -18,6 +18,7 @@ import zope.security.management
 from ZODB.POSException import ConflictError
 
 from gocept.runner import config
+from gocept.runner import filestorage
 from gocept.runner import signals
 from gocept.runner.runner import MainLoop
 
@@ -220,14 +221,21 @@ def open_databases(factories):
 
 
 def open_database(factory):
-    """Open the database of a ``<zodb>`` section."""
+    """Open the database of a ``<zodb>`` section.
+
+    A FileStorage is checked before it is opened and guarded once it is
+    (see gocept.runner.filestorage).
+    """
+    filestorage.check_section(factory)
     try:
-        return factory.open()
+        db = factory.open()
     except ConflictError:
         # Processes opening a new database at once race to create its root
         # object; the losers find it created on a second try.  (Not
         # attempts(): it would retry a missing ZEO server, too.)
-        return factory.open()
+        db = factory.open()
+    filestorage.guard(db.storage)
+    return db
 
 
 def root_folder(connection, site_definition):
