@@ -20,6 +20,7 @@ import zope.security.management
 from ZODB.POSException import ConflictError
 
 from gocept.runner import config
+from gocept.runner import filestorage
 from gocept.runner import lock
 from gocept.runner import signals
 from gocept.runner.runner import MainLoop
@@ -208,8 +209,11 @@ def open_databases(factories):
                     f'Two <zodb> sections are named {name!r}')
             try:
                 db = open_database(factory)
-            except config.ConfigurationError:
-                raise
+            except config.ConfigurationError as e:
+                # A damaged FileStorage (gocept.runner.filestorage), whose
+                # message names the file.
+                raise config.ConfigurationError(
+                    f'Cannot open {_database(name)}: {e}') from e
             except zc.lockfile.LockError as e:
                 raise _locked(name, factory, e) from e
             except Exception as e:
@@ -227,9 +231,13 @@ def open_databases(factories):
     return databases
 
 
+def _database(name):
+    return f'the database {name!r}' if name else 'the database'
+
+
 def _describe(name, factory):
     """The database `name` and its storage, for a message."""
-    database = f'the database {name!r}' if name else 'the database'
+    database = _database(name)
     if factory.config.storage is None:
         return database
     section = factory.config.storage.config
@@ -286,14 +294,21 @@ def _locked(name, factory, error):
 
 
 def open_database(factory):
-    """Open the database of a ``<zodb>`` section."""
+    """Open the database of a ``<zodb>`` section.
+
+    A FileStorage is checked before it is opened and guarded once it is
+    (see gocept.runner.filestorage).
+    """
+    filestorage.check_section(factory)
     try:
-        return factory.open()
+        db = factory.open()
     except ConflictError:
         # Processes opening a new database at once race to create its root
         # object; the losers find it created on a second try.  (Not
         # attempts(): it would retry a missing ZEO server, too.)
-        return factory.open()
+        db = factory.open()
+    filestorage.guard(db.storage)
+    return db
 
 
 def root_folder(connection, site_definition):

@@ -1,15 +1,17 @@
 """What happens when the storage is gone.
 
-A tick that finds the storage unavailable (a ZEO server that went away, for
-one) is aborted like any failed tick, but it is not the worker's fault: the
-loop logs one WARNING when the outage begins, tries again after a pause that
-doubles from OUTAGE_PAUSE's first value to its last, and logs at INFO when
-the storage is back.  A stop signal ends the loop at once, outage or not.
+A tick that finds the storage unavailable (a ZEO server that went away, a
+full disk) is aborted like any failed tick, but it is not the worker's
+fault: the loop logs one WARNING when the outage begins, tries again after a
+pause that doubles from OUTAGE_PAUSE's first value to its last, and logs at
+INFO when the storage is back.  A stop signal ends the loop at once, outage
+or not.
 """
 
 import logging
 import sys
 
+from gocept.runner.filestorage import disk_full
 from gocept.runner.middleware import Middleware
 
 
@@ -21,7 +23,13 @@ OUTAGE_PAUSE = (0.1, 30)
 
 
 def unavailable(error):
-    """Whether `error` says that the storage is unavailable."""
+    """Whether `error` says that the storage is unavailable.
+
+    That is a disconnected ZEO client or a full disk (or quota), which go
+    away by themselves; not a failing or read-only disk, which do not.
+    """
+    if disk_full(error):
+        return True
     # ZEO (an optional extra) is imported by the time one of its storages
     # fails; importing it here would slow down every runner's start-up.
     zeo = sys.modules.get('ZEO.Exceptions')

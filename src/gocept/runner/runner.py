@@ -1,6 +1,7 @@
 """The main loop: one transaction per tick, until told to stop.
 
-(gocept.runner 3.x kept its decorators here, too; see the end of the module.)
+(gocept.runner 3.x kept ``appmain``, ``once``, ``from_config`` and ``init``
+here, too; the package's ``__init__`` puts them into this module.)
 """
 
 import fcntl
@@ -543,18 +544,3 @@ def _describe_outcome(tick):
     if tick.outcome == 'aborted':
         return f'aborted by {type(tick.error).__name__}'
     return tick.outcome
-
-
-def __getattr__(name):
-    # gocept.runner 3.x's names of this module.  Imported when asked for:
-    # the decorators import this module.
-    if name in ('appmain', 'once'):
-        from gocept.runner import decorators
-        return getattr(decorators, name)
-    if name == 'init':
-        from gocept.runner import environment
-        return environment.init
-    if name == 'from_config':
-        from gocept.runner import config
-        return config.from_config
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -4,10 +4,14 @@ Run one as ``python -m gocept.runner.tests.programs PROGRAM ZOPE_CONF
 REPORT [KEY=VALUE...]``; the KEY=VALUE pairs are MainLoop options (numbers).
 Each program appends lines to the file REPORT to tell the test what it did;
 its exit status is the one of ``gocept.runner.cli.exit_status``.
+
+The programs are workers of the gocept-runner command, too (see
+`start_command`); then REPORT is the file $RUNNER_TEST_REPORT names.
 """
 
 import os
 import os.path
+import signal
 import subprocess
 import sys
 import time
@@ -64,6 +68,22 @@ def start(directory, program, env=None, **options):
                                 env=dict(os.environ, **(env or {})))
 
 
+def start_command(directory, program, *args):
+    """Start the gocept-runner command with `program` as its worker and
+    `args` as further options; return the Popen.
+
+    Like `start`: zope.conf, report and output are in `directory`.
+    """
+    command = [sys.executable, '-m', 'gocept.runner',
+               '-C', os.path.join(directory, 'zope.conf'), *args,
+               f'{MODULE}:{program}']
+    env = dict(os.environ,
+               RUNNER_TEST_REPORT=os.path.join(directory, 'report'))
+    with open(os.path.join(directory, 'output'), 'ab') as output:
+        return subprocess.Popen(command, stdout=output, stderr=output,
+                                env=env)
+
+
 def read_report(directory):
     """The lines the program in `directory` reported so far."""
     try:
@@ -82,6 +102,9 @@ def wait_for(directory, line, timeout=30):
                 f'No {line!r} in {read_report(directory)!r} after'
                 f' {timeout} s')
         time.sleep(0.01)
+
+
+REPORT = os.environ.get('RUNNER_TEST_REPORT')
 
 
 def report(line):
@@ -108,6 +131,43 @@ def count():
         lambda ok: ok and report(f'committed {count}'))
 
 
+def small():
+    """Like `count`, with little to write: each commit is a few hundred
+    bytes, which the storage's file buffers hold until the commit's end."""
+    count = root()['count'] = root().get('count', 0) + 1
+    root()['ballast'] = os.urandom(200)
+    txn = transaction.get()
+    txn.addBeforeCommitHook(report, (f'committing {count}',))
+    txn.addAfterCommitHook(
+        lambda ok: ok and report(f'committed {count}'))
+
+
+def killed_in_commit():
+    """Like `count`, but the process kills itself (SIGKILL) in the commit,
+    once the storage has written the transaction and before it is marked
+    committed."""
+    count()
+    transaction.get().join(KillAfterVote())
+
+
+class KillAfterVote:
+    """A data manager that kills its process after the storages voted."""
+
+    transaction_manager = transaction.manager
+
+    def sortKey(self):
+        # After the ZODB connection's key, which starts with the path.
+        return '~'
+
+    def tpc_vote(self, txn):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = commit = tpc_finish = tpc_abort = abort
+
+
 def sleepy():
     """Report a tick, then sleep for a long time within it (a slow tick)."""
     count = root()['count'] = root().get('count', 0) + 1
@@ -116,7 +176,8 @@ def sleepy():
     report(f'woke up in tick {count}')
 
 
-PROGRAMS = {'count': count, 'sleepy': sleepy}
+PROGRAMS = {'count': count, 'small': small,
+            'killed_in_commit': killed_in_commit, 'sleepy': sleepy}
 
 
 if __name__ == '__main__':
