@@ -7,7 +7,6 @@ an error the user can cause is one line on stderr (a traceback only with
 
 import argparse
 import contextlib
-import errno
 import importlib
 import inspect
 import math
@@ -23,6 +22,7 @@ import transaction.interfaces
 from gocept.runner import environment
 from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
+from gocept.runner.filestorage import disk_full
 from gocept.runner.limits import LIMITS
 from gocept.runner.lock import AlreadyRunning
 from gocept.runner.lock import locked
@@ -227,10 +227,8 @@ def _failure(error):
 def _transient(error):
     """Whether `error` is a condition that may pass: a storage server that
     is down (ZEO's ClientDisconnected, for one), a full disk."""
-    if isinstance(error, transaction.interfaces.TransientError):
-        return True
-    return (isinstance(error, OSError) and
-            error.errno in (errno.ENOSPC, errno.EDQUOT))
+    return (isinstance(error, transaction.interfaces.TransientError) or
+            disk_full(error))
 
 
 class _ArgumentParser(argparse.ArgumentParser):
