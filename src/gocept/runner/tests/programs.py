@@ -123,19 +123,18 @@ def count():
     (from hooks of the transaction), so a test knows which commit was in
     flight when the process died.
     """
-    count = root()['count'] = root().get('count', 0) + 1
-    root()['ballast'] = os.urandom(20000)
-    txn = transaction.get()
-    txn.addBeforeCommitHook(report, (f'committing {count}',))
-    txn.addAfterCommitHook(
-        lambda ok: ok and report(f'committed {count}'))
+    _count(ballast=20000)
 
 
 def small():
     """Like `count`, with little to write: each commit is a few hundred
     bytes, which the storage's file buffers hold until the commit's end."""
+    _count(ballast=200)
+
+
+def _count(ballast):
     count = root()['count'] = root().get('count', 0) + 1
-    root()['ballast'] = os.urandom(200)
+    root()['ballast'] = os.urandom(ballast)
     txn = transaction.get()
     txn.addBeforeCommitHook(report, (f'committing {count}',))
     txn.addAfterCommitHook(
