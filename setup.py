@@ -25,6 +25,8 @@ setup(
         read('src', 'gocept', 'runner', 'transaction.rst'),
         read('src', 'gocept', 'runner', 'commandline.rst'),
         read('src', 'gocept', 'runner', 'zeo.rst'),
+        read('src', 'gocept', 'runner', 'instance.rst'),
+        read('src', 'gocept', 'runner', 'upgrading.rst'),
         read('CHANGES.rst'),
     ]),
     long_description_content_type='text/x-rst',
