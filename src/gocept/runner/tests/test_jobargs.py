@@ -1,5 +1,8 @@
 """A job's own arguments, and a decorated worker run by gocept-runner."""
 
+import os
+import sys
+
 import zc.lockfile
 
 from gocept.runner.tests.test_cli import WORKERS
@@ -78,3 +81,19 @@ class JobArgumentsTest(CommandLineTest):
         result = self.run_script('gocept-runner', '--help', env=env)
         self.assertIn('else the embedded default.conf',
                       ' '.join(result.stdout.split()))
+
+    def test_declared_arguments(self):
+        result = self.run_script(self.script('print_batch'), '-C', self.conf,
+                                 '--batch', 'x')
+        self.assertError(result, 2, "argument --batch: invalid int value")
+        self.assertFalse(os.path.exists(self.data_fs))
+        result = self.run_script(self.script('print_batch'), '-C', self.conf,
+                                 '--batch', '7')
+        self.assertEqual('batch 7\n', result.stdout)
+        # Called from Python: the defaults.
+        result = self.run_script(
+            sys.executable, '-c',
+            f'from {WORKERS} import print_batch;'
+            f' print_batch(None, {self.conf!r})')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual('batch 100\n', result.stdout)

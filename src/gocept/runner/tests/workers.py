@@ -77,3 +77,13 @@ def count_held():
     if os.path.exists('fail'):
         fail()
     count()
+
+
+def batch(parser):
+    parser.add_argument('--batch', type=int, default=100, metavar='N')
+
+
+@gocept.runner.once(arguments=batch)
+def print_batch(arguments):
+    """Print the batch size it is given."""
+    print('batch', arguments.batch)
