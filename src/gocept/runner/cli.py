@@ -55,20 +55,41 @@ stopped a single run before it committed."""
 
 def program(decorator, worker):
     """Run `worker`, decorated by `decorator` (an appmain), as a program:
-    parse ``sys.argv``, exit."""
-    parser = _parser(None, inspect.getdoc(worker))
-    args = parser.parse_args()
+    parse ``sys.argv``, exit.
+
+    Without the decorator's `arguments`, the words that are not options of
+    the program (and all after ``--``) are left in ``sys.argv[1:]`` for the
+    worker, in order.  With them, the worker is called with the Namespace of
+    its own arguments.
+    """
+    parser = _parser(None, _description(decorator, worker), required=True)
+    if not decorator.once:
+        parser.add_argument(
+            '--ticks', type=_seconds, metavar='SECONDS',
+            help=f'seconds to sleep between two ticks (default:'
+                 f' {decorator.ticks:g})')
+    if decorator.arguments is None:
+        _add_rest(parser)
+        args = _parse_with_rest(parser, sys.argv[1:])
+        arguments = None
+    else:
+        arguments, args = _parse_declared(
+            parser, decorator.arguments, sys.argv[1:])
     config = args.config or _config_variable(parser)
     if not config:
         parser.error(
             f'no zope.conf: give -C/--config or set ${CONFIG_VARIABLE}')
     overrides = production_options(args)
-    if args.lock_file:
-        overrides['lock_file'] = args.lock_file
+    for name in ('lock_file', 'ticks'):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    if arguments is None:
+        sys.argv[1:] = args.rest
 
     def run_worker():
         _make_var(config)
-        return decorator.run(worker, args.site, config, **overrides)
+        return decorator.run(worker, args.site, config, arguments=arguments,
+                             **overrides)
 
     sys.exit(_execute(parser.prog, args.debug, run_worker, exiting=True))
 
@@ -81,46 +102,70 @@ def script(prog='gocept-runner'):
 def main(argv=None, prog='gocept-runner', exiting=False):
     """The ``gocept-runner`` command: run MODULE:FUNCTION in a main loop;
     return the exit status.  `exiting`: the process exits afterwards (see
-    `gocept.runner.signals.handled`)."""
+    `gocept.runner.signals.handled`).
+
+    The words after MODULE:FUNCTION that are not options (and all after
+    ``--``) are the worker's: left in ``sys.argv[1:]``, or parsed by the
+    ``arguments`` of a decorated worker.
+    """
     parser = _parser(
         prog,
-        'Run FUNCTION of MODULE (a function taking no arguments) in a main'
-        ' loop\nagainst the ZODB and site that zope.conf describes; without'
-        ' configuration,\na FileStorage in ./var/Data.fs and a minimal site.')
+        'Run FUNCTION of MODULE (a function taking no arguments, or a worker'
+        ' decorated with appmain or once) in a main loop against the ZODB'
+        ' and site that zope.conf describes; without configuration, a'
+        ' FileStorage in ./var/Data.fs and a minimal site.')
     parser.add_argument(
         'function', metavar='MODULE:FUNCTION',
         help='the worker, e.g. mypackage.jobs:cleanup (the current directory'
              ' is searched for MODULE first)')
+    _add_rest(parser)
     parser.add_argument(
-        '--ticks', type=_seconds, default=1, metavar='SECONDS',
-        help='seconds to sleep between two ticks (default: 1)')
+        '--ticks', type=_seconds, metavar='SECONDS',
+        help="seconds to sleep between two ticks (default: a decorated"
+             " worker's, else 1)")
     parser.add_argument(
-        '--once', action='store_true',
+        '--once', action='store_true', default=None,
         help='run a single tick (for cron); its failure is exit status 1')
     parser.add_argument(
         '--principal', type=_not_empty, metavar='ID',
         help='run each tick in a security interaction of this principal')
-    args = parser.parse_args(argv)
-    config = args.config or _config_variable(parser)
+    args = _parse_with_rest(
+        parser, sys.argv[1:] if argv is None else list(argv))
+    config = args.config or _config_variable(parser) or DEFAULT_CONFIG
 
     def run_function():
         worker = resolve(args.function)
-        _make_var(config or DEFAULT_CONFIG)
+        decorator = getattr(worker, 'decorator', None)
+        arguments = None
+        if decorator is not None and decorator.arguments is not None:
+            arguments, _ = _parse_declared(
+                _ArgumentParser(prog=f'{parser.prog} {args.function}',
+                                add_help=False),
+                decorator.arguments, args.rest)
+        elif argv is None:
+            sys.argv[1:] = args.rest
+        _make_var(config)
+        options = loop_options(args)
+        if decorator is not None:
+            return decorator.run(worker.__wrapped__, args.site, config,
+                                 arguments=arguments, **options)
+        options.setdefault('ticks', 1)
         with contextlib.ExitStack() as stack:
-            if args.lock_file:
+            if options.pop('lock_file', None):
                 stack.enter_context(locked(args.lock_file))
-            return environment.run(worker, args.site,
-                                   config or DEFAULT_CONFIG,
-                                   **loop_options(args))
+            return environment.run(worker, args.site, config, **options)
 
     return _execute(parser.prog, args.debug, run_function, exiting)
 
 
 def loop_options(args):
-    """The MainLoop keyword arguments the command line of gocept-runner
-    asks for."""
-    return dict(ticks=args.ticks, once=args.once, principal=args.principal,
-                **production_options(args))
+    """The settings the command line of gocept-runner gives (those it
+    does not give are left out)."""
+    options = dict(production_options(args), ticks=args.ticks,
+                   once=args.once, principal=args.principal,
+                   lock_file=args.lock_file)
+    return {name: value for name, value in options.items()
+            if value is not None}
 
 
 def production_options(args):
@@ -128,6 +173,62 @@ def production_options(args):
     names = ('max_ticks', 'max_runtime', 'max_memory', 'heartbeat')
     return {name: getattr(args, name) for name in names
             if getattr(args, name) is not None}
+
+
+def _add_rest(parser):
+    parser.add_argument(
+        'rest', nargs='*', metavar='ARG',
+        help="the worker's own arguments, left in sys.argv[1:] (after --"
+             " if one starts with -)")
+
+
+def _parse_with_rest(parser, argv):
+    """Parse `argv`, options and words in any order; the words and all
+    after the first ``--`` are ``rest``."""
+    # parse_intermixed_args takes an option after -- for one of its own.
+    after = []
+    if '--' in argv:
+        index = argv.index('--')
+        argv, after = argv[:index], argv[index + 1:]
+    args = parser.parse_intermixed_args(argv)
+    args.rest += after
+    return args
+
+
+def _parse_declared(parser, declare, argv):
+    """Parse `argv` with `parser` and the arguments `declare` adds to it;
+    return the Namespace of those and the one of all."""
+    own = set(vars(parser.parse_args([])))
+    declare(parser.add_argument_group('arguments of the worker'))
+    args = parser.parse_args(argv)
+    arguments = argparse.Namespace(**{
+        name: value for name, value in vars(args).items()
+        if name not in own})
+    return arguments, args
+
+
+def parse_arguments(declare, argv, prog=None):
+    """The Namespace of the arguments `declare` (a decorator's
+    ``arguments``) adds to a parser, parsed from `argv`."""
+    arguments, _ = _parse_declared(
+        _ArgumentParser(prog=prog, add_help=False), declare, argv)
+    return arguments
+
+
+def _description(decorator, worker):
+    """A decorated worker's docstring and what the program will do."""
+    if decorator.once:
+        does = ['It runs a single tick']
+    else:
+        does = [f'It runs a tick every {decorator.ticks:g} seconds']
+    if callable(decorator.principal):
+        does.append('as the principal its configuration names')
+    elif decorator.principal:
+        does.append(f'as the principal {decorator.principal}')
+    if decorator.lock_file:
+        does.append(f'holding the lock file {decorator.lock_file}')
+    doc = inspect.getdoc(worker)
+    return (f'{doc}\n\n' if doc else '') + ', '.join(does) + '.'
 
 
 def _config_variable(parser):
@@ -238,14 +339,22 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f'{self.prog}: {message} (see --help)\n')
 
 
-def _parser(prog, description):
+def _parser(prog, description, required=False):
     parser = _ArgumentParser(
         prog=prog, description=description, epilog=EPILOG,
         formatter_class=_HelpFormatter)
+    if os.environ.get(CONFIG_VARIABLE):
+        default = (f'default: ${CONFIG_VARIABLE}, which is'
+                   f' {os.environ[CONFIG_VARIABLE]}')
+    elif required:
+        default = f'required unless ${CONFIG_VARIABLE} names one'
+    else:
+        default = (f'default: ${CONFIG_VARIABLE} if set, else the embedded'
+                   ' default.conf: a FileStorage in ./var/Data.fs, the'
+                   ' minimal site, log messages on stderr')
     parser.add_argument(
         '-C', '--config', type=_not_empty, metavar='PATH',
-        help=f'the zope.conf to use (default: ${CONFIG_VARIABLE}'
-             f'{_current(CONFIG_VARIABLE)})')
+        help=f'the zope.conf to use ({default})')
     parser.add_argument(
         '-s', '--site', type=_not_empty, metavar='NAME',
         help='the item of the root folder to use as site (default: the root'
@@ -278,9 +387,10 @@ def _parser(prog, description):
     return parser
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(argparse.HelpFormatter):
     """Help text 78 columns wide, whatever the width of the terminal, with
-    paths and other long words never broken."""
+    paths and other long words never broken, and the paragraphs of the
+    description and epilog filled."""
 
     def __init__(self, prog):
         super().__init__(prog, width=78)
@@ -289,10 +399,12 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return textwrap.wrap(' '.join(text.split()), width,
                              break_long_words=False, break_on_hyphens=False)
 
-
-def _current(variable):
-    value = os.environ.get(variable)
-    return f', which is {value}' if value else ''
+    def _fill_text(self, text, width, indent):
+        return '\n\n'.join(
+            textwrap.fill(' '.join(paragraph.split()), width,
+                          initial_indent=indent, subsequent_indent=indent,
+                          break_long_words=False, break_on_hyphens=False)
+            for paragraph in re.split(r'\n\s*\n', text.strip()))
 
 
 def _not_empty(value):

@@ -25,14 +25,22 @@ class appmain:
     principal.  With a `lock_file`, a call holds that lock while it runs
     (see gocept.runner.lock).  The `options` (`max_ticks`, `max_runtime`,
     `max_memory`, `heartbeat`, `middleware`) are passed on to MainLoop.
+
+    `arguments`, a function, declares the worker's own command line: it is
+    called with an argparse argument group to add them to, and the worker
+    is called with the Namespace of their values instead of no arguments
+    (the defaults when it is called with appname and configfile).  The
+    decorated function has this decorator as its attribute `decorator`.
     """
 
     once = False
 
-    def __init__(self, ticks=1, principal=None, lock_file=None, **options):
+    def __init__(self, ticks=1, principal=None, lock_file=None,
+                 arguments=None, **options):
         self.ticks = ticks
         self.principal = principal
         self.lock_file = lock_file
+        self.arguments = arguments
         self.options = options
 
     def get_principal(self):
@@ -70,15 +78,23 @@ class appmain:
                     f'{worker.__name__}() takes appname and configfile, or'
                     ' no arguments to run as a program')
             self.run(worker, appname, configfile)
+        run.decorator = self
         return run
 
-    def run(self, worker, appname, configfile, **overrides):
+    def run(self, worker, appname, configfile, arguments=None, **overrides):
         """Run `worker` in a MainLoop on the site of `configfile`; return
         the loop when it has ended.
 
-        `overrides` replace the decorator's settings (``lock_file``,
-        ``ticks``, ``once``, ``principal`` and the options).
+        `arguments`: the Namespace of the worker's own arguments, if the
+        decorator declares them (None: their defaults).  `overrides` replace
+        the decorator's settings (``lock_file``, ``ticks``, ``once``,
+        ``principal`` and the options).
         """
+        if self.arguments is not None:
+            if arguments is None:
+                from gocept.runner import cli
+                arguments = cli.parse_arguments(self.arguments, [])
+            worker = _called_with(worker, arguments)
         settings = dict(self.options, ticks=self.ticks, once=self.once,
                         lock_file=self.lock_file)
         settings.update(overrides)
@@ -101,6 +117,15 @@ class once(appmain):
 
     once = True
 
-    def __init__(self, principal=None, lock_file=None, **options):
+    def __init__(self, principal=None, lock_file=None, arguments=None,
+                 **options):
         super().__init__(principal=principal, lock_file=lock_file,
-                         **options)
+                         arguments=arguments, **options)
+
+
+def _called_with(worker, arguments):
+    """`worker`, called with `arguments` (under its own name)."""
+    @functools.wraps(worker)
+    def call():
+        return worker(arguments)
+    return call

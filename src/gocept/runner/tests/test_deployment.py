@@ -2,7 +2,8 @@
 
 ``/srv/myapp`` becomes a temporary directory with ``bin/myapp-runner`` and
 ``bin/myjob`` (workers of tests/workers.py), ``bin/zdaemon``, ``zope.conf``
-and ``var/``.
+and ``var/``.  The examples of "Command line" and of cron are read from
+readme_jobargs.rst, the text of README.rst to be, as written there.
 """
 
 import configparser
@@ -29,6 +30,7 @@ from gocept.runner.tests.test_cli import WRAPPER
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(gocept.runner.__file__)
 README = os.path.join(HERE, '..', '..', '..', 'README.rst')
+EXAMPLES = os.path.join(HERE, 'tests', 'readme_jobargs.rst')
 PREFIX = '/srv/myapp'
 
 ZOPE_CONF = """\
@@ -53,12 +55,13 @@ site-definition {site}
 """
 
 
-def readme_block(first_line):
-    """The literal block of README.rst from the line that starts with
-    `first_line`."""
-    with open(README) as f:
+def readme_block(first_line, readme=README, after=None):
+    """The literal block of README.rst (or `readme`) from the line that
+    starts with `first_line` (the first after the line `after`)."""
+    with open(readme) as f:
         lines = f.read().splitlines()
-    for start, line in enumerate(lines):
+    begin = lines.index(after) if after else 0
+    for start, line in enumerate(lines[begin:], begin):
         if line.strip().startswith(first_line):
             break
     else:
@@ -280,25 +283,50 @@ class SystemdTest(DeploymentTest):
         self.assertLastTickCommitted(proc.stdout.read())
 
 
+def cron(command, cwd, pythonpath=(), **kw):
+    """Start the crontab line's `command` as cron does."""
+    env = {'PATH': '/usr/bin:/bin', 'HOME': cwd, 'LOGNAME': 'myapp',
+           'SHELL': '/bin/sh'}
+    # As if installed: the tests' own modules; under buildout's bin/test
+    # the eggs reach the scripts this way.
+    path = list(pythonpath)
+    if 'PYTHONPATH' in os.environ:
+        path.append(os.environ['PYTHONPATH'])
+    if path:
+        env['PYTHONPATH'] = os.pathsep.join(path)
+    return subprocess.Popen(
+        ['/bin/sh', '-c', command], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
 class CronTest(DeploymentTest):
 
     def setUp(self):
         super().setUp()
-        line = readme_block(f'*/5 * * * * {PREFIX}/bin/myjob')
+        line = readme_block(f'*/5 * * * * {PREFIX}/bin/myjob', EXAMPLES)
         self.command = self.here(line.split(' * * * * ', 1)[1].strip())
         self.lock_file = self.path('var', 'myjob.lock')
         self.assertIn(f'--lock-file {self.lock_file}', self.command)
+        self.assertIn(f'-C {self.dir}/cron.conf', self.command)
+        eventlog = self.here(readme_block('<eventlog>', EXAMPLES, 'cron'))
+        with open(self.path('zope.conf')) as f:
+            zope_conf = f.read()
+        self.write('cron.conf', zope_conf[:zope_conf.index('<eventlog>')]
+                   + eventlog)
 
-    def cron(self, **kw):
-        """Start the crontab line's command as cron does."""
-        env = {'PATH': '/usr/bin:/bin', 'HOME': self.dir,
-               'LOGNAME': 'myapp', 'SHELL': '/bin/sh'}
-        # Under buildout's bin/test the eggs reach bin/myjob this way.
-        if 'PYTHONPATH' in os.environ:
-            env['PYTHONPATH'] = os.environ['PYTHONPATH']
-        return subprocess.Popen(
-            ['/bin/sh', '-c', self.command], cwd=self.dir, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    def cron(self):
+        return cron(self.command, self.dir)
+
+    def wait_for_holding(self, process):
+        """The pid the worker of `process` wrote into ./holding."""
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.path('holding')):
+            if process.poll() is not None:
+                self.fail(process.stderr.read())
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        with open(self.path('holding')) as f:
+            return f.read()
 
     def test_overlapping_runs(self):
         # The first run waits in its tick while ./hold exists.
@@ -307,20 +335,20 @@ class CronTest(DeploymentTest):
         self.addCleanup(first.stderr.close)
         self.addCleanup(first.stdout.close)
         self.addCleanup(first.kill)
-        holding, pid = first.stdout.readline().split()
-        self.assertEqual('holding', holding)
+        pid = self.wait_for_holding(first)
 
         second = self.cron()
         stdout, stderr = second.communicate(timeout=60)
         self.assertEqual(75, second.returncode, stderr)
         self.assertEqual(
-            self.here(readme_block('myjob: Another run holds the lock file'))
-            .replace('4242', pid), stderr)
+            self.here(readme_block('myjob: Another run holds the lock file',
+                                   EXAMPLES)).replace('4242', pid), stderr)
         self.assertEqual('', stdout)
 
         os.remove(self.path('hold'))
         self.assertEqual(0, first.wait(timeout=60))
-        self.assertEqual('count 1\n', first.stdout.read())
+        # Nothing for cron to mail: stdout is discarded.
+        self.assertEqual('', first.stdout.read())
         self.assertEqual('', first.stderr.read())
         self.assertEqual(1, self.count())
 
@@ -329,3 +357,89 @@ class CronTest(DeploymentTest):
         stdout, stderr = third.communicate(timeout=60)
         self.assertEqual(0, third.returncode, stderr)
         self.assertEqual(2, self.count())
+
+    def test_a_failing_run_mails_its_error(self):
+        self.write('fail', '')
+        run = self.cron()
+        stdout, stderr = run.communicate(timeout=60)
+        self.assertEqual(1, run.returncode, stderr)
+        self.assertEqual('', stdout)
+        expected = readme_block('ERROR gocept.runner.runner', EXAMPLES)
+        first, traceback, dots = expected.splitlines()
+        self.assertEqual('...', dots)
+        lines = stderr.splitlines()
+        self.assertRegex(lines[0], '^' + '.*'.join(
+            map(re.escape, first.split('...'))) + '$')
+        self.assertEqual(traceback, lines[1])
+        self.assertEqual('ValueError: the worker failed', lines[-1])
+        self.assertIsNone(self.count())
+        # The log file has it too.
+        with open(self.path('var', 'myjob.log')) as f:
+            self.assertIn('ERROR gocept.runner.runner Error in worker',
+                          f.read())
+
+    def test_a_fine_run_mails_nothing(self):
+        run = self.cron()
+        stdout, stderr = run.communicate(timeout=60)
+        self.assertEqual(0, run.returncode, stderr)
+        self.assertEqual(('', ''), (stdout, stderr))
+        self.assertEqual(1, self.count())
+
+
+class CommandLineTest(unittest.TestCase):
+    """README's "Command line": the cleanup job, its site ZCML and
+    zope.conf, in /srv/app, run by its crontab line."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        for directory in ('bin', 'etc', 'var', 'mypackage'):
+            os.mkdir(os.path.join(self.dir, directory))
+        self.jobs = readme_block('import gocept.runner', EXAMPLES)
+        self.write('mypackage/jobs.py', self.jobs)
+        self.write('etc/site.zcml', readme_block(
+            '<configure xmlns="http://namespaces.zope.org/zope">', EXAMPLES))
+        self.write('etc/zope.conf', readme_block(
+            'site-definition etc/site.zcml', EXAMPLES))
+        self.write('bin/cleanup', WRAPPER.format(
+            python=sys.executable, module='mypackage.jobs', name='cleanup'))
+        os.chmod(os.path.join(self.dir, 'bin', 'cleanup'), 0o755)
+        line = readme_block('*/5 * * * * cd /srv/app', EXAMPLES)
+        self.command = line.split(' * * * * ', 1)[1].strip().replace(
+            '/srv/app', self.dir)
+
+    def write(self, name, text):
+        with open(os.path.join(self.dir, name), 'w') as f:
+            f.write(text)
+
+    def cron(self):
+        process = cron(self.command, self.dir, pythonpath=[self.dir])
+        stdout, stderr = process.communicate(timeout=60)
+        return process.returncode, stdout, stderr
+
+    def test_the_example_runs_as_written(self):
+        # As zope.mgr, whom etc/site.zcml defines: the minimal site does
+        # not.
+        self.assertEqual((0, '', ''), self.cron())
+        with open(os.path.join(self.dir, 'var', 'cleanup.log')) as f:
+            self.assertEqual('', f.read())
+
+    def test_without_the_principal(self):
+        site = readme_block(
+            '<configure xmlns="http://namespaces.zope.org/zope">', EXAMPLES)
+        self.assertIn('<principal id="zope.mgr"', site)
+        self.write('etc/site.zcml', re.sub(r'<principal .*?/>', '', site,
+                                           flags=re.DOTALL))
+        self.assertEqual((2, '', "cleanup: Unknown principal 'zope.mgr'\n"),
+                         self.cron())
+
+    def test_a_failure_is_on_stderr(self):
+        self.assertIn('\n    ...\n', self.jobs)
+        self.write('mypackage/jobs.py', self.jobs.replace(
+            '\n    ...\n', '\n    raise ValueError("expired")\n'))
+        status, stdout, stderr = self.cron()
+        self.assertEqual((1, ''), (status, stdout))
+        self.assertEqual(
+            'ERROR gocept.runner.runner Error in worker cleanup, transaction'
+            ' aborted', stderr.splitlines()[0])
+        self.assertEqual('ValueError: expired', stderr.splitlines()[-1])

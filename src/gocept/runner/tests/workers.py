@@ -66,9 +66,24 @@ def count_on():
 
 @gocept.runner.once()
 def count_held():
-    """Say so (with the pid), wait while ./hold exists, then count once."""
-    print('holding', os.getpid(), flush=True)
+    """Write the pid into ./holding, wait while ./hold exists, then count
+    once; fail instead if ./fail exists."""
+    with open('holding.tmp', 'w') as f:
+        f.write(str(os.getpid()))
+    os.rename('holding.tmp', 'holding')
     deadline = time.monotonic() + 60
     while os.path.exists('hold') and time.monotonic() < deadline:
         time.sleep(0.01)
+    if os.path.exists('fail'):
+        fail()
     count()
+
+
+def batch(parser):
+    parser.add_argument('--batch', type=int, default=100, metavar='N')
+
+
+@gocept.runner.once(arguments=batch)
+def print_batch(arguments):
+    """Print the batch size it is given."""
+    print('batch', arguments.batch)
