@@ -30,7 +30,6 @@ from gocept.runner.tests.test_cli import WRAPPER
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(gocept.runner.__file__)
 README = os.path.join(HERE, '..', '..', '..', 'README.rst')
-EXAMPLES = os.path.join(HERE, 'tests', 'readme_jobargs.rst')
 PREFIX = '/srv/myapp'
 
 ZOPE_CONF = """\
@@ -303,12 +302,12 @@ class CronTest(DeploymentTest):
 
     def setUp(self):
         super().setUp()
-        line = readme_block(f'*/5 * * * * {PREFIX}/bin/myjob', EXAMPLES)
+        line = readme_block(f'*/5 * * * * {PREFIX}/bin/myjob', README)
         self.command = self.here(line.split(' * * * * ', 1)[1].strip())
         self.lock_file = self.path('var', 'myjob.lock')
         self.assertIn(f'--lock-file {self.lock_file}', self.command)
         self.assertIn(f'-C {self.dir}/cron.conf', self.command)
-        eventlog = self.here(readme_block('<eventlog>', EXAMPLES, 'cron'))
+        eventlog = self.here(readme_block('<eventlog>', README, 'cron'))
         with open(self.path('zope.conf')) as f:
             zope_conf = f.read()
         self.write('cron.conf', zope_conf[:zope_conf.index('<eventlog>')]
@@ -342,7 +341,7 @@ class CronTest(DeploymentTest):
         self.assertEqual(75, second.returncode, stderr)
         self.assertEqual(
             self.here(readme_block('myjob: Another run holds the lock file',
-                                   EXAMPLES)).replace('4242', pid), stderr)
+                                   README)).replace('4242', pid), stderr)
         self.assertEqual('', stdout)
 
         os.remove(self.path('hold'))
@@ -364,7 +363,7 @@ class CronTest(DeploymentTest):
         stdout, stderr = run.communicate(timeout=60)
         self.assertEqual(1, run.returncode, stderr)
         self.assertEqual('', stdout)
-        expected = readme_block('ERROR gocept.runner.runner', EXAMPLES)
+        expected = readme_block('ERROR gocept.runner.runner', README)
         first, traceback, dots = expected.splitlines()
         self.assertEqual('...', dots)
         lines = stderr.splitlines()
@@ -395,16 +394,18 @@ class CommandLineTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.dir)
         for directory in ('bin', 'etc', 'var', 'mypackage'):
             os.mkdir(os.path.join(self.dir, directory))
-        self.jobs = readme_block('import gocept.runner', EXAMPLES)
+        self.jobs = readme_block('import gocept.runner', README,
+                                 'Command line')
         self.write('mypackage/jobs.py', self.jobs)
         self.write('etc/site.zcml', readme_block(
-            '<configure xmlns="http://namespaces.zope.org/zope">', EXAMPLES))
+            '<configure xmlns="http://namespaces.zope.org/zope">', README,
+            'Command line'))
         self.write('etc/zope.conf', readme_block(
-            'site-definition etc/site.zcml', EXAMPLES))
+            'site-definition etc/site.zcml', README, 'Command line'))
         self.write('bin/cleanup', WRAPPER.format(
             python=sys.executable, module='mypackage.jobs', name='cleanup'))
         os.chmod(os.path.join(self.dir, 'bin', 'cleanup'), 0o755)
-        line = readme_block('*/5 * * * * cd /srv/app', EXAMPLES)
+        line = readme_block('*/5 * * * * cd /srv/app', README)
         self.command = line.split(' * * * * ', 1)[1].strip().replace(
             '/srv/app', self.dir)
 
@@ -426,7 +427,8 @@ class CommandLineTest(unittest.TestCase):
 
     def test_without_the_principal(self):
         site = readme_block(
-            '<configure xmlns="http://namespaces.zope.org/zope">', EXAMPLES)
+            '<configure xmlns="http://namespaces.zope.org/zope">', README,
+            'Command line')
         self.assertIn('<principal id="zope.mgr"', site)
         self.write('etc/site.zcml', re.sub(r'<principal .*?/>', '', site,
                                            flags=re.DOTALL))
