@@ -22,6 +22,7 @@ from ZODB.POSException import ConflictError
 from gocept.runner import config
 from gocept.runner import filestorage
 from gocept.runner import lock
+from gocept.runner import outage
 from gocept.runner import signals
 from gocept.runner.runner import MainLoop
 
@@ -65,7 +66,7 @@ def application(zope_conf):
             yield root_folder(connection, conf.site_definition)
         finally:
             if os.getpid() == pid:
-                transaction.abort()
+                _abort_at_the_end()
                 # A site of this database left current (by a 3.x loop that
                 # raised, say) would serve the events of closing the
                 # databases from a closed connection.
@@ -76,6 +77,17 @@ def application(zope_conf):
     finally:
         if os.getpid() == pid:
             close(databases)
+
+
+def _abort_at_the_end():
+    try:
+        transaction.abort()
+    except Exception as e:
+        # The abort starts a new transaction, which a RelStorage syncs with
+        # its database: a stop during an outage must not fail on that.
+        if not outage.unavailable(e):
+            raise
+        log.debug('The storage is unavailable at the end: %s', e)
 
 
 def run(worker, site_name, zope_conf, **loop_options):

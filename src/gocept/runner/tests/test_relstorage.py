@@ -1,11 +1,170 @@
 """Runners on RelStorage, on a real PostgreSQL server."""
 
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import unittest
+import uuid
 
 from gocept.runner import testing
+from gocept.runner.tests import programs
+
+
+class RelStorageTest(unittest.TestCase):
+
+    layer = testing.POSTGRESQL_LAYER
+
+    def setUp(self):
+        if self.layer.server is None:
+            self.skipTest(self.layer.missing)
+        self.server = self.layer.server
+        self.dir = tempfile.mkdtemp(prefix='gocept.runner.test.')
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.dbname = f'test_{uuid.uuid4().hex}'
+        self.server.create_database(self.dbname)
+        self.addCleanup(self.drop_database)
+        self.processes = []
+        self.addCleanup(self.kill_processes)
+
+    def drop_database(self):
+        if self.server.process is None:
+            self.server.start()
+        self.server.drop_database(self.dbname)
+
+    def kill_processes(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+    def write_zope_conf(self, directory=None, zodb=None):
+        """Write zope.conf into `directory`, on our database by default."""
+        if zodb is None:
+            zodb = self.server.zodb_section(self.dbname)
+        return testing.write_zope_conf(
+            directory or self.dir, zodb=zodb,
+            log=programs.LOG.format(level='DEBUG', log='STDOUT'),
+            site_zcml=programs.MINIMAL_ZCML)
+
+
+class OutageTests(RelStorageTest):
+    """A runner outlives its PostgreSQL server going away and coming back."""
+
+    def start(self, ticks):
+        self.write_zope_conf()
+        process = programs.start(self.dir, 'count', ticks=ticks)
+        self.processes.append(process)
+        return process
+
+    def committed(self):
+        return [int(line.split()[1]) for line in programs.read_report(self.dir)
+                if line.startswith('committed ')]
+
+    def wait_for_commits(self, number):
+        """Wait until the runner has reported `number` more commits."""
+        committed = len(self.committed()) + number
+        deadline = time.monotonic() + 30
+        while len(self.committed()) < committed:
+            self.assertLess(time.monotonic(), deadline, self.output())
+            time.sleep(0.02)
+
+    def wait_for_output(self, text):
+        deadline = time.monotonic() + 30
+        while text not in self.output():
+            self.assertLess(time.monotonic(), deadline, self.output())
+            time.sleep(0.02)
+
+    def output(self):
+        with open(os.path.join(self.dir, 'output')) as f:
+            return f.read()
+
+    def stored_count(self):
+        """The count in the database, read by a process of its own."""
+        directory = os.path.join(self.dir, 'check')
+        os.mkdir(directory)
+        result = subprocess.run(
+            [sys.executable, '-c', CHECK, self.write_zope_conf(directory)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True)
+        return int(re.search(r'^count=(\d+)$', result.stdout.decode(),
+                             re.M).group(1))
+
+    def assert_survived_outage(self, ticks):
+        process = self.start(ticks)
+        self.wait_for_commits(3)
+        self.server.stop()
+        self.wait_for_output('WARNING gocept.runner.runner Storage'
+                             ' unavailable')
+        time.sleep(0.5)
+        self.assertIsNone(process.poll())
+        self.server.start()
+        self.wait_for_commits(3)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(0, process.wait(30))
+        output = self.output()
+        runner_lines = [line for line in output.splitlines()
+                        if ' gocept.runner.' in line]
+        warnings = [line for line in runner_lines
+                    if line.startswith('WARNING')]
+        self.assertEqual(1, len(warnings), output)
+        self.assertRegex(
+            warnings[0], r'^WARNING gocept.runner.runner Storage unavailable'
+            r' \(OperationalError: .*\), transaction of worker count aborted;'
+            r' trying again until it is back$')
+        self.assertEqual(
+            ['INFO gocept.runner.runner Storage available again, worker'
+             ' count goes on',
+             'INFO gocept.runner.runner Received signal 15, terminating.'],
+            [line for line in runner_lines if line.startswith('INFO')])
+        self.assertEqual(
+            [], [line for line in output.splitlines() if 'ERROR' in line])
+        # Nothing lost: every count up to the stored one was reported
+        # committed, but for one in the commit the server's stop cut short
+        # (which may have reached the database or not).
+        report = programs.read_report(self.dir)
+        self.assertEqual('stopped because signal', report[-1])
+        stored = self.stored_count()
+        committed = self.committed()
+        self.assertEqual(stored, committed[-1])
+        self.assertEqual(sorted(set(committed)), committed)
+        missing = set(range(1, stored + 1)) - set(committed)
+        in_flight = {int(line.split()[1]) for line in report
+                     if line.startswith('committing ')} - set(committed)
+        self.assertLessEqual(missing, in_flight)
+        self.assertLessEqual(len(missing), 1)
+
+    def test_a_sleeping_runner_waits_for_the_server_and_goes_on(self):
+        self.assert_survived_outage(ticks=0.2)
+
+    def test_a_busy_runner_waits_for_the_server_and_goes_on(self):
+        self.assert_survived_outage(ticks=0)
+
+    def test_a_stop_signal_during_the_outage_exits_at_once(self):
+        process = self.start(ticks=0)
+        self.wait_for_commits(2)
+        self.server.stop()
+        self.wait_for_output('WARNING gocept.runner.runner Storage'
+                             ' unavailable')
+        # The back-off has grown to more than a second by now.
+        time.sleep(2)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(0, process.wait(30), self.output()[-3000:])
+        self.assertLess(time.monotonic() - started, 1)
+        self.assertEqual('stopped because signal',
+                         programs.read_report(self.dir)[-1])
+
+
+CHECK = """\
+import sys
+from gocept.runner import environment
+with environment.application(sys.argv[1]) as root:
+    print(f"count={root._p_jar.root()['count']}")
+"""
 
 
 class LayerTests(unittest.TestCase):
