@@ -167,6 +167,41 @@ with environment.application(sys.argv[1]) as root:
 """
 
 
+class StartTests(RelStorageTest):
+
+    def run_once(self, directory, worker='started'):
+        """Start gocept-runner --once on `directory`'s zope.conf."""
+        return subprocess.Popen(
+            [sys.executable, '-m', 'gocept.runner', '--once',
+             '-C', os.path.join(directory, 'zope.conf'),
+             f'gocept.runner.tests.relstorageworkers:{worker}'],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, COLUMNS='80'), cwd=directory)
+
+    def test_a_server_down_at_start_is_status_1_naming_host_and_port(self):
+        port = testing.free_port()
+        self.write_zope_conf(zodb=self.server.zodb_section(
+            self.dbname).replace(f'port={self.server.port}', f'port={port}'))
+        process = self.run_once(self.dir)
+        self.processes.append(process)
+        stdout, stderr = process.communicate(timeout=60)
+        self.assertEqual(1, process.returncode, stderr)
+        lines = stderr.decode().splitlines()
+        self.assertEqual(1, len(lines), lines)
+        self.assertRegex(
+            lines[0], r'^python -m gocept.runner: Cannot open the database:'
+            r' OperationalError: connection to server at "127\.0\.0\.1",'
+            f' port {port} failed: Connection refused')
+
+    def test_a_missing_database_is_a_configuration_error(self):
+        self.write_zope_conf(zodb=self.server.zodb_section('no_such_db'))
+        process = self.run_once(self.dir)
+        self.processes.append(process)
+        stdout, stderr = process.communicate(timeout=60)
+        self.assertEqual(2, process.returncode, stderr)
+        self.assertIn('database "no_such_db" does not exist', stderr.decode())
+
+
 class LayerTests(unittest.TestCase):
     """The PostgreSQL layer runs for anybody, wherever the checkout is."""
 
