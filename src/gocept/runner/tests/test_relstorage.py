@@ -201,6 +201,23 @@ class StartTests(RelStorageTest):
         self.assertEqual(2, process.returncode, stderr)
         self.assertIn('database "no_such_db" does not exist', stderr.decode())
 
+    def test_runners_started_together_on_a_new_database_all_start(self):
+        for trial in range(3):
+            if trial:
+                self.drop_database()
+                self.server.create_database(self.dbname)
+            processes = []
+            for i in range(8):
+                directory = os.path.join(self.dir, f'{trial}-{i}')
+                os.mkdir(directory)
+                self.write_zope_conf(directory)
+                processes.append(self.run_once(directory))
+            self.processes.extend(processes)
+            for process in processes:
+                stdout, stderr = process.communicate(timeout=60)
+                self.assertEqual(0, process.returncode, stderr.decode())
+                self.assertIn('started on Folder', stdout.decode())
+
 
 class LayerTests(unittest.TestCase):
     """The PostgreSQL layer runs for anybody, wherever the checkout is."""
