@@ -202,6 +202,7 @@ class PostgreSQLServer:
     def start(self, timeout=30):
         """Start the server (after initdb, the first time); return when it
         accepts connections."""
+        import psycopg2  # the relstorage extra's; needed before we wait
         if not os.path.exists(self.data):
             self._initdb()
         with open(os.path.join(self.directory, 'postgresql.log'), 'ab') as log:
@@ -221,7 +222,7 @@ class PostgreSQLServer:
             try:
                 self.connect().close()
                 return
-            except Exception:
+            except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(
