@@ -76,11 +76,20 @@ setup(
     ],
     extras_require={
         'test': [
+            'psycopg2-binary',
+            'RelStorage',
             'ZEO',
             'zope.testrunner',
         ],
         'zeo': [
             'ZEO',
+        ],
+        # RelStorage drives PostgreSQL with psycopg2 (4.3 has no driver for
+        # psycopg 3); psycopg2-binary is psycopg2 with wheels.  Not
+        # RelStorage[postgresql]: that asks for psycopg2, built from source.
+        'relstorage': [
+            'psycopg2-binary',
+            'RelStorage',
         ],
         'benchmarks': [
             'matplotlib',

@@ -20,6 +20,7 @@ import traceback
 import transaction.interfaces
 
 from gocept.runner import environment
+from gocept.runner import outage
 from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
 from gocept.runner.filestorage import disk_full
@@ -327,9 +328,10 @@ def _failure(error):
 
 def _transient(error):
     """Whether `error` is a condition that may pass: a storage server that
-    is down (ZEO's ClientDisconnected, for one), a full disk."""
+    is down (ZEO's ClientDisconnected, a PostgreSQL server out of reach), a
+    full disk."""
     return (isinstance(error, transaction.interfaces.TransientError) or
-            disk_full(error))
+            disk_full(error) or outage.unavailable(error))
 
 
 class _ArgumentParser(argparse.ArgumentParser):

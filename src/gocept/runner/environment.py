@@ -3,6 +3,8 @@
 import contextlib
 import logging
 import os
+import random
+import time
 
 import transaction
 import transaction.interfaces
@@ -22,6 +24,7 @@ from ZODB.POSException import ConflictError
 from gocept.runner import config
 from gocept.runner import filestorage
 from gocept.runner import lock
+from gocept.runner import outage
 from gocept.runner import signals
 from gocept.runner.runner import MainLoop
 
@@ -29,6 +32,9 @@ from gocept.runner.runner import MainLoop
 log = logging.getLogger(__name__)
 
 ROOT_FOLDER_NAME = 'Application'
+
+# How often to try opening a database that others are creating at once.
+OPEN_ATTEMPTS = 10
 
 
 @contextlib.contextmanager
@@ -56,8 +62,10 @@ def application(zope_conf):
         # Runners started at once on a new database race to create its root
         # folder (and what else DatabaseOpened subscribers create); the
         # losers' commits conflict, and they find it created when they try
-        # again.
-        for attempt in transaction.manager.attempts():
+        # again.  The subscribers commit several times, and each of those
+        # commits may conflict with a loser's: three attempts are too few
+        # for eight runners.
+        for attempt in transaction.manager.attempts(OPEN_ATTEMPTS):
             with attempt:
                 zope.event.notify(zope.processlifetime.DatabaseOpened(db))
         connection = db.open()
@@ -65,7 +73,7 @@ def application(zope_conf):
             yield root_folder(connection, conf.site_definition)
         finally:
             if os.getpid() == pid:
-                transaction.abort()
+                _abort_at_the_end()
                 # A site of this database left current (by a 3.x loop that
                 # raised, say) would serve the events of closing the
                 # databases from a closed connection.
@@ -76,6 +84,17 @@ def application(zope_conf):
     finally:
         if os.getpid() == pid:
             close(databases)
+
+
+def _abort_at_the_end():
+    try:
+        transaction.abort()
+    except Exception as e:
+        # The abort starts a new transaction, which a RelStorage syncs with
+        # its database: a stop during an outage must not fail on that.
+        if not outage.unavailable(e):
+            raise
+        log.debug('The storage is unavailable at the end: %s', e)
 
 
 def run(worker, site_name, zope_conf, **loop_options):
@@ -293,6 +312,12 @@ def _locked(name, factory, error):
         f' holding its lock file {path}')
 
 
+# The SQLSTATEs with which PostgreSQL refuses to create what another process
+# has just created: a unique violation (in its catalog, too), a table, object
+# or function that exists, a deadlock, "tuple concurrently updated".
+CREATED_AT_ONCE = ('23505', '42P07', '42710', '42723', '40P01', 'XX000')
+
+
 def open_database(factory):
     """Open the database of a ``<zodb>`` section.
 
@@ -300,15 +325,26 @@ def open_database(factory):
     (see gocept.runner.filestorage).
     """
     filestorage.check_section(factory)
-    try:
-        db = factory.open()
-    except ConflictError:
-        # Processes opening a new database at once race to create its root
-        # object; the losers find it created on a second try.  (Not
-        # attempts(): it would retry a missing ZEO server, too.)
-        db = factory.open()
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            db = factory.open()
+            break
+        except Exception as e:
+            # Processes opening a new database at once race to create its
+            # root object, and a RelStorage its tables; the losers find them
+            # created when they try again.  (Not attempts(): it would retry
+            # a missing ZEO server, too.)
+            if attempt == OPEN_ATTEMPTS or not _created_at_once(e):
+                raise
+            log.debug('Opening the database again: %s', e)
+            time.sleep(random.uniform(0, 0.05 * attempt))
     filestorage.guard(db.storage)
     return db
+
+
+def _created_at_once(error):
+    return isinstance(error, ConflictError) or getattr(
+        error, 'pgcode', None) in CREATED_AT_ONCE
 
 
 def root_folder(connection, site_definition):

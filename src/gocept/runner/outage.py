@@ -1,11 +1,11 @@
 """What happens when the storage is gone.
 
-A tick that finds the storage unavailable (a ZEO server that went away, a
-full disk) is aborted like any failed tick, but it is not the worker's
-fault: the loop logs one WARNING when the outage begins, tries again after a
-pause that doubles from OUTAGE_PAUSE's first value to its last, and logs at
-INFO when the storage is back.  A stop signal ends the loop at once, outage
-or not.
+A tick that finds the storage unavailable (a ZEO server that went away, the
+PostgreSQL server of a RelStorage out of reach, a full disk) is aborted like
+any failed tick, but it is not the worker's fault: the loop logs one WARNING
+when the outage begins, tries again after a pause that doubles from
+OUTAGE_PAUSE's first value to its last, and logs at INFO when the storage is
+back.  A stop signal ends the loop at once, outage or not.
 """
 
 import logging
@@ -25,15 +25,20 @@ OUTAGE_PAUSE = (0.1, 30)
 def unavailable(error):
     """Whether `error` says that the storage is unavailable.
 
-    That is a disconnected ZEO client or a full disk (or quota), which go
-    away by themselves; not a failing or read-only disk, which do not.
+    That is a disconnected ZEO client, a PostgreSQL server out of reach or a
+    full disk (or quota), which go away by themselves; not a failing or
+    read-only disk, which do not.
     """
     if disk_full(error):
         return True
     # ZEO (an optional extra) is imported by the time one of its storages
     # fails; importing it here would slow down every runner's start-up.
     zeo = sys.modules.get('ZEO.Exceptions')
-    return zeo is not None and isinstance(error, zeo.ClientDisconnected)
+    if zeo is not None and isinstance(error, zeo.ClientDisconnected):
+        return True
+    if _lost_postgresql(error):
+        return True
+    return False
 
 
 class Outage(Middleware):
@@ -61,5 +66,39 @@ class Outage(Middleware):
 
 
 def _describe(error):
-    text = str(error)
+    # On one line: libpq's messages have several.
+    text = ' '.join(str(error).split())
     return f'{type(error).__name__}: {text}' if text else type(error).__name__
+
+
+# PostgreSQL's SQLSTATEs of a connection that broke or cannot be made (the
+# class 08) and of a server shutting down or starting up.
+POSTGRESQL_GONE = ('08', '57P01', '57P02', '57P03')
+# The server's messages (they have no SQLSTATE when they refuse a new
+# connection) that do not refuse it for good: starting up, shutting down, in
+# recovery; too many clients.
+POSTGRESQL_BUSY = ('the database system is', 'too many clients')
+
+
+def _lost_postgresql(error):
+    """Whether `error` says that the PostgreSQL server is out of reach."""
+    # As for ZEO: both are imported if a <relstorage> is in use.
+    relstorage = sys.modules.get('relstorage.storage.interfaces')
+    if relstorage is not None and isinstance(
+            error, relstorage.StorageDisconnectedDuringCommit):
+        return True
+    psycopg2 = sys.modules.get('psycopg2')
+    if psycopg2 is None:
+        return False
+    if isinstance(error, psycopg2.InterfaceError):
+        return True  # "connection already closed"
+    if not isinstance(error, psycopg2.OperationalError):
+        return False
+    if error.pgcode is not None:
+        return error.pgcode.startswith(POSTGRESQL_GONE)
+    # No SQLSTATE: libpq could not connect or lost the connection.  But a
+    # server that refuses us for good (no such database or role, a wrong
+    # password) is a mistake in the configuration, not an outage.
+    message = str(error)
+    return 'FATAL:' not in message or any(
+        text in message for text in POSTGRESQL_BUSY)

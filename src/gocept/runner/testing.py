@@ -1,11 +1,15 @@
-"""Helpers for testing runners: zope.conf files and a real ZEO server.
+"""Helpers for testing runners: zope.conf files, real ZEO and PostgreSQL
+servers.
 
-The ZEO server needs the ``zeo`` extra (the ZEO package).
+The ZEO server needs the ``zeo`` extra (the ZEO package); the PostgreSQL
+server needs PostgreSQL installed and the ``relstorage`` extra.
 """
 
 import os
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -140,3 +144,223 @@ class ZEOLayer:
 
 
 ZEO_LAYER = ZEOLayer()
+
+
+def postgresql_bin():
+    """The directory of PostgreSQL's server programs, or None.
+
+    ``initdb`` on the PATH, else the newest of Debian's
+    ``/usr/lib/postgresql/VERSION/bin`` (which the PATH has not).
+    """
+    initdb = shutil.which('initdb')
+    if initdb is not None:
+        return os.path.dirname(os.path.realpath(initdb))
+    candidates = []
+    for version in _listdir('/usr/lib/postgresql'):
+        directory = os.path.join('/usr/lib/postgresql', version, 'bin')
+        if version.isdigit() and os.path.exists(
+                os.path.join(directory, 'initdb')):
+            candidates.append((int(version), directory))
+    return max(candidates)[1] if candidates else None
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+class PostgreSQLServer:
+    """A throwaway PostgreSQL cluster in `directory`, for tests.
+
+    ``initdb`` makes the cluster on the first start() (as the ``postgres``
+    user when we are root: PostgreSQL refuses to run as root).  The server
+    listens on 127.0.0.1 on a free port, which it keeps across stop() and
+    start(), has its socket in `directory` and runs with fsync off; its
+    output goes to ``postgresql.log`` in `directory`.  Every role connects
+    as the superuser ``postgres`` without a password.
+    """
+
+    user = 'postgres'
+
+    def __init__(self, directory, bin=None):
+        self.directory = directory
+        self.bin = bin or postgresql_bin()
+        if self.bin is None:
+            raise RuntimeError('PostgreSQL is not installed: no initdb')
+        self.data = os.path.join(directory, 'data')
+        self.port = free_port()
+        self.process = None
+
+    def _run_as(self):
+        # The keyword arguments of subprocess that run a server program.
+        if os.geteuid() != 0:
+            return {}
+        return {'user': self.user, 'group': self.user, 'extra_groups': []}
+
+    def start(self, timeout=30):
+        """Start the server (after initdb, the first time); return when it
+        accepts connections."""
+        import psycopg2  # the relstorage extra's; needed before we wait
+        if not os.path.exists(self.data):
+            self._initdb()
+        with open(os.path.join(self.directory, 'postgresql.log'), 'ab') as log:
+            self.process = subprocess.Popen(
+                [os.path.join(self.bin, 'postgres'), '-D', self.data,
+                 '-h', '127.0.0.1', '-p', str(self.port),
+                 '-k', self.directory, '-F'],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                **self._run_as())
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f'PostgreSQL exited with status'
+                    f' {self.process.returncode}; see {self.directory}'
+                    '/postgresql.log')
+            try:
+                self.connect().close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f'PostgreSQL did not accept connections on port'
+                        f' {self.port} within {timeout} s')
+                time.sleep(0.05)
+
+    def _initdb(self):
+        if os.geteuid() == 0:
+            # The server runs as postgres: it needs the directory, and the
+            # way to it (a 0700 checkout or TMPDIR would bar it).
+            shutil.chown(self.directory, self.user, self.user)
+            if not _searchable(self.directory):
+                raise RuntimeError(
+                    f'The user {self.user} cannot reach {self.directory}')
+        result = subprocess.run(
+            [os.path.join(self.bin, 'initdb'), '-D', self.data,
+             '-U', self.user, '-A', 'trust', '-E', 'UTF8', '--locale', 'C',
+             '--no-sync'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=self.directory, **self._run_as())
+        if result.returncode:
+            raise RuntimeError(
+                f'initdb failed with status {result.returncode}:'
+                f' {result.stdout.decode(errors="replace")}')
+
+    def stop(self):
+        """Stop the server (a fast shutdown: it disconnects its clients)
+        and wait until it has exited."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def dsn(self, dbname='postgres'):
+        """The libpq connection string of the database `dbname`."""
+        return (f'host=127.0.0.1 port={self.port} dbname={dbname}'
+                f' user={self.user}')
+
+    def connect(self, dbname='postgres'):
+        """A psycopg2 connection (autocommit) to the database `dbname`."""
+        import psycopg2
+        connection = psycopg2.connect(self.dsn(dbname), connect_timeout=5)
+        connection.autocommit = True
+        return connection
+
+    def create_database(self, dbname):
+        """Create the empty database `dbname`."""
+        self._execute(f'CREATE DATABASE "{dbname}"')
+
+    def drop_database(self, dbname):
+        """Drop the database `dbname` (closing its connections), if any."""
+        self._execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+    def _execute(self, statement):
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()
+
+    def zodb_section(self, dbname, **options):
+        """A ``<zodb>`` section for zope.conf on the database `dbname`, after
+        the ``%import relstorage`` it needs.
+
+        `options` are more ``<relstorage>`` keys (underscores for dashes).
+        """
+        lines = [f'    {key.replace("_", "-")} {value}'
+                 for key, value in options.items()]
+        lines.append(f'    <postgresql>\n      dsn {self.dsn(dbname)}\n'
+                     '    </postgresql>')
+        return ('%import relstorage\n<zodb>\n  <relstorage>\n{}\n'
+                '  </relstorage>\n</zodb>\n'.format('\n'.join(lines)))
+
+
+def _searchable(path):
+    """Whether everybody may pass through every directory above `path`."""
+    path = os.path.dirname(os.path.abspath(path))
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+class PostgreSQLLayer:
+    """A zope.testrunner layer with a throwaway PostgreSQL server.
+
+    Tests reach it as ``layer.server`` (a PostgreSQLServer).  Where
+    PostgreSQL is not installed, ``layer.server`` is None and
+    ``layer.missing`` says why, so that the tests can skip; but not in CI
+    (the environment variable CI is ``true``), where they are to run.
+    """
+
+    __bases__ = ()
+
+    def __init__(self, name='PostgreSQLLayer'):
+        self.__name__ = name
+        self.__module__ = __name__
+        self.server = None
+        self.missing = None
+
+    def setUp(self):
+        if postgresql_bin() is None:
+            self.missing = ('PostgreSQL is not installed (no initdb on the'
+                            ' PATH or in /usr/lib/postgresql/*/bin)')
+            if os.environ.get('CI') == 'true':
+                raise RuntimeError(f'{self.missing}, but CI needs it')
+            return
+        # Under /tmp, not TMPDIR: the postgres user must reach it.
+        parent = None
+        if os.geteuid() == 0 and not _searchable(
+                os.path.join(tempfile.gettempdir(), 'x')):
+            parent = '/tmp'
+        self.directory = tempfile.mkdtemp(prefix='gocept.runner.pg.',
+                                          dir=parent)
+        self.server = PostgreSQLServer(self.directory)
+        try:
+            self.server.start()
+        except BaseException:
+            shutil.rmtree(self.directory)
+            self.server = None
+            raise
+
+    def tearDown(self):
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+            shutil.rmtree(self.directory)
+        self.missing = None
+
+
+POSTGRESQL_LAYER = PostgreSQLLayer()
