@@ -13,6 +13,8 @@ import uuid
 
 from gocept.runner import testing
 from gocept.runner.tests import programs
+from gocept.runner.tests.test_deployment import README
+from gocept.runner.tests.test_deployment import readme_block
 
 
 class RelStorageTest(unittest.TestCase):
@@ -241,6 +243,22 @@ class StartTests(RelStorageTest):
         stdout, stderr = process.communicate(timeout=60)
         self.assertEqual(2, process.returncode, stderr)
         self.assertIn('database "no_such_db" does not exist', stderr.decode())
+
+    def test_the_readme_examples(self):
+        # README's <zodb> sections for one host and for several, each with
+        # its dsn pointed at the test server's database.
+        for after in ('RelStorage on PostgreSQL', "On several hosts, each"
+                      " runner's zope.conf names the server (put the"):
+            zodb = readme_block('%import relstorage', README, after)
+            self.assertIn('dsn ', zodb)
+            zodb = re.sub(r'dsn .*', f'dsn {self.server.dsn(self.dbname)}',
+                          zodb)
+            self.write_zope_conf(zodb=zodb)
+            process = self.run_once(self.dir)
+            self.processes.append(process)
+            stdout, stderr = process.communicate(timeout=60)
+            self.assertEqual(0, process.returncode, stderr.decode())
+            self.assertIn('started on Folder', stdout.decode())
 
     def test_runners_started_together_on_a_new_database_all_start(self):
         for trial in range(3):
