@@ -1,6 +1,5 @@
 """Committing after every item of a batch."""
 
-import contextlib
 import functools
 import logging
 import shutil
@@ -116,6 +115,11 @@ def _split(item):
 def _commit(stats, where, description):
     """Commit what was changed before (or after) an item; whether that
     worked."""
+    # Nothing changed (no data manager joined the transaction): the item
+    # runs in this very transaction, and no empty commit costs a sync.
+    # (`transaction` has no public name for what joined; _resources is it.)
+    if not getattr(transaction.get(), '_resources', True):
+        return True
     try:
         transaction.commit()
     except ConflictError as e:
@@ -157,26 +161,30 @@ def _run_item(func, description, stats):
 
 
 class Collector:
-    """What the runs of `transaction_per_item` in a `collect()` block did."""
+    """What the runs of `transaction_per_item` in a `collect()` block did.
+
+    A context manager: the runs in this thread count in it while the block
+    runs.  (A class, not a generator: the loop enters one every tick.)
+    """
 
     def __init__(self):
         self.committed = self.failed = self.conflicts = 0
+
+    def __enter__(self):
+        _collectors.__dict__.setdefault('stack', []).append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        _collectors.stack.remove(self)
 
 
 _collectors = threading.local()
 
 
-@contextlib.contextmanager
 def collect():
     """Count what the runs of `transaction_per_item` in this thread do
-    within the block; yield the Collector."""
-    collector = Collector()
-    stack = _collectors.__dict__.setdefault('stack', [])
-    stack.append(collector)
-    try:
-        yield collector
-    finally:
-        stack.remove(collector)
+    within the block (``with collect() as collector:``)."""
+    return Collector()
 
 
 class Statistics:

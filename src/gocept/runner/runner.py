@@ -252,9 +252,10 @@ class MainLoop:
         self.failed = tick.outcome not in ('committed', 'doomed', 'aborted')
         self.committed = (self.committed or tick.outcome == 'committed' or
                           self._items.committed > 0)
-        log.debug('Tick %s of worker %s: %s in %.3f s', tick.number,
-                  self.name, _describe_outcome(tick),
-                  time.monotonic() - tick.started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug('Tick %s of worker %s: %s in %.3f s', tick.number,
+                      self.name, _describe_outcome(tick),
+                      time.monotonic() - tick.started)
         for middleware in self.middleware:
             middleware.after_tick(self, tick)
         self._reopen_logs()
