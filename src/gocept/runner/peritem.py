@@ -106,10 +106,15 @@ def _end(stats, error, where):
 
 
 def _split(item):
-    """The description (a string) and the callable of `item`."""
+    """The description and the callable of `item`.
+
+    The description is made a string (with str()) only when a line about
+    the item is logged: a repr for every item would cost more than a
+    commit of a small one.
+    """
     if isinstance(item, tuple) and len(item) == 2:
-        return str(item[0]), item[1]
-    return repr(item), item
+        return item
+    return item, item
 
 
 def _commit(stats, where, description):
