@@ -52,6 +52,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _wait_until_ready(server, name, log, timeout):
+    """Wait until `server` (a ZEOServer or PostgreSQLServer whose process
+    has just started) is ready; stop it and raise RuntimeError if it exits
+    or is not ready within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not server.ready():
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f'{name} exited with status {server.process.returncode};'
+                f' see {os.path.join(server.directory, log)}')
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(
+                f'{name} did not accept connections on port {server.port}'
+                f' within {timeout} s')
+        time.sleep(0.05)
+
+
 class ZEOServer:
     """A ZEO server (``runzeo``) serving a FileStorage in `directory`.
 
@@ -77,23 +95,15 @@ class ZEOServer:
                 [sys.executable, '-m', 'ZEO.runzeo',
                  '-a', self.address, '-f', self.path],
                 stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f'The ZEO server exited with status'
-                    f' {self.process.returncode}; see {self.directory}'
-                    '/zeo.log')
-            try:
-                socket.create_connection(('127.0.0.1', self.port), 1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f'The ZEO server did not listen on {self.address}'
-                        f' within {timeout} s')
-                time.sleep(0.05)
+        _wait_until_ready(self, 'The ZEO server', 'zeo.log', timeout)
+
+    def ready(self):
+        """Whether the server accepts connections."""
+        try:
+            socket.create_connection(('127.0.0.1', self.port), 1).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self):
         """Stop the server (SIGTERM) and wait until it has exited."""
@@ -202,7 +212,9 @@ class PostgreSQLServer:
     def start(self, timeout=30):
         """Start the server (after initdb, the first time); return when it
         accepts connections."""
-        import psycopg2  # the relstorage extra's; needed before we wait
+        # The relstorage extra's driver: without it, fail now, not after
+        # the timeout.
+        import psycopg2  # noqa: F401
         if not os.path.exists(self.data):
             self._initdb()
         with open(os.path.join(self.directory, 'postgresql.log'), 'ab') as log:
@@ -212,23 +224,16 @@ class PostgreSQLServer:
                  '-k', self.directory, '-F'],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 **self._run_as())
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f'PostgreSQL exited with status'
-                    f' {self.process.returncode}; see {self.directory}'
-                    '/postgresql.log')
-            try:
-                self.connect().close()
-                return
-            except psycopg2.OperationalError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f'PostgreSQL did not accept connections on port'
-                        f' {self.port} within {timeout} s')
-                time.sleep(0.05)
+        _wait_until_ready(self, 'PostgreSQL', 'postgresql.log', timeout)
+
+    def ready(self):
+        """Whether the server accepts connections."""
+        import psycopg2
+        try:
+            self.connect().close()
+        except psycopg2.OperationalError:
+            return False
+        return True
 
     def _initdb(self):
         if os.geteuid() == 0:
