@@ -70,6 +70,20 @@ def _wait_until_ready(server, name, log, timeout):
         time.sleep(0.05)
 
 
+def _stop(server, signum):
+    """Send `signum` to the process of `server`, if it runs, and wait until
+    it has exited (kill it after 30 seconds)."""
+    if server.process is None:
+        return
+    server.process.send_signal(signum)
+    try:
+        server.process.wait(30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+    server.process = None
+
+
 class ZEOServer:
     """A ZEO server (``runzeo``) serving a FileStorage in `directory`.
 
@@ -107,15 +121,7 @@ class ZEOServer:
 
     def stop(self):
         """Stop the server (SIGTERM) and wait until it has exited."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        _stop(self, signal.SIGTERM)
 
     def zodb_section(self, **options):
         """A ``<zodb>`` section for zope.conf using this server.
@@ -255,17 +261,9 @@ class PostgreSQLServer:
                 f' {result.stdout.decode(errors="replace")}')
 
     def stop(self):
-        """Stop the server (a fast shutdown: it disconnects its clients)
-        and wait until it has exited."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        """Stop the server (SIGINT, a fast shutdown: it disconnects its
+        clients) and wait until it has exited."""
+        _stop(self, signal.SIGINT)
 
     def dsn(self, dbname='postgres'):
         """The libpq connection string of the database `dbname`."""
