@@ -59,15 +59,7 @@ def application(zope_conf):
     databases = open_databases(conf.databases)
     try:
         db = databases[0]
-        # Runners started at once on a new database race to create its root
-        # folder (and what else DatabaseOpened subscribers create); the
-        # losers' commits conflict, and they find it created when they try
-        # again.  The subscribers commit several times, and each of those
-        # commits may conflict with a loser's: three attempts are too few
-        # for eight runners.
-        for attempt in transaction.manager.attempts(OPEN_ATTEMPTS):
-            with attempt:
-                zope.event.notify(zope.processlifetime.DatabaseOpened(db))
+        bootstrap(db)
         connection = db.open()
         try:
             yield root_folder(connection, conf.site_definition)
@@ -84,6 +76,42 @@ def application(zope_conf):
     finally:
         if os.getpid() == pid:
             close(databases)
+
+
+def bootstrap(db):
+    """Notify DatabaseOpened for `db`, so that its subscribers create what
+    a new database lacks (zope.app.appsetup's create the root folder).
+
+    Runners started at once on a new database race to create it.  A loser's
+    commit conflicts; and the subscribers (zope.app.appsetup's, a site's
+    own) are not written for the race: one of them may find the root folder
+    gone again in a connection of its own, and fail on None.  So on a
+    database that had no root folder when we looked, whatever the
+    subscribers raise is tried again, up to OPEN_ATTEMPTS times; on a
+    database that has one, only a conflict (a TransientError).  A child
+    that a subscriber forked never tries again: its error is its own.
+    """
+    pid = os.getpid()
+    connection = db.open()
+    try:
+        new = ROOT_FOLDER_NAME not in connection.root()
+    finally:
+        transaction.abort()
+        connection.close()
+    retry = Exception if new else transaction.interfaces.TransientError
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            zope.event.notify(zope.processlifetime.DatabaseOpened(db))
+            transaction.commit()
+            return
+        except Exception as e:
+            if os.getpid() != pid:
+                raise
+            transaction.abort()
+            if attempt == OPEN_ATTEMPTS or not isinstance(e, retry):
+                raise
+            log.debug('Preparing the new database again: %r', e)
+            time.sleep(random.uniform(0, 0.05 * attempt))
 
 
 def _abort_at_the_end():

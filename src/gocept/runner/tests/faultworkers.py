@@ -16,6 +16,10 @@ FAULT_FORK, FAULT_CHILD
     the worker `fork` forks, and how its child ends.
 FAULT_FORK_AT
     ``opened``: fork in the subscriber to DatabaseOpened, too.
+FAULT_OPENED_FAILS
+    A number: the subscriber to DatabaseOpened raises AttributeError that
+    many times (as one does that meets a root folder another runner is
+    creating), then does nothing.
 """
 
 import decimal
@@ -70,6 +74,15 @@ def opened(event):
     gate('opened')
     if os.environ.get('FAULT_FORK_AT') == 'opened':
         _fork()
+    global _failures
+    if _failures < int(os.environ.get('FAULT_OPENED_FAILS', 0)):
+        _failures += 1
+        report(f'opened fails {_failures}')
+        raise AttributeError(
+            "'NoneType' object has no attribute 'getSiteManager'")
+
+
+_failures = 0
 
 
 def closing(event):

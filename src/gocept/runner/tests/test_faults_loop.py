@@ -134,6 +134,9 @@ class Run:
     def report(self):
         return self.read('report').splitlines()
 
+    def report_lines(self, *starts):
+        return [line for line in self.report() if line.startswith(starts)]
+
     def log_lines(self, level):
         return [line for line in self.log().splitlines()
                 if line.startswith(f'{level} ')]
@@ -236,6 +239,29 @@ class ForkTest(FaultTest):
         for run, (child, status) in zip(runs, cases):
             with self.subTest(child=child):
                 self.assertParentUnharmed(run, status)
+
+    def test_a_new_database_is_prepared_again_after_a_subscriber_failed(self):
+        # Runners started together on a new database race to create it; a
+        # subscriber of another package may then fail on a root folder that
+        # is not there in its own connection.  The next attempt finds it.
+        run = Run(self)
+        status = run.run('count', '--once', FAULT_OPENED_FAILS='3')
+        self.assertEqual(0, status, run.output())
+        self.assertEqual(['opened fails 1', 'opened fails 2',
+                          'opened fails 3', 'committed 1'],
+                         run.report_lines('opened', 'committed'))
+
+    def test_a_subscriber_failing_on_an_existing_database_is_an_error(self):
+        # Not a race: the site's own code is at fault, once is enough.
+        run = Run(self)
+        self.assertEqual(0, run.run('count', '--once'), run.output())
+        status = run.run('count', '--once', FAULT_OPENED_FAILS='1')
+        self.assertEqual(1, status)
+        self.assertEqual(['committed 1', 'opened fails 1'],
+                         run.report_lines('opened', 'committed'))
+        self.assertIn(
+            "gocept-runner: AttributeError: 'NoneType' object has no"
+            " attribute 'getSiteManager'", run.output().splitlines())
 
     def assertParentUnharmed(self, run, status):
         """The child of `run` exited with `status`; the parent holds its
