@@ -11,6 +11,7 @@ read back) is one WARNING, and the job goes on.
 This needs the ``metrics`` extra (prometheus_client).
 """
 
+import bisect
 import importlib.metadata
 import ipaddress
 import logging
@@ -27,6 +28,7 @@ try:
     import prometheus_client
     import prometheus_client.core
     import prometheus_client.parser
+    import prometheus_client.utils
 except ImportError:  # the extra is not installed
     prometheus_client = None
 
@@ -47,7 +49,11 @@ TICK_OUTCOMES = {'committed': 'committed', 'doomed': 'doomed',
                  'error': 'failed', 'conflict': 'conflict',
                  'unavailable': 'unavailable'}
 
+ITEM_OUTCOMES = ('committed', 'failed', 'conflict')
+
 LAST_SUCCESS = 'gocept_runner_last_success_timestamp_seconds'
+
+VERSION = importlib.metadata.version('gocept.runner')
 
 
 def address(value):
@@ -110,6 +116,7 @@ class Metrics(Middleware):
     written when the loop has ended; used as a context manager around the
     set-up of the application and the loop, also when the run fails before
     its loop.  `worker` (else the loop's) gives the label ``worker``.
+    Each Metrics has a registry of its own (`registry`).
     """
 
     def __init__(self, serve=None, path=None, worker=None):
@@ -118,114 +125,86 @@ class Metrics(Middleware):
         self.path = path
         self.worker = None if worker is None else dotted_name(worker)
         self.server = None
+        # When the run began (Unix time); whether it is in a `with` block.
         self.started = None
-        self.ticks = None
+        self.entered = False
         self.written = False
+        # The figures, plain numbers that only the loop's thread changes
+        # (prometheus_client's metric objects take a lock for each change,
+        # which costs an empty tick a fifth of its time); a scrape reads
+        # them through _Collector.
+        self.ticks = dict.fromkeys(TICK_OUTCOMES.values(), 0)
+        self.items = dict.fromkeys(ITEM_OUTCOMES, 0)
+        self.conflicts = 0
+        # The ticks' durations: how many fell into each bucket (not
+        # cumulative; the last is +Inf's), and their sum.
+        self.durations = [0] * len(BUCKETS)
+        self.duration_sum = 0.0
+        # When a tick last committed in this run (Unix time), else None;
+        # the last success the metrics give (also of a run before).
+        self.succeeded_at = None
+        self.last_success = 0
         self.last_outcome = None
         self.items_failed = False
-        # When a tick last committed (Unix time), in this run.
-        self.succeeded_at = None
-        self._outage = None
+        # The last run (for the file): success, end, duration.
+        self.last_run = None
+        self.outage = None
         self.registry = prometheus_client.CollectorRegistry()
-
-    # The metrics are made once the worker's name is known.
-
-    def _make(self, worker):
-        self.worker = worker
-        registry = self.registry
-        labels = ['worker']
-        self.ticks = prometheus_client.Counter(
-            'gocept_runner_ticks', 'Ticks by outcome.',
-            labels + ['outcome'], registry=registry)
-        self.conflicts = prometheus_client.Counter(
-            'gocept_runner_conflicts', 'Conflicts on commit, retried or not.',
-            labels, registry=registry).labels(worker)
-        self.duration = prometheus_client.Histogram(
-            'gocept_runner_tick_duration_seconds',
-            "Seconds from a tick's begin to the end of its commit.",
-            labels, buckets=BUCKETS, registry=registry).labels(worker)
-        self.last_success = prometheus_client.Gauge(
-            LAST_SUCCESS, 'When a tick last committed (Unix time).',
-            labels, registry=registry).labels(worker)
-        self.items = prometheus_client.Counter(
-            'gocept_runner_items',
-            'Items of transaction_per_item by outcome.',
-            labels + ['outcome'], registry=registry)
-        for outcome in ('committed', 'failed', 'conflict'):
-            self.ticks.labels(worker, outcome)
-            self.items.labels(worker, outcome)
-        # Bound once: labels() costs a lookup under a lock.
-        self._ticks = {outcome: self.ticks.labels(worker, label)
-                       for outcome, label in TICK_OUTCOMES.items()}
-        self._items = {outcome: self.items.labels(worker, outcome)
-                       for outcome in ('committed', 'failed', 'conflict')}
-        prometheus_client.Info(
-            'gocept_runner', 'The version of gocept.runner.', labels,
-            registry=registry).labels(worker).info(
-                {'version': importlib.metadata.version('gocept.runner')})
+        self.registry.register(_Collector(self))
         prometheus_client.ProcessCollector(
-            namespace='gocept_runner', registry=registry)
-        registry.register(_StorageCollector(self))
-        if self.path is not None:
-            self.run_success = _gauge(
-                'gocept_runner_last_run_success',
-                'Whether the last run succeeded (1) or failed (0).',
-                registry, worker)
-            self.run_timestamp = _gauge(
-                'gocept_runner_last_run_timestamp_seconds',
-                'When the last run ended (Unix time).', registry, worker)
-            self.run_duration = _gauge(
-                'gocept_runner_last_run_duration_seconds',
-                'How many seconds the last run took.', registry, worker)
+            namespace='gocept_runner', registry=self.registry)
 
     def __enter__(self):
+        self.entered = True
         self.written = False
+        self.last_outcome = None
         self.started = time.time()
         return self
 
     def __exit__(self, *exc_info):
+        self.entered = False
         # The run failed before (or while starting) its loop.
         if self.path is not None and not self.written:
-            if self.ticks is None:
-                self._make(self.worker or 'unknown')
-            self.last_outcome = None
+            self.worker = self.worker or 'unknown'
             self.write()
 
     # The hooks of the loop.
 
     def before_loop(self, loop):
-        if self.ticks is None:
-            self._make(self.worker or dotted_name(loop.worker))
-        if self.started is None:
+        self.worker = self.worker or dotted_name(loop.worker)
+        if not self.entered:
             self.started = time.time()
         self.written = False
         self.last_outcome = None
         self.items_failed = False
         self.succeeded_at = None
-        self._outage = next((m for m in loop.middleware
-                             if isinstance(m, outage.Outage)), None)
+        self.outage = next((m for m in loop.middleware
+                            if isinstance(m, outage.Outage)), None)
         if self.address is not None:
             self.serve()
 
     def after_tick(self, loop, tick):
-        counter = self._ticks.get(tick.outcome)
-        if counter is not None:
-            counter.inc()
+        outcome = TICK_OUTCOMES.get(tick.outcome)
+        if outcome is not None:
+            self.ticks[outcome] += 1
         self.last_outcome = tick.outcome
-        if tick.conflicts:
-            self.conflicts.inc(tick.conflicts)
-        self.duration.observe(tick.ended - tick.started)
+        self.conflicts += tick.conflicts
+        seconds = tick.ended - tick.started
+        self.durations[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
         items = tick.items
+        committed = tick.outcome == 'committed'
         if items is not None and (items.committed or items.failed):
-            self._items['committed'].inc(items.committed)
-            self._items['failed'].inc(items.failed - items.conflicted)
-            self._items['conflict'].inc(items.conflicted)
-            self.conflicts.inc(items.conflicts)
-        self.items_failed = bool(items is not None and items.failed)
-        if tick.outcome == 'committed' or (items is not None and
-                                           items.committed):
-            self.succeeded_at = time.time()
-            self.last_success.set(self.succeeded_at)
+            self.items['committed'] += items.committed
+            self.items['failed'] += items.failed - items.conflicted
+            self.items['conflict'] += items.conflicted
+            self.conflicts += items.conflicts
+            committed = committed or items.committed > 0
+            self.items_failed = items.failed > 0
+        else:
+            self.items_failed = False
+        if committed:
+            self.succeeded_at = self.last_success = time.time()
 
     def after_loop(self, loop):
         self.stop_serving()
@@ -266,13 +245,11 @@ class Metrics(Middleware):
         self.written = True
         now = time.time()
         success = self.succeeded()
-        self.run_success.set(1 if success else 0)
-        self.run_timestamp.set(now)
-        self.run_duration.set(now - (self.started or now))
+        self.last_run = (success, now, now - (self.started or now))
         if not success and self.succeeded_at is None:
             previous = self.previous_success()
             if previous is not None:
-                self.last_success.set(previous)
+                self.last_success = previous
         try:
             prometheus_client.write_to_textfile(self.path, self.registry)
         except OSError as e:
@@ -300,34 +277,74 @@ class Metrics(Middleware):
         return None
 
 
-def _gauge(name, documentation, registry, worker):
-    return prometheus_client.Gauge(
-        name, documentation, ['worker'], registry=registry).labels(worker)
-
-
-def _netloc(host, port):
-    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
-
-
-class _StorageCollector:
-    """Whether the storage is unavailable, and for how long in all, as the
-    loop's Outage knows it when scraped."""
+class _Collector:
+    """The figures of a Metrics, as prometheus_client's metric families."""
 
     def __init__(self, metrics):
         self.metrics = metrics
 
     def collect(self):
+        metrics = self.metrics
+        worker = metrics.worker
+        if worker is None:
+            return []  # no loop has started yet
         core = prometheus_client.core
-        unavailable = core.GaugeMetricFamily(
-            'gocept_runner_storage_unavailable',
-            'Whether the loop backs off from a storage outage (1) or not'
-            ' (0).', labels=['worker'])
-        seconds = core.CounterMetricFamily(
-            'gocept_runner_storage_unavailable_seconds',
-            'Seconds the storage was unavailable.', labels=['worker'])
-        state = self.metrics._outage
+        families = []
+
+        def family(kind, name, documentation, value=None, labels=()):
+            metric = kind(name, documentation, labels=['worker', *labels])
+            families.append(metric)
+            if value is not None:
+                metric.add_metric([worker], value)
+            return metric
+
+        ticks = family(core.CounterMetricFamily, 'gocept_runner_ticks',
+                       'Ticks by outcome.', labels=['outcome'])
+        for outcome, number in list(metrics.ticks.items()):
+            ticks.add_metric([worker, outcome], number)
+        family(core.CounterMetricFamily, 'gocept_runner_conflicts',
+               'Conflicts on commit, retried or not.', metrics.conflicts)
+        durations = family(
+            core.HistogramMetricFamily, 'gocept_runner_tick_duration_seconds',
+            "Seconds from a tick's begin to the end of its commit.")
+        buckets, total = [], 0
+        for bound, number in zip(BUCKETS, list(metrics.durations)):
+            total += number
+            buckets.append((prometheus_client.utils.floatToGoString(bound),
+                            total))
+        durations.add_metric([worker], buckets, metrics.duration_sum)
+        family(core.GaugeMetricFamily, LAST_SUCCESS,
+               'When a tick last committed (Unix time).',
+               metrics.last_success)
+        state = metrics.outage
         down = state is not None and state.since is not None
-        unavailable.add_metric([self.metrics.worker], 1 if down else 0)
-        seconds.add_metric([self.metrics.worker],
-                           0 if state is None else state.seconds())
-        return [unavailable, seconds]
+        family(core.GaugeMetricFamily, 'gocept_runner_storage_unavailable',
+               'Whether the loop backs off from a storage outage (1) or not'
+               ' (0).', 1 if down else 0)
+        family(core.CounterMetricFamily,
+               'gocept_runner_storage_unavailable_seconds',
+               'Seconds the storage was unavailable.',
+               0 if state is None else state.seconds())
+        items = family(core.CounterMetricFamily, 'gocept_runner_items',
+                       'Items of transaction_per_item by outcome.',
+                       labels=['outcome'])
+        for outcome, number in list(metrics.items.items()):
+            items.add_metric([worker, outcome], number)
+        family(core.InfoMetricFamily, 'gocept_runner',
+               'The version of gocept.runner.', {'version': VERSION})
+        if metrics.last_run is not None:
+            success, ended, duration = metrics.last_run
+            family(core.GaugeMetricFamily, 'gocept_runner_last_run_success',
+                   'Whether the last run succeeded (1) or failed (0).',
+                   1 if success else 0)
+            family(core.GaugeMetricFamily,
+                   'gocept_runner_last_run_timestamp_seconds',
+                   'When the last run ended (Unix time).', ended)
+            family(core.GaugeMetricFamily,
+                   'gocept_runner_last_run_duration_seconds',
+                   'How many seconds the last run took.', duration)
+        return families
+
+
+def _netloc(host, port):
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'

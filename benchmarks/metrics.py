@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Benchmark: the cost of Prometheus metrics served while a runner ticks.
+
+    .venv/bin/python benchmarks/metrics.py [--quick]
+
+Run it with a Python that has this checkout and its ``metrics`` extra.  The
+same worker (workers/metrics.py) runs empty ticks and writing ticks, once
+without metrics and once with them served on a port of 127.0.0.1 that this
+script scrapes every SCRAPE_INTERVAL seconds, in turn (without, with,
+without, ...) so that drift of the machine hits both alike.  The figures are
+the ratios of the ticks per second, and of the ticks per CPU second (steadier
+on a busy machine), with metrics to those without, the medians of the
+rounds.  Writes benchmarks/metrics-results.txt (--quick: to
+benchmarks/work/); the exit status is 1 if a run failed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.request
+
+from run import SITE_ZCML
+from run import TMPFS
+from run import WORK
+from run import WORKERS
+from run import ZOPE_CONF
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Seconds between two scrapes (Prometheus' default is 15 s: this is harder).
+SCRAPE_INTERVAL = 1
+# figure -> (worker kind, ticks in a full run, ticks in a quick one, goal).
+FIGURES = {
+    'empty ticks': ('empty', 200000, 20000, 0.85),
+    'writing ticks': ('writing', 20000, 2000, 0.97),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Scraper(threading.Thread):
+    """Scrapes http://127.0.0.1:PORT/metrics until stopped; counts the
+    scrapes that worked."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.url = f'http://127.0.0.1:{port}/metrics'
+        self.stopped = threading.Event()
+        self.scrapes = 0
+
+    def run(self):
+        while not self.stopped.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    if b'gocept_runner_ticks_total' in response.read():
+                        self.scrapes += 1
+                interval = SCRAPE_INTERVAL
+            except OSError:
+                interval = 0.01  # not serving yet
+            self.stopped.wait(interval)
+
+
+def run_worker(template, kind, count, served):
+    """Ticks per second and per CPU second of one run, and the number of
+    scrapes during it."""
+    directory = tempfile.mkdtemp(dir=template.rsplit('/', 1)[0])
+    try:
+        for name in os.listdir(template):
+            shutil.copy(os.path.join(template, name), directory)
+        port = free_port() if served else None
+        scraper = Scraper(port) if served else None
+        if scraper:
+            scraper.start()
+        proc = subprocess.run(
+            [sys.executable, os.path.join(WORKERS, 'metrics.py'),
+             'zope.conf', kind, str(count), str(port or '-')],
+            cwd=directory, capture_output=True, text=True, timeout=600)
+        if scraper:
+            scraper.stopped.set()
+            scraper.join()
+        if proc.returncode != 0 or 'Traceback' in proc.stderr:
+            sys.exit(f'{kind} ticks failed ({proc.returncode}):\n'
+                     + proc.stderr)
+        reports = [json.loads(line) for line in proc.stdout.splitlines()]
+        figures = {key: value for report in reports
+                   for key, value in report.items()}
+        if figures.get('done') != count:
+            sys.exit(f'{kind} ticks: ran {figures.get("done")} ticks')
+        return (figures['ticks'] / figures['seconds'],
+                figures['ticks'] / figures['cpu'],
+                scraper.scrapes if scraper else None)
+    finally:
+        shutil.rmtree(directory)
+
+
+def prepare(base):
+    template = os.path.join(base, 'template')
+    os.mkdir(template)
+    with open(os.path.join(template, 'zope.conf'), 'w') as f:
+        f.write(ZOPE_CONF.format(site_zcml=SITE_ZCML).replace(
+            'level INFO', 'level WARNING'))
+    subprocess.run([sys.executable, os.path.join(WORKERS, 'prepare.py'),
+                    'zope.conf'], cwd=template, check=True,
+                   capture_output=True)
+    return template
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='a smoke run: fewer ticks and rounds')
+    args = parser.parse_args()
+    rounds = 1 if args.quick else 9
+    began = time.monotonic()
+    on_disk = not os.path.isdir(TMPFS)
+    base = tempfile.mkdtemp(prefix='runner-metrics-',
+                            dir=None if on_disk else TMPFS)
+    rows = []
+    try:
+        template = prepare(base)
+        for figure, (kind, full, quick, goal) in FIGURES.items():
+            count = quick if args.quick else full
+            run_worker(template, kind, count // 10, True)  # warm up
+            ratios, cpu_ratios, scrapes = [], [], []
+            for i in range(rounds):
+                plain, plain_cpu, _ = run_worker(template, kind, count,
+                                                 False)
+                served, served_cpu, scraped = run_worker(template, kind,
+                                                         count, True)
+                ratios.append(served / plain)
+                cpu_ratios.append(served_cpu / plain_cpu)
+                scrapes.append(scraped)
+                print(f'{figure}: {plain:,.0f} ticks/s without,'
+                      f' {served:,.0f} with metrics ({scraped} scrapes):'
+                      f' {served / plain:.3f}; per CPU second'
+                      f' {plain_cpu:,.0f} and {served_cpu:,.0f}:'
+                      f' {served_cpu / plain_cpu:.3f}', flush=True)
+            if min(scrapes) < 1:
+                sys.exit(f'{figure}: a run with metrics was never scraped')
+            rows.append((f'{figure} ({count:,})', statistics.median(ratios),
+                         statistics.median(cpu_ratios), goal,
+                         statistics.median(scrapes)))
+    finally:
+        shutil.rmtree(base)
+    lines = [
+        'figure                  ticks/s  per CPU s  goal    met  scrapes',
+        '                        with÷without',
+    ]
+    for name, ratio, cpu_ratio, goal, scraped in rows:
+        met = 'yes' if min(ratio, cpu_ratio) >= goal else 'NO'
+        lines.append(
+            f'{name:<22}  {ratio:>7.3f}  {cpu_ratio:>9.3f}  ≥ {goal:.2f}'
+            f'  {met:>4}  {scraped:>7.0f}')
+    lines += [
+        '',
+        f'Ratios of the ticks per second (wall clock) and per CPU second'
+        f' (all threads of the runner: the scrapes count) with metrics to'
+        f' those without; medians of {rounds} rounds (without, with, in'
+        f' turn).  Metrics served on 127.0.0.1 and scraped every'
+        f' {SCRAPE_INTERVAL} s during the runs with them.',
+        'Database: FileStorage ' + ('on disk.' if on_disk else
+                                    f'on a tmpfs ({TMPFS}).'),
+        f'Python {platform.python_version()}, {os.cpu_count()} CPUs,'
+        f' load average at the end'
+        f' {" ".join(f"{x:.1f}" for x in os.getloadavg())};'
+        f' whole run {time.monotonic() - began:.0f} s.',
+    ]
+    text = '\n'.join(textwrap.fill(line, 78) for line in lines) + '\n'
+    print('\n' + text)
+    out = WORK if args.quick else HERE
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'metrics-results.txt'), 'w') as f:
+        f.write(text)
+
+
+if __name__ == '__main__':
+    main()
