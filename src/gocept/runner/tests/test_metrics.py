@@ -39,9 +39,9 @@ def parse(text):
             for sample in family.samples}
 
 
-def scrape(port):
+def scrape(port, host='127.0.0.1'):
     with urllib.request.urlopen(
-            f'http://127.0.0.1:{port}/metrics', timeout=10) as response:
+            f'http://{host}:{port}/metrics', timeout=10) as response:
         return parse(response.read().decode('utf-8'))
 
 
@@ -86,13 +86,14 @@ class RunnerProcess:
             return f.read()
 
 
-def wait_for_scrape(port, runner, condition=bool, timeout=60):
+def wait_for_scrape(port, runner, condition=bool, host='127.0.0.1',
+                    timeout=60):
     """Scrape `port` until it answers with samples that meet `condition`;
     return them."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            samples = scrape(port)
+            samples = scrape(port, host)
         except OSError:  # not serving yet
             samples = None
         if samples is not None and condition(samples):
@@ -178,6 +179,26 @@ class ServedTests(TestCase):
         self.assertIn(('gocept_runner_ticks_total', (
             ('outcome', 'committed'), ('worker', f'{MODULE}.mixed'))),
             samples)
+        self.stop(process)
+
+    def test_an_ipv6_interface(self):
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(('::1', 0))
+                port = s.getsockname()[1]
+        except OSError:
+            self.skipTest('no IPv6 loopback interface')
+        runner = self.process()
+        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
+                               f'[::1]:{port}')
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        wait_for_scrape(port, runner, lambda samples: value(
+            samples, 'gocept_runner_ticks_total', worker=f'{MODULE}.mixed',
+            outcome='committed') == 5, host='[::1]')
+        # Not on IPv4's loopback interface.
+        with self.assertRaises(OSError):
+            scrape(port)
         self.stop(process)
 
     def test_not_an_address_is_a_usage_error(self):
