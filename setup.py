@@ -76,6 +76,7 @@ setup(
     ],
     extras_require={
         'test': [
+            'prometheus_client',
             'psycopg2-binary',
             'RelStorage',
             'ZEO',
@@ -90,6 +91,10 @@ setup(
         'relstorage': [
             'psycopg2-binary',
             'RelStorage',
+        ],
+        # Prometheus metrics (gocept.runner.metrics).
+        'metrics': [
+            'prometheus_client',
         ],
         'benchmarks': [
             'matplotlib',

@@ -151,9 +151,13 @@ def main(argv=None, prog='gocept-runner', exiting=False):
             return decorator.run(worker.__wrapped__, args.site, config,
                                  arguments=arguments, **options)
         options.setdefault('ticks', 1)
+        metrics = _metrics(options, worker)
         with contextlib.ExitStack() as stack:
             if options.pop('lock_file', None):
                 stack.enter_context(locked(args.lock_file))
+            if metrics is not None:
+                stack.enter_context(metrics)
+                options['middleware'] = [metrics]
             return environment.run(worker, args.site, config, **options)
 
     return _execute(parser.prog, args.debug, run_function, exiting)
@@ -170,8 +174,9 @@ def loop_options(args):
 
 
 def production_options(args):
-    """The limits and health options given on the command line."""
-    names = ('max_ticks', 'max_runtime', 'max_memory', 'heartbeat')
+    """The limits, health and metrics options given on the command line."""
+    names = ('max_ticks', 'max_runtime', 'max_memory', 'heartbeat',
+             'metrics', 'metrics_file')
     return {name: getattr(args, name) for name in names
             if getattr(args, name) is not None}
 
@@ -334,6 +339,15 @@ def _transient(error):
             disk_full(error) or outage.unavailable(error))
 
 
+def _metrics(options, worker):
+    """The Metrics middleware that `options` ask for (taken out of them),
+    or None."""
+    if 'metrics' not in options and 'metrics_file' not in options:
+        return None
+    from gocept.runner import metrics
+    return metrics.from_options(options, worker)
+
+
 class _ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
@@ -381,6 +395,15 @@ def _parser(prog, description, required=False):
         '--heartbeat', type=_not_empty, metavar='PATH',
         help='update the modification time of this file after every tick')
     parser.add_argument(
+        '--metrics', type=_metrics_address, metavar='[HOST:]PORT',
+        help='serve Prometheus metrics over HTTP on this port of 127.0.0.1,'
+             ' or of HOST (needs the metrics extra)')
+    parser.add_argument(
+        '--metrics-file', type=_not_empty, metavar='PATH',
+        help="write Prometheus metrics to this file at the run's end, for"
+             " node_exporter's textfile collector (needs the metrics"
+             " extra)")
+    parser.add_argument(
         '--debug', action='store_true',
         help='show the traceback of an error')
     parser.add_argument(
@@ -412,6 +435,15 @@ class _HelpFormatter(argparse.HelpFormatter):
 def _not_empty(value):
     if not value:
         raise argparse.ArgumentTypeError('must not be empty')
+    return value
+
+
+def _metrics_address(value):
+    from gocept.runner import metrics
+    try:
+        metrics.address(value)
+    except ConfigurationError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return value
 
 

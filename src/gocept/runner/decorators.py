@@ -24,7 +24,10 @@ class appmain:
     callable returning one, such as from_config's) every tick runs as that
     principal.  With a `lock_file`, a call holds that lock while it runs
     (see gocept.runner.lock).  The `options` (`max_ticks`, `max_runtime`,
-    `max_memory`, `heartbeat`, `middleware`) are passed on to MainLoop.
+    `max_memory`, `heartbeat`, `middleware`) are passed on to MainLoop;
+    `metrics` ([HOST:]PORT to serve Prometheus metrics on) and
+    `metrics_file` (a file to write them to at the end) add
+    gocept.runner.metrics.
 
     `arguments`, a function, declares the worker's own command line: it is
     called with an argparse argument group to add them to, and the worker
@@ -99,10 +102,15 @@ class appmain:
                         lock_file=self.lock_file)
         settings.update(overrides)
         lock_file = settings.pop('lock_file')
+        metrics = _metrics(settings, worker)
         with contextlib.ExitStack() as stack:
             stack.enter_context(signals.handled())
             if lock_file:
                 stack.enter_context(lock.locked(lock_file))
+            if metrics is not None:
+                stack.enter_context(metrics)
+                settings['middleware'] = [
+                    *settings.get('middleware', ()), metrics]
             site = stack.enter_context(self.application(appname, configfile))
             if 'principal' not in settings:
                 # Asked now: from_config's reads the zope.conf just loaded.
@@ -121,6 +129,19 @@ class once(appmain):
                  **options):
         super().__init__(principal=principal, lock_file=lock_file,
                          arguments=arguments, **options)
+
+
+def _metrics(settings, worker):
+    """The Metrics middleware the settings ask for (taken out of them), or
+    None."""
+    if (settings.get('metrics') is None and
+            settings.get('metrics_file') is None):
+        settings.pop('metrics', None)
+        settings.pop('metrics_file', None)
+        return None
+    # Imported here: prometheus_client would slow every runner's start-up.
+    from gocept.runner import metrics
+    return metrics.from_options(settings, worker)
 
 
 def _called_with(worker, arguments):

@@ -10,6 +10,7 @@ back.  A stop signal ends the loop at once, outage or not.
 
 import logging
 import sys
+import time
 
 from gocept.runner.filestorage import disk_full
 from gocept.runner.middleware import Middleware
@@ -47,6 +48,16 @@ class Outage(Middleware):
     def __init__(self):
         # The pause before the next tick, while the storage is unavailable.
         self.pause = None
+        # When the outage began (time.monotonic()), None while the storage
+        # is available; the seconds of the outages that have ended.
+        self.since = None
+        self.past = 0.0
+
+    def seconds(self):
+        """How many seconds the storage has been unavailable in all."""
+        if self.since is None:
+            return self.past
+        return self.past + time.monotonic() - self.since
 
     def after_tick(self, loop, tick):
         if tick.outcome == 'unavailable':
@@ -56,6 +67,7 @@ class Outage(Middleware):
                     ' aborted; trying again until it is back',
                     _describe(tick.error), loop.name)
                 self.pause = OUTAGE_PAUSE[0]
+                self.since = tick.started
             else:
                 self.pause = min(2 * self.pause, OUTAGE_PAUSE[1])
             tick.pause = self.pause
@@ -63,6 +75,8 @@ class Outage(Middleware):
                 'committed', 'doomed', 'conflict'):
             log.info('Storage available again, worker %s goes on', loop.name)
             self.pause = None
+            self.past += tick.started - self.since
+            self.since = None
 
 
 def _describe(error):

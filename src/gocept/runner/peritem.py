@@ -98,6 +98,7 @@ def _end(stats, error, where):
     stats.failed += 1
     if isinstance(error, ConflictError):
         stats.conflicts += 1
+        stats.conflicted += 1
         stats.warning('Conflict in %s, transaction aborted; the run ends'
                       ' here: %s', where, error)
     else:
@@ -131,6 +132,7 @@ def _commit(stats, where, description):
         transaction.abort()
         stats.failed += 1
         stats.conflicts += 1
+        stats.conflicted += 1
         stats.warning('Conflict in the changes made %s %s, transaction'
                       ' aborted%s: %s', where, description,
                       ', item skipped' if where == 'before' else '', e)
@@ -153,6 +155,7 @@ def _run_item(func, description, stats):
     except ConflictError as e:
         stats.failed += 1
         stats.conflicts += retry.ATTEMPTS
+        stats.conflicted += 1
         stats.warning('Conflict in %s, transaction aborted after %s'
                       ' attempts: %s', description, retry.ATTEMPTS, e)
     except Exception as e:
@@ -173,7 +176,9 @@ class Collector:
     """
 
     def __init__(self):
-        self.committed = self.failed = self.conflicts = 0
+        # Items committed and failed (`conflicted` of them by a conflict);
+        # conflicts, retried or not.
+        self.committed = self.failed = self.conflicts = self.conflicted = 0
 
     def __enter__(self):
         _collectors.__dict__.setdefault('stack', []).append(self)
@@ -202,7 +207,7 @@ class Statistics:
 
     def __init__(self, name):
         self.name = name
-        self.committed = self.failed = self.conflicts = 0
+        self.committed = self.failed = self.conflicts = self.conflicted = 0
         self.started = self.last_progress = time.monotonic()
         self.terminal = _isatty(sys.stderr)
         self.shown = False
@@ -251,6 +256,7 @@ class Statistics:
             collector.committed += self.committed
             collector.failed += self.failed
             collector.conflicts += self.conflicts
+            collector.conflicted += self.conflicted
 
     def __str__(self):
         seconds = time.monotonic() - self.started

@@ -21,7 +21,7 @@ def _always():
 
 
 def run(func, attempts=ATTEMPTS, begin=_nothing, commit=transaction.commit,
-        abort=transaction.abort, may_retry=_always):
+        abort=transaction.abort, may_retry=_always, failed=None):
     """Call ``begin()``, ``func()`` and ``commit()``; return func's result.
 
     What the `transaction` package deems retryable (a ConflictError, a
@@ -29,7 +29,8 @@ def run(func, attempts=ATTEMPTS, begin=_nothing, commit=transaction.commit,
     random pause, `attempts` times in all, as long as ``may_retry()`` says
     so; the error of the last attempt is raised.  Any other error calls
     ``abort()`` and is raised at once.  Returns `func`'s result and the
-    number of attempts that were retried.
+    number of attempts that were retried.  `failed`, if given, is called
+    with the error of every attempt that failed, before the abort.
 
     `begin` defaults to nothing: the first attempt runs in the transaction
     the caller has, and the abort before a retry has brought the connection
@@ -43,6 +44,8 @@ def run(func, attempts=ATTEMPTS, begin=_nothing, commit=transaction.commit,
             commit()
             return result, retried
         except BaseException as e:
+            if failed is not None:
+                failed(e)
             # Asked before the abort: data managers that joined may say, too.
             retryable = (retried + 1 < attempts and
                          transaction.get().isRetryableError(e) and

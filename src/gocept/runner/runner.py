@@ -90,11 +90,16 @@ class Tick:
         self.outcome = None
         self.error = None
         self.result = None
-        # How many conflicts were retried.
+        # How many conflicts were retried; how many there were in all.
         self.retried = 0
+        self.conflicts = 0
+        # What the runs of transaction_per_item did (a peritem.Collector).
+        self.items = None
         # Seconds to sleep before the next tick.
         self.pause = 0
+        # When the tick began and ended (time.monotonic()).
         self.started = time.monotonic()
+        self.ended = None
 
 
 class MainLoop:
@@ -248,6 +253,8 @@ class MainLoop:
         tick = Tick(self.tick_count)
         with peritem.collect() as self._items:
             self._run_worker(tick)
+        tick.ended = time.monotonic()
+        tick.items = self._items
         self.items_failed = self._items.failed
         self.failed = tick.outcome not in ('committed', 'doomed', 'aborted')
         self.committed = (self.committed or tick.outcome == 'committed' or
@@ -255,7 +262,7 @@ class MainLoop:
         if log.isEnabledFor(logging.DEBUG):
             log.debug('Tick %s of worker %s: %s in %.3f s', tick.number,
                       self.name, _describe_outcome(tick),
-                      time.monotonic() - tick.started)
+                      tick.ended - tick.started)
         for middleware in self.middleware:
             middleware.after_tick(self, tick)
         self._reopen_logs()
@@ -298,11 +305,14 @@ class MainLoop:
         zope.security.management.endInteraction()
 
     def _run_worker(self, tick):
+        def failed(error):
+            if isinstance(error, ConflictError):
+                tick.conflicts += 1
         try:
             tick.result, tick.retried = retry.run(
                 self._call_worker, begin=self._begin_attempt,
                 commit=self.commit, abort=self.abort,
-                may_retry=self._may_retry)
+                may_retry=self._may_retry, failed=failed)
         except (SystemExit, KeyboardInterrupt) as e:
             tick.outcome, tick.error = 'aborted', e
             self.exit_code = getattr(e, 'code', None)

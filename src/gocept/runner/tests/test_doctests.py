@@ -55,5 +55,8 @@ def test_suite():
         doctest.DocFileSuite(
             '../zeo.rst',
             optionflags=FLAGS),
+        doctest.DocFileSuite(
+            '../metrics.rst',
+            optionflags=FLAGS),
         OwnProcessDocTest('upgrading.rst'),
     ])

@@ -1,0 +1,350 @@
+"""Prometheus metrics of a runner: served over HTTP, or written to a file.
+
+A daemon serves them (``--metrics [HOST:]PORT``, ``metrics=``) for
+Prometheus to scrape; a ``once`` job (cron) writes them at its end into a
+file of node_exporter's textfile collector (``--metrics-file PATH``,
+``metrics_file=``).  Every figure carries the label ``worker``, the dotted
+name of the worker.  Metrics never change what the runner does: what fails
+on their account (a port that is taken, a file that cannot be written or
+read back) is one WARNING, and the job goes on.
+
+This needs the ``metrics`` extra (prometheus_client).
+"""
+
+import bisect
+import importlib.metadata
+import ipaddress
+import logging
+import math
+import re
+import time
+
+from gocept.runner import outage
+from gocept.runner.config import ConfigurationError
+from gocept.runner.middleware import Middleware
+
+
+try:
+    import prometheus_client
+    import prometheus_client.core
+    import prometheus_client.parser
+    import prometheus_client.utils
+except ImportError:  # the extra is not installed
+    prometheus_client = None
+
+
+log = logging.getLogger('gocept.runner.runner')
+
+MISSING = ('Metrics need the metrics extra of gocept.runner (prometheus_client'
+           ' is not installed): pip install "gocept.runner[metrics]"')
+
+# The buckets (seconds) of the tick duration: from ticks of a millisecond to
+# the hour of a nightly job.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+           5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
+
+# The value of the label `outcome` of ticks_total for a Tick's outcome
+# (ticks aborted by SystemExit or KeyboardInterrupt are not counted).
+TICK_OUTCOMES = {'committed': 'committed', 'doomed': 'doomed',
+                 'error': 'failed', 'conflict': 'conflict',
+                 'unavailable': 'unavailable'}
+
+ITEM_OUTCOMES = ('committed', 'failed', 'conflict')
+
+LAST_SUCCESS = 'gocept_runner_last_success_timestamp_seconds'
+
+VERSION = importlib.metadata.version('gocept.runner')
+
+
+def address(value):
+    """The (host, port) that `value` names: a port (127.0.0.1), HOST:PORT
+    or [IPV6]:PORT.
+
+    Raises ConfigurationError for anything else.
+    """
+    text = str(value)
+    match = re.fullmatch(r'(?:\[([0-9A-Fa-f:.]+)\]:|([^:\[\]]+):)?([0-9]+)',
+                         text)
+    host = port = None
+    if match is not None:
+        ipv6, name, port = match.groups()
+        port = int(port)
+        host = ipv6 or name or '127.0.0.1'
+        if ipv6 is not None:
+            try:
+                ipaddress.IPv6Address(ipv6)
+            except ValueError:
+                host = None
+        elif not re.fullmatch(r'[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?',
+                              host):
+            host = None
+    if isinstance(value, bool) or host is None or not 0 < port < 65536:
+        raise ConfigurationError(
+            f'{value!r} is not an address to serve metrics on:'
+            ' give [HOST:]PORT')
+    return host, port
+
+
+def available():
+    """Raise ConfigurationError if the metrics extra is not installed."""
+    if prometheus_client is None:
+        raise ConfigurationError(MISSING)
+
+
+def from_options(options, worker):
+    """The Metrics that the loop options `options` ask for (``metrics``,
+    ``metrics_file``, which are taken out of them), or None."""
+    serve = options.pop('metrics', None)
+    path = options.pop('metrics_file', None)
+    if serve is None and path is None:
+        return None
+    return Metrics(serve, path, worker)
+
+
+def dotted_name(worker):
+    """The worker's module and qualified name, as the label `worker`."""
+    module = getattr(worker, '__module__', None)
+    name = getattr(worker, '__qualname__', None) or repr(worker)
+    return f'{module}.{name}' if module else name
+
+
+class Metrics(Middleware):
+    """Measures a loop; serves the metrics on `serve` (a (host, port) or
+    what `address` takes) and/or writes them to the file `path`.
+
+    The server runs from the start of the loop to its end.  The file is
+    written when the loop has ended; used as a context manager around the
+    set-up of the application and the loop, also when the run fails before
+    its loop.  `worker` (else the loop's) gives the label ``worker``.
+    Each Metrics has a registry of its own (`registry`).
+    """
+
+    def __init__(self, serve=None, path=None, worker=None):
+        available()
+        self.address = None if serve is None else address(serve)
+        self.path = path
+        self.worker = None if worker is None else dotted_name(worker)
+        self.server = None
+        # When the run began (Unix time); whether it is in a `with` block.
+        self.started = None
+        self.entered = False
+        self.written = False
+        # The figures, plain numbers that only the loop's thread changes
+        # (prometheus_client's metric objects take a lock for each change,
+        # which costs an empty tick a fifth of its time); a scrape reads
+        # them through _Collector.
+        self.ticks = dict.fromkeys(TICK_OUTCOMES.values(), 0)
+        self.items = dict.fromkeys(ITEM_OUTCOMES, 0)
+        self.conflicts = 0
+        # The ticks' durations: how many fell into each bucket (not
+        # cumulative; the last is +Inf's), and their sum.
+        self.durations = [0] * len(BUCKETS)
+        self.duration_sum = 0.0
+        # When a tick last committed in this run (Unix time), else None;
+        # the last success the metrics give (also of a run before).
+        self.succeeded_at = None
+        self.last_success = 0
+        self.last_outcome = None
+        self.items_failed = False
+        # The last run (for the file): success, end, duration.
+        self.last_run = None
+        self.outage = None
+        self.registry = prometheus_client.CollectorRegistry()
+        self.registry.register(_Collector(self))
+        prometheus_client.ProcessCollector(
+            namespace='gocept_runner', registry=self.registry)
+
+    def __enter__(self):
+        self.entered = True
+        self.written = False
+        self.last_outcome = None
+        self.started = time.time()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.entered = False
+        # The run failed before (or while starting) its loop.
+        if self.path is not None and not self.written:
+            self.worker = self.worker or 'unknown'
+            self.write()
+
+    # The hooks of the loop.
+
+    def before_loop(self, loop):
+        self.worker = self.worker or dotted_name(loop.worker)
+        if not self.entered:
+            self.started = time.time()
+        self.written = False
+        self.last_outcome = None
+        self.items_failed = False
+        self.succeeded_at = None
+        self.outage = next((m for m in loop.middleware
+                            if isinstance(m, outage.Outage)), None)
+        if self.address is not None:
+            self.serve()
+
+    def after_tick(self, loop, tick):
+        outcome = TICK_OUTCOMES.get(tick.outcome)
+        if outcome is not None:
+            self.ticks[outcome] += 1
+        self.last_outcome = tick.outcome
+        self.conflicts += tick.conflicts
+        seconds = tick.ended - tick.started
+        self.durations[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+        items = tick.items
+        committed = tick.outcome == 'committed'
+        if items is not None and (items.committed or items.failed):
+            self.items['committed'] += items.committed
+            self.items['failed'] += items.failed - items.conflicted
+            self.items['conflict'] += items.conflicted
+            self.conflicts += items.conflicts
+            committed = committed or items.committed > 0
+            self.items_failed = items.failed > 0
+        else:
+            self.items_failed = False
+        if committed:
+            self.succeeded_at = self.last_success = time.time()
+
+    def after_loop(self, loop):
+        self.stop_serving()
+        if self.path is not None:
+            self.write()
+
+    # Serving and writing.
+
+    def serve(self):
+        """Serve the metrics over HTTP on `address` (a WARNING if that
+        fails)."""
+        host, port = self.address
+        try:
+            self.server, _ = prometheus_client.start_http_server(
+                port, host, registry=self.registry)
+        except OSError as e:
+            log.warning('Cannot serve metrics on %s: %s', _netloc(host, port),
+                        e.strerror or e)
+        else:
+            log.debug('Serving metrics on http://%s/metrics',
+                      _netloc(host, port))
+
+    def stop_serving(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def succeeded(self):
+        """Whether the run succeeded: its last tick committed (or was
+        doomed) and no item of it failed."""
+        return (self.last_outcome in ('committed', 'doomed') and
+                not self.items_failed)
+
+    def write(self):
+        """Write the metrics to `path`, atomically (a WARNING if that
+        fails)."""
+        self.written = True
+        now = time.time()
+        success = self.succeeded()
+        self.last_run = (success, now, now - (self.started or now))
+        if not success and self.succeeded_at is None:
+            previous = self.previous_success()
+            if previous is not None:
+                self.last_success = previous
+        try:
+            prometheus_client.write_to_textfile(self.path, self.registry)
+        except OSError as e:
+            log.warning('Cannot write the metrics file %s: %s', self.path,
+                        e.strerror or e)
+
+    def previous_success(self):
+        """The last success that the file of the run before gives, or None.
+        """
+        try:
+            with open(self.path, encoding='utf-8') as f:
+                text = f.read()
+            for family in prometheus_client.parser \
+                    .text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if (sample.name == LAST_SUCCESS and
+                            sample.labels.get('worker') == self.worker):
+                        return sample.value
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            reason = e.strerror if isinstance(e, OSError) else 'not metrics'
+            log.warning('Cannot read the last success from the metrics'
+                        ' file %s: %s', self.path, reason or e)
+        return None
+
+
+class _Collector:
+    """The figures of a Metrics, as prometheus_client's metric families."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        metrics = self.metrics
+        worker = metrics.worker
+        if worker is None:
+            return []  # no loop has started yet
+        core = prometheus_client.core
+        families = []
+
+        def family(kind, name, documentation, value=None, labels=()):
+            metric = kind(name, documentation, labels=['worker', *labels])
+            families.append(metric)
+            if value is not None:
+                metric.add_metric([worker], value)
+            return metric
+
+        ticks = family(core.CounterMetricFamily, 'gocept_runner_ticks',
+                       'Ticks by outcome.', labels=['outcome'])
+        for outcome, number in list(metrics.ticks.items()):
+            ticks.add_metric([worker, outcome], number)
+        family(core.CounterMetricFamily, 'gocept_runner_conflicts',
+               'Conflicts on commit, retried or not.', metrics.conflicts)
+        durations = family(
+            core.HistogramMetricFamily, 'gocept_runner_tick_duration_seconds',
+            "Seconds from a tick's begin to the end of its commit.")
+        buckets, total = [], 0
+        for bound, number in zip(BUCKETS, list(metrics.durations)):
+            total += number
+            buckets.append((prometheus_client.utils.floatToGoString(bound),
+                            total))
+        durations.add_metric([worker], buckets, metrics.duration_sum)
+        family(core.GaugeMetricFamily, LAST_SUCCESS,
+               'When a tick last committed (Unix time).',
+               metrics.last_success)
+        state = metrics.outage
+        down = state is not None and state.since is not None
+        family(core.GaugeMetricFamily, 'gocept_runner_storage_unavailable',
+               'Whether the loop backs off from a storage outage (1) or not'
+               ' (0).', 1 if down else 0)
+        family(core.CounterMetricFamily,
+               'gocept_runner_storage_unavailable_seconds',
+               'Seconds the storage was unavailable.',
+               0 if state is None else state.seconds())
+        items = family(core.CounterMetricFamily, 'gocept_runner_items',
+                       'Items of transaction_per_item by outcome.',
+                       labels=['outcome'])
+        for outcome, number in list(metrics.items.items()):
+            items.add_metric([worker, outcome], number)
+        family(core.InfoMetricFamily, 'gocept_runner',
+               'The version of gocept.runner.', {'version': VERSION})
+        if metrics.last_run is not None:
+            success, ended, duration = metrics.last_run
+            family(core.GaugeMetricFamily, 'gocept_runner_last_run_success',
+                   'Whether the last run succeeded (1) or failed (0).',
+                   1 if success else 0)
+            family(core.GaugeMetricFamily,
+                   'gocept_runner_last_run_timestamp_seconds',
+                   'When the last run ended (Unix time).', ended)
+            family(core.GaugeMetricFamily,
+                   'gocept_runner_last_run_duration_seconds',
+                   'How many seconds the last run took.', duration)
+        return families
+
+
+def _netloc(host, port):
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'

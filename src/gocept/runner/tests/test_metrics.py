@@ -1,0 +1,497 @@
+"""Prometheus metrics of real runner processes, read with prometheus_client's
+own parser."""
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import prometheus_client
+import prometheus_client.parser
+import transaction
+import ZODB
+
+import gocept.runner
+import gocept.runner.metrics
+from gocept.runner import retry
+from gocept.runner import testing
+from gocept.runner.config import ConfigurationError
+from gocept.runner.tests import programs
+
+
+MODULE = 'gocept.runner.tests.metricsworkers'
+# The program's name in its messages.
+PROG = 'python -m gocept.runner'
+
+
+def parse(text):
+    """The samples of the exposition `text`: {(name, labels): value}."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in prometheus_client.parser
+            .text_string_to_metric_families(text)
+            for sample in family.samples}
+
+
+def scrape(port, host='127.0.0.1'):
+    with urllib.request.urlopen(
+            f'http://{host}:{port}/metrics', timeout=10) as response:
+        return parse(response.read().decode('utf-8'))
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def read(path):
+    with open(path, encoding='utf-8') as f:
+        return parse(f.read())
+
+
+class RunnerProcess:
+    """The gocept-runner command with a worker of metricsworkers, its
+    zope.conf, report and output in `directory`."""
+
+    def __init__(self, directory, storage=None):
+        self.directory = directory
+        programs.write_zope_conf(directory, storage)
+        self.env = dict(os.environ,
+                        RUNNER_TEST_REPORT=os.path.join(directory, 'report'))
+
+    def command(self, worker, *args):
+        return [sys.executable, '-m', 'gocept.runner',
+                '-C', os.path.join(self.directory, 'zope.conf'), *args,
+                f'{MODULE}:{worker}']
+
+    def start(self, worker, *args):
+        output = open(os.path.join(self.directory, 'output'), 'ab')
+        with output:
+            return subprocess.Popen(self.command(worker, *args),
+                                    stdout=output, stderr=output,
+                                    env=self.env)
+
+    def run(self, worker, *args, env=None):
+        return subprocess.run(self.command(worker, *args),
+                              env=dict(self.env, **(env or {})),
+                              capture_output=True, text=True, timeout=60)
+
+    def output(self):
+        with open(os.path.join(self.directory, 'output')) as f:
+            return f.read()
+
+
+def wait_for_scrape(port, runner, condition=bool, host='127.0.0.1',
+                    timeout=60):
+    """Scrape `port` until it answers with samples that meet `condition`;
+    return them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            samples = scrape(port, host)
+        except OSError:  # not serving yet
+            samples = None
+        if samples is not None and condition(samples):
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f'Timed out; output:\n{runner.output()}')
+        time.sleep(0.05)
+
+
+class TestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+
+    def process(self, storage=None):
+        return RunnerProcess(self.dir, storage)
+
+    def stop(self, process):
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(0, process.wait(30))
+
+
+class ServedTests(TestCase):
+
+    def test_the_counters_of_a_daemon_match_what_happened(self):
+        runner = self.process()
+        port = testing.free_port()
+        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
+                               str(port))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        programs.wait_for(self.dir, 'done', timeout=60)
+        worker = f'{MODULE}.mixed'
+        # The report is written in the last tick, before its commit.
+        samples = wait_for_scrape(port, runner, lambda samples: value(
+            samples, 'gocept_runner_tick_duration_seconds_count',
+            worker=worker) == 8)
+        ticks = {outcome: value(samples, 'gocept_runner_ticks_total',
+                                worker=worker, outcome=outcome)
+                 for outcome in ('committed', 'failed', 'conflict')}
+        self.assertEqual({'committed': 5, 'failed': 2, 'conflict': 1}, ticks)
+        self.assertEqual(
+            retry.ATTEMPTS + 1,
+            value(samples, 'gocept_runner_conflicts_total', worker=worker))
+        last = value(samples, 'gocept_runner_last_success_timestamp_seconds',
+                     worker=worker)
+        self.assertLess(abs(time.time() - last), 30)
+        self.assertEqual(0, value(samples, 'gocept_runner_storage_unavailable',
+                                  worker=worker))
+        self.assertEqual(1, value(samples, 'gocept_runner_info',
+                                  worker=worker, version='4.0.dev0'))
+        start = value(samples, 'gocept_runner_process_start_time_seconds')
+        self.assertLess(abs(time.time() - start), 60)
+        self.stop(process)
+        # The server has ended with the loop.
+        with self.assertRaises(OSError):
+            scrape(port)
+
+    def test_a_taken_port_is_a_warning_and_changes_nothing_else(self):
+        runner = self.process()
+        with socket.socket() as taken:
+            taken.bind(('127.0.0.1', 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = runner.run('success', '--once', '--metrics', str(port))
+        self.assertEqual(0, result.returncode, result.stdout)
+        self.assertEqual(['succeeded'], programs.read_report(self.dir))
+        warnings = [line for line in result.stdout.splitlines()
+                    if line.startswith('WARNING')]
+        self.assertEqual(
+            [f'WARNING gocept.runner.runner Cannot serve metrics on'
+             f' 127.0.0.1:{port}: Address already in use'], warnings)
+
+    def test_a_named_interface(self):
+        runner = self.process()
+        port = testing.free_port()
+        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
+                               f'localhost:{port}')
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        samples = wait_for_scrape(port, runner)
+        self.assertIn(('gocept_runner_ticks_total', (
+            ('outcome', 'committed'), ('worker', f'{MODULE}.mixed'))),
+            samples)
+        self.stop(process)
+
+    def test_an_ipv6_interface(self):
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(('::1', 0))
+                port = s.getsockname()[1]
+        except OSError:
+            self.skipTest('no IPv6 loopback interface')
+        runner = self.process()
+        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
+                               f'[::1]:{port}')
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        wait_for_scrape(port, runner, lambda samples: value(
+            samples, 'gocept_runner_ticks_total', worker=f'{MODULE}.mixed',
+            outcome='committed') == 5, host='[::1]')
+        # Not on IPv4's loopback interface.
+        with self.assertRaises(OSError):
+            scrape(port)
+        self.stop(process)
+
+    def test_not_an_address_is_a_usage_error(self):
+        runner = self.process()
+        for address in ('x', '::1', '70000', 'host:', '[::1]', '0'):
+            result = runner.run('success', '--once', '--metrics', address)
+            self.assertEqual(2, result.returncode, address)
+            self.assertEqual(
+                f"{PROG}: argument --metrics: {address!r} is not an"
+                " address to serve metrics on: give [HOST:]PORT (see"
+                " --help)\n", result.stderr)
+        self.assertEqual([], programs.read_report(self.dir))
+        self.assertFalse(os.path.exists(os.path.join(self.dir, 'Data.fs')))
+
+
+class OutageTests(TestCase):
+
+    def test_the_storage_unavailable_while_the_zeo_server_is_away(self):
+        server = testing.ZEOServer(self.dir)
+        server.start()
+        self.addCleanup(server.stop)
+        runner = self.process(
+            f'<clientstorage>\n    server {server.address}\n'
+            '    wait-timeout 1\n  </clientstorage>')
+        # <clientstorage> is ZEO's own section type.
+        with open(os.path.join(self.dir, 'zope.conf')) as f:
+            conf = f.read()
+        with open(os.path.join(self.dir, 'zope.conf'), 'w') as f:
+            f.write('%import ZEO\n' + conf)
+        port = testing.free_port()
+        process = runner.start('success', '--ticks', '0.1', '--metrics',
+                               str(port))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        worker = f'{MODULE}.success'
+
+        def committed(samples):
+            return value(samples, 'gocept_runner_ticks_total',
+                         worker=worker, outcome='committed') or 0
+        wait_for_scrape(port, runner, lambda s: committed(s) >= 2)
+        server.stop()
+        samples = wait_for_scrape(port, runner, lambda s: value(
+            s, 'gocept_runner_storage_unavailable_seconds_total',
+            worker=worker) >= 1)
+        self.assertEqual(1, value(samples, 'gocept_runner_storage_unavailable',
+                                  worker=worker))
+        self.assertGreater(value(samples, 'gocept_runner_ticks_total',
+                                 worker=worker, outcome='unavailable'), 0)
+        before = committed(samples)
+        server.start()
+        samples = wait_for_scrape(port, runner,
+                                  lambda s: committed(s) > before)
+        self.assertEqual(0, value(samples, 'gocept_runner_storage_unavailable',
+                                  worker=worker))
+        away = value(samples,
+                     'gocept_runner_storage_unavailable_seconds_total',
+                     worker=worker)
+        self.assertGreaterEqual(away, 1)
+        time.sleep(0.3)
+        self.assertEqual(away, value(
+            scrape(port), 'gocept_runner_storage_unavailable_seconds_total',
+            worker=worker))
+        self.stop(process)
+
+
+class TextfileTests(TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.runner = self.process()
+        self.path = os.path.join(self.dir, 'metrics', 'job.prom')
+        os.mkdir(os.path.dirname(self.path))
+
+    def run_job(self, worker):
+        return self.runner.run(worker, '--once', '--metrics-file', self.path)
+
+    def test_a_failing_run_keeps_the_last_success_of_the_run_before(self):
+        started = time.time()
+        self.assertEqual(0, self.run_job('job').returncode)
+        worker = f'{MODULE}.job'
+        first = read(self.path)
+        self.assertEqual(1, value(first, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        success = value(first, 'gocept_runner_last_success_timestamp_seconds',
+                        worker=worker)
+        ended = value(first, 'gocept_runner_last_run_timestamp_seconds',
+                      worker=worker)
+        self.assertLessEqual(started, success)
+        self.assertLessEqual(success, ended)
+        self.assertLessEqual(ended, time.time())
+        duration = value(first, 'gocept_runner_last_run_duration_seconds',
+                         worker=worker)
+        self.assertLess(0, duration)
+        self.assertLessEqual(duration, time.time() - started)
+        self.assertEqual(1, value(first, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='committed'))
+
+        # The same worker's run fails (its label is the same: the file is
+        # the job's).
+        shutil.copy(self.path, self.path + '.first')
+        result = self.runner.run(
+            'job', '--once', '--metrics-file', self.path,
+            env={'JOB_FAILS': 'yes'})
+        self.assertEqual(1, result.returncode, result.stdout)
+        second = read(self.path)
+        self.assertEqual(0, value(second, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertEqual(success, value(
+            second, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+        self.assertLess(ended, value(
+            second, 'gocept_runner_last_run_timestamp_seconds',
+            worker=worker))
+        self.assertEqual(1, value(second, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='failed'))
+        # No temporary file is left beside it.
+        self.assertEqual(['job.prom', 'job.prom.first'],
+                         sorted(os.listdir(os.path.dirname(self.path))))
+
+    def test_a_job_that_never_succeeded_says_so(self):
+        self.assertEqual(1, self.run_job('failure').returncode)
+        samples = read(self.path)
+        worker = f'{MODULE}.failure'
+        self.assertEqual(0, value(samples, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertEqual(0, value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+
+    def test_items_of_transaction_per_item(self):
+        result = self.run_job('items')
+        self.assertEqual(1, result.returncode, result.stdout)
+        samples = read(self.path)
+        worker = f'{MODULE}.items'
+        self.assertEqual(
+            {'committed': 2, 'failed': 1, 'conflict': 1},
+            {outcome: value(samples, 'gocept_runner_items_total',
+                            worker=worker, outcome=outcome)
+             for outcome in ('committed', 'failed', 'conflict')})
+        self.assertEqual(retry.ATTEMPTS, value(
+            samples, 'gocept_runner_conflicts_total', worker=worker))
+        self.assertEqual(0, value(samples, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        # Items committed: that was a success of the job's work.
+        self.assertLess(abs(time.time() - value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker)), 60)
+
+    def test_a_run_that_fails_before_its_loop_writes_the_file(self):
+        with open(os.path.join(self.dir, 'zope.conf'), 'a') as f:
+            f.write('<zodb>\n  <filestorage>\n    path'
+                    f' {self.dir}/nowhere/Data.fs\n  </filestorage>\n'
+                    '</zodb>\n')
+        result = self.run_job('success')
+        self.assertNotEqual(0, result.returncode)
+        samples = read(self.path)
+        self.assertEqual(0, value(samples, 'gocept_runner_last_run_success',
+                                  worker=f'{MODULE}.success'))
+
+    def test_a_missing_directory_is_a_warning(self):
+        self.path = os.path.join(self.dir, 'missing', 'job.prom')
+        result = self.run_job('success')
+        self.assertEqual(0, result.returncode, result.stdout)
+        self.assertEqual(['succeeded'], programs.read_report(self.dir))
+        self.assertEqual(
+            [f'WARNING gocept.runner.runner Cannot write the metrics file'
+             f' {self.path}: No such file or directory'],
+            [line for line in result.stdout.splitlines()
+             if line.startswith('WARNING')])
+        self.assertFalse(os.path.exists(os.path.dirname(self.path)))
+
+    @unittest.skipIf(os.geteuid() == 0, 'root writes anywhere')
+    def test_a_directory_not_writable_is_a_warning(self):
+        os.chmod(os.path.dirname(self.path), 0o500)
+        self.addCleanup(os.chmod, os.path.dirname(self.path), 0o700)
+        result = self.run_job('failure')
+        self.assertEqual(1, result.returncode, result.stdout)
+        self.assertIn(
+            f'WARNING gocept.runner.runner Cannot write the metrics file'
+            f' {self.path}: Permission denied', result.stdout)
+        self.assertEqual([], os.listdir(os.path.dirname(self.path)))
+
+    def test_a_previous_file_that_is_not_metrics_is_a_warning(self):
+        with open(self.path, 'w') as f:
+            f.write('not metrics {{{\n')
+        result = self.run_job('failure')
+        self.assertEqual(1, result.returncode, result.stdout)
+        self.assertIn(
+            f'WARNING gocept.runner.runner Cannot read the last success from'
+            f' the metrics file {self.path}: not metrics', result.stdout)
+        self.assertEqual(0, value(
+            read(self.path), 'gocept_runner_last_run_success',
+            worker=f'{MODULE}.failure'))
+
+
+class ExtraTests(TestCase):
+
+    def test_without_the_extra_asking_for_metrics_is_one_line(self):
+        # A Python that finds all that the runner needs, but not
+        # prometheus_client: site-packages without it, and no site (-S).
+        site = os.path.dirname(os.path.dirname(prometheus_client.__file__))
+        path = os.path.join(self.dir, 'path')
+        os.mkdir(path)
+        for name in os.listdir(site):
+            if not name.startswith('prometheus_client'):
+                os.symlink(os.path.join(site, name),
+                           os.path.join(path, name))
+        src = os.path.dirname(os.path.dirname(os.path.dirname(
+            gocept.runner.__file__)))
+        runner = self.process()
+        env = dict(runner.env, PYTHONPATH=os.pathsep.join([src, path]))
+        for option in ('--metrics=9100', f'--metrics-file={self.dir}/x.prom'):
+            result = subprocess.run(
+                [sys.executable, '-S', '-m', 'gocept.runner', '-C',
+                 os.path.join(self.dir, 'zope.conf'), '--once', option,
+                 f'{MODULE}:success'],
+                env=env, capture_output=True, text=True, timeout=60)
+            self.assertEqual(2, result.returncode, result.stderr)
+            self.assertEqual(
+                f'{PROG}: Metrics need the metrics extra of'
+                ' gocept.runner (prometheus_client is not installed): pip'
+                ' install "gocept.runner[metrics]"\n', result.stderr)
+        self.assertEqual([], programs.read_report(self.dir))
+        self.assertFalse(os.path.exists(os.path.join(self.dir, 'Data.fs')))
+        # The same Python runs the job without metrics.
+        result = subprocess.run(
+            [sys.executable, '-S', '-m', 'gocept.runner', '-C',
+             os.path.join(self.dir, 'zope.conf'), '--once',
+             f'{MODULE}:success'],
+            env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual(['succeeded'], programs.read_report(self.dir))
+
+
+class InProcessTests(unittest.TestCase):
+    """Metrics as a middleware of MainLoops in this process."""
+
+    def setUp(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        self.db = ZODB.DB(f'{directory}/Data.fs')
+        self.addCleanup(self.db.close)
+        self.conn = self.db.open()
+        self.addCleanup(self.conn.close)
+        self.addCleanup(transaction.abort)
+        self.root = self.conn.root()
+
+    def test_two_loops_in_one_process_have_registries_of_their_own(self):
+        def first():
+            self.root['first'] = 1
+
+        def second():
+            raise ValueError('second')
+        metrics = []
+        for worker in first, second:
+            metrics.append(gocept.runner.metrics.Metrics())
+            loop = gocept.runner.MainLoop(self.root, 0, worker, max_ticks=3,
+                                          middleware=[metrics[-1]])
+            with self.assertLogs('gocept.runner', logging.INFO):
+                loop.run()
+        name = f'{__name__}.InProcessTests.test_two_loops_in_one_process' \
+               '_have_registries_of_their_own.<locals>.'
+        self.assertEqual(3, metrics[0].registry.get_sample_value(
+            'gocept_runner_ticks_total',
+            {'worker': name + 'first', 'outcome': 'committed'}))
+        self.assertEqual(3, metrics[1].registry.get_sample_value(
+            'gocept_runner_ticks_total',
+            {'worker': name + 'second', 'outcome': 'failed'}))
+        self.assertIsNone(metrics[1].registry.get_sample_value(
+            'gocept_runner_ticks_total',
+            {'worker': name + 'first', 'outcome': 'committed'}))
+        self.assertIsNone(prometheus_client.REGISTRY.get_sample_value(
+            'gocept_runner_ticks_total',
+            {'worker': name + 'first', 'outcome': 'committed'}))
+
+    def test_a_bad_address_of_the_decorator_before_anything_is_opened(self):
+        @gocept.runner.once(metrics='nowhere')
+        def job():
+            raise AssertionError('not to be called')
+        with self.assertRaises(ConfigurationError) as caught:
+            job(None, '/nonexistent/zope.conf')
+        self.assertEqual("'nowhere' is not an address to serve metrics on:"
+                         " give [HOST:]PORT", str(caught.exception))
+
+    def test_addresses(self):
+        address = gocept.runner.metrics.address
+        self.assertEqual(('127.0.0.1', 9100), address(9100))
+        self.assertEqual(('127.0.0.1', 9100), address('9100'))
+        self.assertEqual(('0.0.0.0', 9100), address('0.0.0.0:9100'))
+        self.assertEqual(('::1', 9100), address('[::1]:9100'))
+        self.assertEqual(('metrics.example.com', 80),
+                         address('metrics.example.com:80'))
+        for bad in (True, 0, 65536, '', ':9100', '[::1]', '[x]:1', '::1:80',
+                    'a_b:80', '-a:80', '1.2.3.4:'):
+            with self.assertRaises(ConfigurationError, msg=repr(bad)):
+                address(bad)
