@@ -56,4 +56,5 @@ def test_suite():
             '../zeo.rst',
             optionflags=FLAGS),
         OwnProcessDocTest('upgrading.rst'),
+        OwnProcessDocTest('tutorial.rst'),
     ])
