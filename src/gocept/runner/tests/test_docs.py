@@ -149,3 +149,69 @@ class ZEOGuideTest(DocsTest):
         guide = readme_block('site-definition site.zcml', howto('zeo'))
         self.assertRuns(re.sub(r'(?s)<zodb>.*</zodb>\n', lambda m: zodb,
                                guide))
+
+
+class WorkerExamplesTest(DocsTest):
+    """The workers of the guides, run with a zope.conf of the tests."""
+
+    def setUp(self):
+        super().setUp()
+        self.zope_conf = gocept.runner.testing.write_zope_conf(self.dir)
+
+    def run_worker(self, module, code, *args):
+        self.write(f'{module}.py', code)
+        return self.run_command(
+            [GOCEPT_RUNNER, '-C', self.zope_conf, *args])
+
+    def test_the_program_under_a_supervisor(self):
+        # zdaemon's and systemd's guide: limits and a heartbeat.
+        code = readme_block('import gocept.runner', howto('zdaemon'))
+        self.assertIn("heartbeat='/srv/myapp/var/heartbeat'", code)
+        os.mkdir(self.path('var'))
+        result = self.run_worker(
+            'myapp_runner', code.replace('/srv/myapp', self.dir),
+            'myapp_runner:work', '--ticks', '0', '--max-ticks', '2')
+        self.assertEqual(75, result.returncode, result.stderr)
+        self.assertIn('Worker work reached max_ticks (2), stopping.',
+                      result.stdout)
+        self.assertTrue(os.path.exists(self.path('var', 'heartbeat')))
+
+    def test_limits(self):
+        code = readme_block('import gocept.runner', howto('limits'))
+        self.assertIn('max_runtime=24 * 3600', code)
+        result = self.run_worker(
+            'myapp_runner', code, 'myapp_runner:work', '--ticks', '0',
+            '--max-runtime', '0.1')
+        self.assertEqual(75, result.returncode, result.stderr)
+        self.assertIn('Worker work reached max_runtime (0.1), stopping.',
+                      result.stdout)
+
+    def test_a_job_that_declares_its_arguments(self):
+        code = readme_block('def ids(parser):', howto('console-scripts'))
+        self.assertIn('\n        ...\n', code)
+        code = 'import gocept.runner\n\n\n' + code.replace(
+            '\n        ...\n', '\n        print(id)\n')
+        result = self.run_worker(
+            'jobs', code, 'jobs:reindex', '--', '17', '42')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual(['17', '42'], result.stdout.splitlines())
+        result = self.run_worker('jobs', code, 'jobs:reindex', '--', 'x')
+        self.assertEqual(2, result.returncode)
+        self.assertIn("argument ID: invalid int value: 'x'", result.stderr)
+
+
+class ReadmeLinksTest(unittest.TestCase):
+    """README's links into the docs name pages that exist."""
+
+    def test_links(self):
+        if not os.path.isdir(HOWTO):
+            self.skipTest('docs/ is not beside the package (no checkout)')
+        with open(README) as f:
+            pages = re.findall(
+                r'https://gocept-runner\.readthedocs\.io/en/latest/'
+                r'([\w/-]+)\.html', f.read())
+        self.assertIn('tutorial', pages)
+        for page in pages:
+            self.assertTrue(
+                os.path.exists(os.path.join(CHECKOUT, 'docs', f'{page}.rst')),
+                page)
