@@ -9,6 +9,7 @@ import sys
 import tempfile
 import unittest
 
+import gocept.runner.config
 import gocept.runner.testing
 from gocept.runner.tests.test_deployment import CHECKOUT
 from gocept.runner.tests.test_deployment import HERE
@@ -215,3 +216,22 @@ class ReadmeLinksTest(unittest.TestCase):
             self.assertTrue(
                 os.path.exists(os.path.join(CHECKOUT, 'docs', f'{page}.rst')),
                 page)
+
+
+class RelStorageGuideTest(DocsTest):
+
+    def test_without_import_the_section_is_unknown(self):
+        # As the guide says; with the %import, test_relstorage runs the
+        # guide's sections against a PostgreSQL server.
+        with open(howto('relstorage')) as f:
+            self.assertIn("(``unknown type name: 'relstorage'``)", f.read())
+        zodb = readme_block('%import relstorage', howto('relstorage'))
+        self.write('site.zcml', '')
+        path = self.write('zope.conf', (
+            'site-definition site.zcml\n'
+            + zodb.replace('%import relstorage\n', '')
+            + gocept.runner.testing.LOG_TO_STDOUT))
+        with self.assertRaises(gocept.runner.config.ConfigurationError) as e:
+            gocept.runner.config.load(path)
+        self.assertIn("line 3: unknown type name: 'relstorage'",
+                      str(e.exception))
