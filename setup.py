@@ -18,15 +18,6 @@ setup(
                 ' set up, running a worker in a main loop against a ZODB.',
     long_description='\n\n'.join([
         read('README.rst'),
-        read('src', 'gocept', 'runner', 'appmain.rst'),
-        read('src', 'gocept', 'runner', 'mainloop.rst'),
-        read('src', 'gocept', 'runner', 'once.rst'),
-        read('src', 'gocept', 'runner', 'production.rst'),
-        read('src', 'gocept', 'runner', 'transaction.rst'),
-        read('src', 'gocept', 'runner', 'commandline.rst'),
-        read('src', 'gocept', 'runner', 'zeo.rst'),
-        read('src', 'gocept', 'runner', 'instance.rst'),
-        read('src', 'gocept', 'runner', 'upgrading.rst'),
         read('CHANGES.rst'),
     ]),
     long_description_content_type='text/x-rst',
@@ -35,6 +26,7 @@ setup(
     license_files=['LICENSE.txt', 'COPYRIGHT.txt'],
     url='https://github.com/gocept/gocept.runner',
     project_urls={
+        'Documentation': 'https://gocept-runner.readthedocs.io/',
         'Source': 'https://github.com/gocept/gocept.runner',
         'Issues': 'https://github.com/gocept/gocept.runner/issues',
         'Changelog': 'https://github.com/gocept/gocept.runner/blob/master/'
@@ -98,6 +90,13 @@ setup(
         ],
         'benchmarks': [
             'matplotlib',
+        ],
+        # The documentation: Sphinx with its theme and the generator of the
+        # command line reference (tox -e docs).
+        'docs': [
+            'furo',
+            'Sphinx >= 9',
+            'sphinx-argparse',
         ],
     },
     entry_points={

@@ -63,14 +63,8 @@ def program(decorator, worker):
     worker, in order.  With them, the worker is called with the Namespace of
     its own arguments.
     """
-    parser = _parser(None, _description(decorator, worker), required=True)
-    if not decorator.once:
-        parser.add_argument(
-            '--ticks', type=_seconds, metavar='SECONDS',
-            help=f'seconds to sleep between two ticks (default:'
-                 f' {decorator.ticks:g})')
+    parser = program_parser(decorator, worker)
     if decorator.arguments is None:
-        _add_rest(parser)
         args = _parse_with_rest(parser, sys.argv[1:])
         arguments = None
     else:
@@ -95,6 +89,20 @@ def program(decorator, worker):
     sys.exit(_execute(parser.prog, args.debug, run_worker, exiting=True))
 
 
+def program_parser(decorator, worker, prog=None):
+    """The argparse parser of `worker`, decorated by `decorator`, as a
+    program (without the worker's declared `arguments`)."""
+    parser = _parser(prog, _description(decorator, worker), required=True)
+    if not decorator.once:
+        parser.add_argument(
+            '--ticks', type=_seconds, metavar='SECONDS',
+            help=f'seconds to sleep between two ticks (default:'
+                 f' {decorator.ticks:g})')
+    if decorator.arguments is None:
+        _add_rest(parser)
+    return parser
+
+
 def script(prog='gocept-runner'):
     """The ``gocept-runner`` console script: `main`, then exit."""
     sys.exit(main(prog=prog, exiting=True))
@@ -109,27 +117,7 @@ def main(argv=None, prog='gocept-runner', exiting=False):
     ``--``) are the worker's: left in ``sys.argv[1:]``, or parsed by the
     ``arguments`` of a decorated worker.
     """
-    parser = _parser(
-        prog,
-        'Run FUNCTION of MODULE (a function taking no arguments, or a worker'
-        ' decorated with appmain or once) in a main loop against the ZODB'
-        ' and site that zope.conf describes; without configuration, a'
-        ' FileStorage in ./var/Data.fs and a minimal site.')
-    parser.add_argument(
-        'function', metavar='MODULE:FUNCTION',
-        help='the worker, e.g. mypackage.jobs:cleanup (the current directory'
-             ' is searched for MODULE first)')
-    _add_rest(parser)
-    parser.add_argument(
-        '--ticks', type=_seconds, metavar='SECONDS',
-        help="seconds to sleep between two ticks (default: a decorated"
-             " worker's, else 1)")
-    parser.add_argument(
-        '--once', action='store_true', default=None,
-        help='run a single tick (for cron); its failure is exit status 1')
-    parser.add_argument(
-        '--principal', type=_not_empty, metavar='ID',
-        help='run each tick in a security interaction of this principal')
+    parser = main_parser(prog)
     args = _parse_with_rest(
         parser, sys.argv[1:] if argv is None else list(argv))
     config = args.config or _config_variable(parser) or DEFAULT_CONFIG
@@ -161,6 +149,32 @@ def main(argv=None, prog='gocept-runner', exiting=False):
             return environment.run(worker, args.site, config, **options)
 
     return _execute(parser.prog, args.debug, run_function, exiting)
+
+
+def main_parser(prog='gocept-runner'):
+    """The argparse parser of the ``gocept-runner`` command."""
+    parser = _parser(
+        prog,
+        'Run FUNCTION of MODULE (a function taking no arguments, or a worker'
+        ' decorated with appmain or once) in a main loop against the ZODB'
+        ' and site that zope.conf describes; without configuration, a'
+        ' FileStorage in ./var/Data.fs and a minimal site.')
+    parser.add_argument(
+        'function', metavar='MODULE:FUNCTION',
+        help='the worker, e.g. mypackage.jobs:cleanup (the current directory'
+             ' is searched for MODULE first)')
+    _add_rest(parser)
+    parser.add_argument(
+        '--ticks', type=_seconds, metavar='SECONDS',
+        help="seconds to sleep between two ticks (default: a decorated"
+             " worker's, else 1)")
+    parser.add_argument(
+        '--once', action='store_true', default=None,
+        help='run a single tick (for cron); its failure is exit status 1')
+    parser.add_argument(
+        '--principal', type=_not_empty, metavar='ID',
+        help='run each tick in a security interaction of this principal')
+    return parser
 
 
 def loop_options(args):

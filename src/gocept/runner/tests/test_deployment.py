@@ -1,9 +1,9 @@
-"""The examples of README's "Running in production", run as written there.
+"""The examples of the deployment guides in docs/howto/, run as written
+there.
 
 ``/srv/myapp`` becomes a temporary directory with ``bin/myapp-runner`` and
 ``bin/myjob`` (workers of tests/workers.py), ``bin/zdaemon``, ``zope.conf``
-and ``var/``.  The examples of "Command line" and of cron are read from
-readme_jobargs.rst, the text of README.rst to be, as written there.
+and ``var/``.
 """
 
 import configparser
@@ -29,7 +29,9 @@ from gocept.runner.tests.test_cli import WRAPPER
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(gocept.runner.__file__)
-README = os.path.join(HERE, '..', '..', '..', 'README.rst')
+CHECKOUT = os.path.normpath(os.path.join(HERE, '..', '..', '..'))
+README = os.path.join(CHECKOUT, 'README.rst')
+HOWTO = os.path.join(CHECKOUT, 'docs', 'howto')
 PREFIX = '/srv/myapp'
 
 ZOPE_CONF = """\
@@ -54,9 +56,14 @@ site-definition {site}
 """
 
 
+def howto(name):
+    """The path of the how-to guide docs/howto/`name`.rst."""
+    return os.path.join(HOWTO, f'{name}.rst')
+
+
 def readme_block(first_line, readme=README, after=None):
-    """The literal block of README.rst (or `readme`) from the line that
-    starts with `first_line` (the first after the line `after`)."""
+    """The literal block of README.rst (or the file `readme`) from the line
+    that starts with `first_line` (the first after the line `after`)."""
     with open(readme) as f:
         lines = f.read().splitlines()
     begin = lines.index(after) if after else 0
@@ -64,7 +71,7 @@ def readme_block(first_line, readme=README, after=None):
         if line.strip().startswith(first_line):
             break
     else:
-        raise AssertionError(f'README.rst has no block {first_line!r}')
+        raise AssertionError(f'{readme} has no block {first_line!r}')
     indent = len(lines[start]) - len(lines[start].lstrip())
     block = []
     for line in lines[start:]:
@@ -77,8 +84,8 @@ def readme_block(first_line, readme=README, after=None):
 class DeploymentTest(unittest.TestCase):
 
     def setUp(self):
-        if not os.path.exists(README):
-            self.skipTest('README.rst is not beside the package (no checkout)')
+        if not os.path.isdir(HOWTO):
+            self.skipTest('docs/ is not beside the package (no checkout)')
         self.dir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.dir)
         os.mkdir(self.path('bin'))
@@ -103,7 +110,7 @@ class DeploymentTest(unittest.TestCase):
         os.chmod(path, 0o755)
 
     def here(self, text):
-        """`text` from README.rst, /srv/myapp replaced by the test's dir."""
+        """`text` from the docs, /srv/myapp replaced by the test's dir."""
         return text.replace(PREFIX, self.dir)
 
     def count(self):
@@ -143,10 +150,13 @@ class ZdaemonTest(DeploymentTest):
 
     def setUp(self):
         super().setUp()
-        self.write('zdaemon.conf', self.here(readme_block('<runner>')))
-        # README's session: "$ command" lines, each followed by its output.
+        self.write('zdaemon.conf', self.here(
+            readme_block('<runner>', howto('zdaemon'))))
+        # The guide's session: "$ command" lines, each followed by its
+        # output.
         session = self.here(readme_block(
-            f'$ {PREFIX}/bin/zdaemon -C {PREFIX}/zdaemon.conf start'))
+            f'$ {PREFIX}/bin/zdaemon -C {PREFIX}/zdaemon.conf start',
+            howto('zdaemon')))
         self.steps = re.findall(r'^\$ (.*)\n((?:[^$].*\n)*)', session,
                                 re.MULTILINE)
         self.addCleanup(
@@ -155,8 +165,8 @@ class ZdaemonTest(DeploymentTest):
             capture_output=True, timeout=120)
 
     def step(self, action):
-        """Run the next command of README's session, which is `action`,
-        and compare its output with README's (``...`` matches anything, the
+        """Run the next command of the guide's session, which is `action`,
+        and compare its output with the guide's (``...`` matches anything, the
         dots zdaemon prints while it waits are left out); return its exit
         status."""
         command, expected = self.steps.pop(0)
@@ -183,7 +193,8 @@ class ZdaemonTest(DeploymentTest):
 
         # logrotate moves the logs away, then its postrotate script tells
         # zdaemon to reopen the transcript and the runner its log file.
-        rotate = self.here(readme_block(f'{PREFIX}/var/myapp-runner.log '))
+        rotate = self.here(readme_block(f'{PREFIX}/var/myapp-runner.log ',
+                                        howto('zdaemon')))
         logs = rotate.splitlines()[0].split()[:-1]
         self.assertEqual([transcript, self.path('var', 'event.log')], logs)
         postrotate = [line for line in rotate.splitlines()
@@ -211,7 +222,8 @@ class ZdaemonTest(DeploymentTest):
 
     def test_a_runner_that_reached_a_limit_is_started_again(self):
         # Exit status 75 is not in exit-codes.
-        self.write('zdaemon.conf', self.here(readme_block('<runner>')).replace(
+        self.write('zdaemon.conf', self.here(
+            readme_block('<runner>', howto('zdaemon'))).replace(
             '-C {0}/zope.conf'.format(self.dir),
             '-C {0}/zope.conf --max-ticks 3'.format(self.dir)))
         with open(self.path('zdaemon.conf')) as f:
@@ -229,7 +241,8 @@ class SystemdTest(DeploymentTest):
         super().setUp()
         self.unit = configparser.ConfigParser(interpolation=None)
         self.unit.optionxform = str
-        self.unit.read_string(self.here(readme_block('[Unit]')))
+        self.unit.read_string(self.here(
+            readme_block('[Unit]', howto('systemd'))))
         self.service = self.unit['Service']
 
     def test_the_unit(self):
@@ -246,7 +259,8 @@ class SystemdTest(DeploymentTest):
         if shutil.which('systemd-analyze') is None:
             self.skipTest('systemd-analyze is not installed')
         path = self.write(
-            'myapp-runner.service', self.here(readme_block('[Unit]')))
+            'myapp-runner.service',
+            self.here(readme_block('[Unit]', howto('systemd'))))
         result = subprocess.run(
             ['systemd-analyze', 'verify', path], capture_output=True,
             text=True, timeout=60)
@@ -302,16 +316,19 @@ class CronTest(DeploymentTest):
 
     def setUp(self):
         super().setUp()
-        line = readme_block(f'*/5 * * * * {PREFIX}/bin/myjob', README)
+        line = readme_block(f'*/5 * * * * {PREFIX}/bin/myjob', howto('cron'))
         self.command = self.here(line.split(' * * * * ', 1)[1].strip())
         self.lock_file = self.path('var', 'myjob.lock')
         self.assertIn(f'--lock-file {self.lock_file}', self.command)
         self.assertIn(f'-C {self.dir}/cron.conf', self.command)
-        eventlog = self.here(readme_block('<eventlog>', README, 'cron'))
-        with open(self.path('zope.conf')) as f:
-            zope_conf = f.read()
-        self.write('cron.conf', zope_conf[:zope_conf.index('<eventlog>')]
-                   + eventlog)
+        # The guide's cron.conf, with absolute paths from %define.
+        cron_conf = self.here(readme_block(
+            f'%define INSTANCE {PREFIX}', howto('cron')))
+        self.assertIn('$INSTANCE/var/Data.fs', cron_conf)
+        self.write('cron.conf', cron_conf)
+        os.mkdir(self.path('etc'))
+        shutil.copy(os.path.join(HERE, 'ftesting.zcml'),
+                    self.path('etc', 'site.zcml'))
 
     def cron(self):
         return cron(self.command, self.dir)
@@ -341,7 +358,8 @@ class CronTest(DeploymentTest):
         self.assertEqual(75, second.returncode, stderr)
         self.assertEqual(
             self.here(readme_block('myjob: Another run holds the lock file',
-                                   README)).replace('4242', pid), stderr)
+                                   howto('cron'))).replace('4242', pid),
+            stderr)
         self.assertEqual('', stdout)
 
         os.remove(self.path('hold'))
@@ -363,7 +381,7 @@ class CronTest(DeploymentTest):
         stdout, stderr = run.communicate(timeout=60)
         self.assertEqual(1, run.returncode, stderr)
         self.assertEqual('', stdout)
-        expected = readme_block('ERROR gocept.runner.runner', README)
+        expected = readme_block('ERROR gocept.runner.runner', howto('cron'))
         first, traceback, dots = expected.splitlines()
         self.assertEqual('...', dots)
         lines = stderr.splitlines()
@@ -386,26 +404,27 @@ class CronTest(DeploymentTest):
 
 
 class CommandLineTest(unittest.TestCase):
-    """README's "Command line": the cleanup job, its site ZCML and
+    """The guide to console scripts: the cleanup job, its site ZCML and
     zope.conf, in /srv/app, run by its crontab line."""
 
     def setUp(self):
+        if not os.path.isdir(HOWTO):
+            self.skipTest('docs/ is not beside the package (no checkout)')
+        guide = howto('console-scripts')
         self.dir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.dir)
         for directory in ('bin', 'etc', 'var', 'mypackage'):
             os.mkdir(os.path.join(self.dir, directory))
-        self.jobs = readme_block('import gocept.runner', README,
-                                 'Command line')
+        self.jobs = readme_block('import gocept.runner', guide)
         self.write('mypackage/jobs.py', self.jobs)
         self.write('etc/site.zcml', readme_block(
-            '<configure xmlns="http://namespaces.zope.org/zope">', README,
-            'Command line'))
+            '<configure xmlns="http://namespaces.zope.org/zope">', guide))
         self.write('etc/zope.conf', readme_block(
-            'site-definition etc/site.zcml', README, 'Command line'))
+            'site-definition etc/site.zcml', guide))
         self.write('bin/cleanup', WRAPPER.format(
             python=sys.executable, module='mypackage.jobs', name='cleanup'))
         os.chmod(os.path.join(self.dir, 'bin', 'cleanup'), 0o755)
-        line = readme_block('*/5 * * * * cd /srv/app', README)
+        line = readme_block('*/5 * * * * cd /srv/app', guide)
         self.command = line.split(' * * * * ', 1)[1].strip().replace(
             '/srv/app', self.dir)
 
@@ -427,8 +446,8 @@ class CommandLineTest(unittest.TestCase):
 
     def test_without_the_principal(self):
         site = readme_block(
-            '<configure xmlns="http://namespaces.zope.org/zope">', README,
-            'Command line')
+            '<configure xmlns="http://namespaces.zope.org/zope">',
+            howto('console-scripts'))
         self.assertIn('<principal id="zope.mgr"', site)
         self.write('etc/site.zcml', re.sub(r'<principal .*?/>', '', site,
                                            flags=re.DOTALL))

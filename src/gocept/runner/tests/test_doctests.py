@@ -59,4 +59,5 @@ def test_suite():
             '../metrics.rst',
             optionflags=FLAGS),
         OwnProcessDocTest('upgrading.rst'),
+        OwnProcessDocTest('tutorial.rst'),
     ])

@@ -13,7 +13,8 @@ import uuid
 
 from gocept.runner import testing
 from gocept.runner.tests import programs
-from gocept.runner.tests.test_deployment import README
+from gocept.runner.tests.test_deployment import HOWTO
+from gocept.runner.tests.test_deployment import howto
 from gocept.runner.tests.test_deployment import readme_block
 
 
@@ -244,12 +245,16 @@ class StartTests(RelStorageTest):
         self.assertEqual(2, process.returncode, stderr)
         self.assertIn('database "no_such_db" does not exist', stderr.decode())
 
-    def test_the_readme_examples(self):
-        # README's <zodb> sections for one host and for several, each with
-        # its dsn pointed at the test server's database.
+    def test_the_examples_of_the_guide(self):
+        # The <zodb> sections of docs/howto/relstorage.rst for one host and
+        # for several, each with its dsn pointed at the test server's
+        # database.
+        if not os.path.isdir(HOWTO):
+            self.skipTest('docs/ is not beside the package (no checkout)')
         for after in ('RelStorage on PostgreSQL', "On several hosts, each"
                       " runner's zope.conf names the server (put the"):
-            zodb = readme_block('%import relstorage', README, after)
+            zodb = readme_block('%import relstorage', howto('relstorage'),
+                                after)
             self.assertIn('dsn ', zodb)
             zodb = re.sub(r'dsn .*', f'dsn {self.server.dsn(self.dbname)}',
                           zodb)

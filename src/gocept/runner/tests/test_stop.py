@@ -85,7 +85,8 @@ class StopTests(unittest.TestCase):
         self.assertNotIn('Traceback', self.output())
 
     def test_a_limit_ends_the_process_with_status_75(self):
-        # tests/programs.py exits as the README's example program does.
+        # tests/programs.py exits as the example program of the zdaemon
+        # guide does.
         process = self.start('count', ticks=0, max_ticks=3)
         self.assertEqual(75, process.wait(timeout=30))
         self.assertEqual('stopped because max_ticks',
