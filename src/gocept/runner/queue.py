@@ -8,6 +8,14 @@ import persistent
 
 
 SHARDS = 64
+# A key is the microsecond of `put` and as many random bits; 64-bit keys
+# last till 2255.
+RANDOM_BITS = 10
+
+
+def _key(seconds):
+    """The smallest key of a job put at `seconds` since the epoch."""
+    return int(seconds * 1_000_000) << RANDOM_BITS
 
 
 class Queue(persistent.Persistent):
@@ -20,6 +28,9 @@ class Queue(persistent.Persistent):
     changes after that, and runners and producers working at the same time
     seldom change the same shard, so their commits seldom conflict.
     """
+
+    # Seconds a new job is kept for the processes nearest to it.
+    patience = 1.0
 
     def __init__(self, shards=SHARDS):
         if shards < 1:
@@ -34,15 +45,16 @@ class Queue(persistent.Persistent):
         time of `put`, when they come from several processes).
         """
         shard = random.choice(self._shards)
-        # 10 random bits keep puts at the same microsecond in other
-        # transactions apart; 64-bit keys last till 2255.
-        key = time.time_ns() // 1000 << 10 | random.getrandbits(10)
+        # The random bits keep puts at the same microsecond in other
+        # transactions apart.
+        key = _key(time.time()) | random.getrandbits(RANDOM_BITS)
         if shard and key <= shard.maxKey():
             key = shard.maxKey() + 1
         shard[key] = job
 
     def take(self):
-        """Remove the next job and return it; None if there is none.
+        """Remove the next job and return it; None if there is none to take
+        now (``len(queue)`` tells whether there are jobs at all).
 
         Each process goes round the shards like the hand of a clock, from a
         random start, and takes the oldest job of the next shard that has
@@ -53,6 +65,11 @@ class Queue(persistent.Persistent):
         changed the shard in a way that cannot be merged), the hand steps
         back a random number of shards, away from the one it met, without
         skipping any.
+
+        A job put less than `patience` seconds ago is left to the processes
+        whose hands are nearer before its shard (one shard nearer, a
+        `patience`/shards seconds earlier): when runners are idle, they
+        would otherwise all take each new job at once.
         """
         count = len(self._shards)
         # Volatile, per process (connection): where the hand is.  When it
@@ -60,16 +77,20 @@ class Queue(persistent.Persistent):
         hand = getattr(self, '_v_hand', None)
         if hand is None:
             hand = random.randrange(count)
+        now = time.time()
         for step in range(count):
             index = (hand + step) % count
             shard = self._shards[index]
-            if shard:
-                self._v_hand = (index + 1) % count
-                if self._p_jar is not None:
-                    self._p_jar.transaction_manager.get().addAfterCommitHook(
-                        self._step_back_unless, (index,))
-                return shard.pop(shard.minKey())
-        self._v_hand = hand
+            if not shard:
+                continue
+            key = shard.minKey()
+            if key > _key(now - self.patience * step / count):
+                continue  # fresh, for a hand nearer to it
+            self._v_hand = (index + 1) % count
+            if self._p_jar is not None:
+                self._p_jar.transaction_manager.get().addAfterCommitHook(
+                    self._step_back_unless, (index,))
+            return shard.pop(key)
         return None
 
     def _step_back_unless(self, committed, index):

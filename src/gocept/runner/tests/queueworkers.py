@@ -54,6 +54,8 @@ def drain(zope_conf, name, directory):
                 time.sleep(0.005)
         data = root()
         job = data['queue'].take()
+        if job is None and data['queue']:
+            return 0.01  # none to take now: look again soon
         if job is None:
             done = data['done'][name]
             with open(os.path.join(directory, f'{name}.json'), 'w') as f:

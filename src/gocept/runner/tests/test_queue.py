@@ -19,6 +19,7 @@ from ZODB.POSException import ConflictError
 
 from gocept.runner import testing
 from gocept.runner.queue import Queue
+from gocept.runner.queue import _key
 from gocept.runner.tests import programs
 
 
@@ -40,6 +41,7 @@ class QueueTest(unittest.TestCase):
 
     def test_every_job_is_taken_once(self):
         queue = Queue()
+        queue.patience = 0
         for number in range(500):
             queue.put(f'job {number}')
         self.assertEqual(500, len(queue))
@@ -94,6 +96,22 @@ class QueueTest(unittest.TestCase):
                              taken)
         self.assertGreater(len(starts), 1)
 
+    def test_a_new_job_is_left_to_nearer_hands_for_a_while(self):
+        queue = Queue(shards=8)
+        queue.patience = 0.8
+        queue._v_hand = 0
+        queue._shards[4][_key(time.time())] = 'new'
+        # 4 shards ahead: for others for 4/8 of 0.8 seconds.
+        self.assertIsNone(queue.take())
+        self.assertEqual(1, len(queue))
+        self.assertTrue(queue)
+        time.sleep(0.5)
+        self.assertEqual('new', queue.take())
+        # Right at the hand, it is taken at once.
+        queue._v_hand = 2
+        queue._shards[2][_key(time.time())] = 'newer'
+        self.assertEqual('newer', queue.take())
+
 
 class ConcurrentTakeTest(unittest.TestCase):
     """Connections of their own take jobs from one queue in a FileStorage."""
@@ -108,6 +126,7 @@ class ConcurrentTakeTest(unittest.TestCase):
     def fill(self, jobs, **kw):
         with self.db.transaction() as conn:
             queue = conn.root()['queue'] = Queue(**kw)
+            queue.patience = 0
             for number in range(jobs):
                 queue.put(number)
 
