@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -245,10 +246,27 @@ COLUMNS = (
 )
 
 
+def combine(rounds):
+    """One result of the rounds: the median rate, the calls and commits
+    of all, the median wait and the longest."""
+    combined = {}
+    for phase in PHASES:
+        results = [r[phase] for r in rounds]
+        combined[phase] = phase_result = {
+            key: sum(r[key] for r in results) for key in results[0]
+            if key.endswith(('calls', 'commits'))}
+        phase_result['rate'] = statistics.median(r['rate'] for r in results)
+        if 'wait_max' in results[0]:
+            phase_result['wait_median'] = statistics.median(
+                r['wait_median'] for r in results)
+            phase_result['wait_max'] = max(r['wait_max'] for r in results)
+    return combined
+
+
 def row(engine, size, version, r):
     counter, queue, feed = r['counter'], r['queue'], r['feed']
     cells = (
-        engine, size, version,
+        {'zeo': ZEO.name, 'pg': PostgreSQL.name}[engine], size, version,
         f'{counter["rate"]:.0f}',
         share(counter['calls'] - counter['commits'], counter['calls']),
         f'{r["own"]["rate"]:.0f}',
@@ -292,7 +310,10 @@ def report(results, args, load_before, load_after, elapsed):
     from gocept.runner.queue import Queue
     lines = [
         'Runners sharing one database; per engine, processes (N) and version',
-        'one trial on a fresh database.  counter/s: commits per second, every',
+        f'{args.rounds} trial(s), each on a fresh database, the versions'
+        ' alternating; rates are the median of the trials, wasted shares'
+        ' of all.',
+        'counter/s: commits per second, every',
         f'tick incrementing one shared counter ({args.seconds:g} s); own/s:'
         ' each runner its own counter;',
         f'queue/s: jobs per second draining {args.jobs} jobs of a'
@@ -319,8 +340,9 @@ def report(results, args, load_before, load_after, elapsed):
         '  '.join(f'{title:>{width}}' if index > 2 else f'{title:<{width}}'
                   for index, (title, width) in enumerate(COLUMNS)),
     ]
-    for engine, size, version, result in results:
-        lines.append(row(engine, size, version, result))
+    for key in dict.fromkeys(key for key, result in results):
+        lines.append(row(*key, combine(
+            [result for other, result in results if other == key])))
     return '\n'.join(lines) + '\n'
 
 
@@ -333,15 +355,17 @@ def main():
                         default=list(ENGINES))
     parser.add_argument('--versions', nargs='+', choices=VERSIONS,
                         default=list(VERSIONS))
+    parser.add_argument('--rounds', type=int)
     parser.add_argument('--seconds', type=float)
     parser.add_argument('--jobs', type=int)
     parser.add_argument('--io-jobs', type=int)
     parser.add_argument('--feed-jobs', type=int)
     args = parser.parse_args()
-    defaults = ({'processes': [1, 8], 'seconds': 2, 'jobs': 300,
+    defaults = ({'processes': [1, 8], 'rounds': 1, 'seconds': 2, 'jobs': 300,
                  'io_jobs': 100, 'feed_jobs': 200} if args.quick else
-                {'processes': [1, 2, 4, 8], 'seconds': 3, 'jobs': 1000,
-                 'io_jobs': 200, 'feed_jobs': 500})
+                {'processes': [1, 2, 4, 8], 'rounds': 2, 'seconds': 3,
+                 'jobs': 1000,
+                 'io_jobs': 200, 'feed_jobs': 300})
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -356,19 +380,26 @@ def main():
     if 'pg' in args.engines:
         engines['pg'] = PostgreSQL()
     try:
-        for name in args.engines:
-            engine = engines[name]
-            for size in args.processes:
-                for version in args.versions:
-                    directory = os.path.join(work, f'{name}-{size}-{version}')
-                    result = trial(engine, version, size, args, directory)
-                    shutil.rmtree(directory)
-                    print(json.dumps([name, size, version, result]),
-                          file=sys.stderr, flush=True)
-                    results.append((engine.name, size, version, result))
+        for round_ in range(args.rounds):
+            for name in args.engines:
+                engine = engines[name]
+                for size in args.processes:
+                    # Alternate which version goes first.
+                    for version in args.versions[::(-1) ** round_]:
+                        directory = os.path.join(
+                            work, f'{name}-{size}-{version}-{round_}')
+                        result = trial(engine, version, size, args,
+                                       directory)
+                        shutil.rmtree(directory)
+                        print(json.dumps([name, size, version, result]),
+                              file=sys.stderr, flush=True)
+                        results.append(((name, size, version), result))
     finally:
         for engine in engines.values():
             engine.close()
+    results.sort(key=lambda item: (
+        args.engines.index(item[0][0]), item[0][1],
+        args.versions.index(item[0][2])))
     text = report(results, args, load_before, os.getloadavg()[0],
                   time.monotonic() - started)
     with open(RESULTS, 'w') as f:

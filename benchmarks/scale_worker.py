@@ -85,6 +85,14 @@ def setup(zope_conf, jobs, io_jobs, *names):
     setup(None, zope_conf)
 
 
+def write(path, report):
+    """Write `report` to `path` as JSON, so that it is there complete or
+    not at all."""
+    with open(path + '.tmp', 'w') as f:
+        json.dump(report, f)
+    os.rename(path + '.tmp', path)
+
+
 def wait_for_go(directory, phase, name):
     """Announce that we are ready for `phase`; return the go file's time."""
     open(os.path.join(directory, f'ready-{phase}-{name}'), 'w').close()
@@ -101,8 +109,7 @@ def run(zope_conf, name, directory, *phases):
     def finish(phase, **report):
         report.update(calls=state['calls'], finished=time.time(),
                       waits=state['waits'])
-        with open(os.path.join(directory, f'{phase}-{name}.json'), 'w') as f:
-            json.dump(report, f)
+        write(os.path.join(directory, f'{phase}-{name}.json'), report)
         state.update(phase=state['phase'] + 1, end=None, calls=0, waits=[])
 
     @gocept.runner.appmain(ticks=0)
@@ -155,11 +162,9 @@ def produce(zope_conf, directory, jobs):
             return
         produced = data()['produced']
         if produced['done']:
-            with open(os.path.join(directory, 'feed-producer.json'),
-                      'w') as f:
-                json.dump({'calls': state['calls'],
-                           'commits': produced['value'],
-                           'finished': time.time()}, f)
+            write(os.path.join(directory, 'feed-producer.json'),
+                  {'calls': state['calls'], 'commits': produced['value'],
+                   'finished': time.time()})
             return gocept.runner.Exit
         if produced['value'] == int(jobs):
             produced['done'] = True
