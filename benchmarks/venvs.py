@@ -2,7 +2,7 @@
 
 ``benchmarks/work/venv-3.0`` holds the released gocept.runner 3.0 from the
 package index, ``benchmarks/work/venv-this`` this checkout (installed
-editable), both with ZEO and made with the Python that runs the benchmark.
+editable), both with ZEO and RelStorage and made with the Python that runs the benchmark.
 A virtualenv is made again when what it should hold changed (another
 setup.py, say).  Delete ``benchmarks/work`` to start afresh.
 """
@@ -19,9 +19,11 @@ ROOT = os.path.dirname(HERE)
 WORK = os.path.join(HERE, 'work')
 
 REQUIREMENTS = {
-    # 3.0 with what the lean site ZCML of the benchmarks needs.
-    '3.0': ['gocept.runner==3.0', 'zope.principalregistry', 'ZEO'],
-    'this': ['-e', f'{ROOT}[benchmarks,zeo]'],
+    # 3.0 with what the lean site ZCML of the benchmarks needs, and the
+    # storages of benchmarks/scale.py.
+    '3.0': ['gocept.runner==3.0', 'zope.principalregistry', 'ZEO',
+            'RelStorage', 'psycopg2-binary'],
+    'this': ['-e', f'{ROOT}[benchmarks,zeo,relstorage]'],
 }
 
 

@@ -44,6 +44,7 @@ def test_suite():
             '../mainloop.rst',
             '../once.rst',
             '../production.rst',
+            '../queue.rst',
             '../transaction.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
