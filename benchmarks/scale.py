@@ -88,6 +88,7 @@ class PostgreSQL:
 
     def __init__(self):
         from gocept.runner.testing import PostgreSQLServer
+
         # Under /tmp, where the user postgres reaches it (as root).
         self.directory = tempfile.mkdtemp(prefix='scale-pg.', dir='/tmp')
         self.server = PostgreSQLServer(self.directory)
@@ -286,6 +287,7 @@ def row(engine, size, version, r):
 
 def versions_line():
     from importlib.metadata import version
+
     from gocept.runner.testing import postgresql_bin
     packages = ', '.join(f'{name} {version(name)}' for name in (
         'ZODB', 'ZEO', 'RelStorage', 'psycopg2-binary', 'BTrees'))

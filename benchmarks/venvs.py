@@ -2,9 +2,9 @@
 
 ``benchmarks/work/venv-3.0`` holds the released gocept.runner 3.0 from the
 package index, ``benchmarks/work/venv-this`` this checkout (installed
-editable), both with ZEO and RelStorage and made with the Python that runs the benchmark.
-A virtualenv is made again when what it should hold changed (another
-setup.py, say).  Delete ``benchmarks/work`` to start afresh.
+editable), both with ZEO and RelStorage and made with the Python that
+runs the benchmark.  A virtualenv is made again when what it should hold
+changed (another setup.py, say).  Delete ``benchmarks/work`` to start afresh.
 """
 
 import hashlib
