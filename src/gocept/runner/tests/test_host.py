@@ -4,6 +4,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,8 @@ from gocept.runner.testing import write_zope_conf
 
 
 NO_LOG_OUTPUT = '<eventlog>\n</eventlog>\n'
+BIN = os.path.dirname(sys.executable)
+WORKERS = 'gocept.runner.tests.hostworkers'
 TIMEOUT = 30
 
 
@@ -280,3 +283,122 @@ print('stopped because', runner.stopped_because, runner.signal, flush=True)
         finally:
             db.close()
         self.assertEqual(reported, stored)
+
+
+class CommandLineTest(unittest.TestCase):
+    """``gocept-runner`` with several workers, as a real process."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.conf = write_zope_conf(self.dir)
+
+    def start(self, *args, **env):
+        process = subprocess.Popen(
+            [os.path.join(BIN, 'gocept-runner'), '-C', self.conf, *args],
+            cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=dict(os.environ, COLUMNS='80', **env))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        return process
+
+    def run_once(self, *args):
+        process = self.start('--once', *args)
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        return process.returncode, stdout, stderr
+
+    def test_several_workers_once(self):
+        status, stdout, stderr = self.run_once(
+            f'{WORKERS}:index', f'{WORKERS}:cleanup', f'{WORKERS}:report')
+        self.assertEqual((0, ''), (status, stderr))
+        self.assertEqual(['cleanup 1', 'index 1', 'report 1'],
+                         sorted(stdout.splitlines()))
+
+    def test_the_first_failure_is_the_exit_status(self):
+        status, stdout, stderr = self.run_once(
+            f'{WORKERS}:index', f'{WORKERS}:failing')
+        self.assertEqual(1, status)
+        self.assertIn('index 1', stdout)
+        self.assertIn('ERROR gocept.runner.runner Error in worker failing,'
+                      ' transaction aborted', stdout)
+
+    def test_several_workers_take_no_arguments(self):
+        status, stdout, stderr = self.run_once(
+            f'{WORKERS}:index', f'{WORKERS}:cleanup', 'an-argument')
+        self.assertEqual(2, status)
+        self.assertEqual(
+            "gocept-runner: 'an-argument': several workers take no arguments"
+            " of their own (see --help)\n", stderr)
+
+    def test_a_word_after_dashes_is_an_argument_not_a_worker(self):
+        status, stdout, stderr = self.run_once(
+            f'{WORKERS}:index', '--', f'{WORKERS}:cleanup')
+        self.assertEqual((0, ''), (status, stderr))
+        self.assertEqual(['index 1'], stdout.splitlines())
+
+    def test_systemd_hears_from_the_process_once_every_worker_ticked(self):
+        notify = os.path.join(self.dir, 'notify')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(notify)
+        sock.settimeout(TIMEOUT)
+        process = self.start(f'{WORKERS}:index', f'{WORKERS}:cleanup',
+                             '--ticks', '0.01', NOTIFY_SOCKET=notify)
+        states = []
+        while states.count('WATCHDOG=1') < 3:
+            states.extend(sock.recv(4096).decode().splitlines())
+        process.send_signal(signal.SIGTERM)
+        while states[-1] != 'STOPPING=1':
+            states.extend(sock.recv(4096).decode().splitlines())
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        self.assertEqual(0, process.returncode, stderr)
+        self.assertEqual('READY=1', states[0])
+        self.assertEqual(1, states.count('READY=1'))
+        self.assertEqual({'READY=1', 'WATCHDOG=1', 'STOPPING=1'}, set(states))
+        self.assertEqual(1, stdout.count('Received signal 15, terminating.'))
+
+    def test_under_zdaemon(self):
+        zdaemon_conf = os.path.join(self.dir, 'zdaemon.conf')
+        transcript = os.path.join(self.dir, 'transcript.log')
+        with open(zdaemon_conf, 'w') as f:
+            f.write(ZDAEMON_CONF.format(
+                program=f"{os.path.join(BIN, 'gocept-runner')} -C {self.conf}"
+                        f' {WORKERS}:index {WORKERS}:cleanup',
+                dir=self.dir, transcript=transcript))
+        zdaemon = [os.path.join(BIN, 'zdaemon'), '-C', zdaemon_conf]
+        self.addCleanup(subprocess.run, [*zdaemon, 'stop'],
+                        capture_output=True, timeout=120)
+        subprocess.run([*zdaemon, 'start'], check=True, capture_output=True,
+                       timeout=120, cwd=self.dir)
+        deadline = time.monotonic() + TIMEOUT
+        output = ''
+        while not ('index 2' in output and 'cleanup 2' in output):
+            self.assertLess(time.monotonic(), deadline, output)
+            time.sleep(0.05)
+            with open(transcript) as f:
+                output = f.read()
+        subprocess.run([*zdaemon, 'stop'], check=True, capture_output=True,
+                       timeout=120)
+        with open(transcript) as f:
+            output = f.read()
+        self.assertEqual(
+            'INFO gocept.runner.host Received signal 15, terminating.',
+            output.splitlines()[-1])
+        with open(os.path.join(self.dir, 'zdaemon.log')) as f:
+            self.assertRegex(f.read(), r'pid \d+: exit status 0\n')
+
+
+ZDAEMON_CONF = """\
+<runner>
+  program {program}
+  directory {dir}
+  socket-name {dir}/zdsock
+  transcript {transcript}
+  exit-codes 0,2
+</runner>
+<eventlog>
+  <logfile>
+    path {dir}/zdaemon.log
+  </logfile>
+</eventlog>
+"""
