@@ -51,8 +51,9 @@ from gocept.runner.runner import lookup_principal
 
 log = logging.getLogger(__name__)
 
-# Seconds before a failed worker starts again: the first pause, the longest.
+#: Seconds before a failed worker starts again, the first time.
 RESTART_PAUSE = 1
+#: The longest pause before a failed worker starts again (seconds).
 MAX_RESTART_PAUSE = 60
 
 # How often the host looks at max_runtime and max_memory (seconds).
