@@ -261,7 +261,7 @@ print('stopped because', runner.stopped_because, runner.signal, flush=True)
         lines = []
         for line in process.stdout:
             lines.append(line)
-            seen.add(line.split()[0])
+            seen.update(line.split()[:1])
             if {'a', 'b'} <= seen:
                 break
         process.send_signal(signal.SIGTERM)
