@@ -37,6 +37,9 @@ CONFIG_VARIABLE = 'GOCEPT_RUNNER_CONFIG'
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, 'default.conf')
 
+# A word of the command line that names a worker.
+WORKER_NAME = re.compile(r'[A-Za-z_][\w.]*:[A-Za-z_][\w.]*')
+
 # Exit statuses (the last two as in sysexits.h).
 EX_OK = 0
 EX_FAILURE = 1
@@ -115,12 +118,26 @@ def main(argv=None, prog='gocept-runner', exiting=False):
 
     The words after MODULE:FUNCTION that are not options (and all after
     ``--``) are the worker's: left in ``sys.argv[1:]``, or parsed by the
-    ``arguments`` of a decorated worker.
+    ``arguments`` of a decorated worker.  Several MODULE:FUNCTION words
+    at the start run those workers in one process (see gocept.runner.host);
+    they take no arguments of their own.
     """
     parser = main_parser(prog)
     args = _parse_with_rest(
         parser, sys.argv[1:] if argv is None else list(argv))
     config = args.config or _config_variable(parser) or DEFAULT_CONFIG
+    functions = [args.function]
+    while (len(args.rest) > args.after_dashes and
+           WORKER_NAME.fullmatch(args.rest[0])):
+        functions.append(args.rest.pop(0))
+    if len(functions) > 1:
+        if args.rest:
+            parser.error(
+                f'{args.rest[0]!r}: several workers take no arguments of'
+                ' their own')
+        return _execute(parser.prog, args.debug,
+                        lambda: _run_host(args, functions, config), exiting,
+                        status_of=host_status)
 
     def run_function():
         worker = resolve(args.function)
@@ -162,7 +179,8 @@ def main_parser(prog='gocept-runner'):
     parser.add_argument(
         'function', metavar='MODULE:FUNCTION',
         help='the worker, e.g. mypackage.jobs:cleanup (the current directory'
-             ' is searched for MODULE first)')
+             ' is searched for MODULE first); more MODULE:FUNCTION words'
+             ' after it run those workers, too, in this one process')
     _add_rest(parser)
     parser.add_argument(
         '--ticks', type=_seconds, metavar='SECONDS',
@@ -175,6 +193,27 @@ def main_parser(prog='gocept-runner'):
         '--principal', type=_not_empty, metavar='ID',
         help='run each tick in a security interaction of this principal')
     return parser
+
+
+def _run_host(args, functions, config):
+    """Run the workers `functions` names in one process; return the Host.
+    """
+    from gocept.runner import host
+    options = loop_options(args)
+    if 'metrics' in options or 'metrics_file' in options:
+        raise ConfigurationError(
+            'Metrics are not served for several workers in one process yet:'
+            ' run them without --metrics and --metrics-file')
+    lock_file = options.pop('lock_file', None)
+    process = {name: options.pop(name) for name in
+               ('max_runtime', 'max_memory', 'heartbeat') if name in options}
+    workers = [host.Worker(resolve(name), site_name=args.site, **options)
+               for name in functions]
+    _make_var(config)
+    with contextlib.ExitStack() as stack:
+        if lock_file:
+            stack.enter_context(locked(lock_file))
+        return host.Host(workers, **process).run(config)
 
 
 def loop_options(args):
@@ -212,6 +251,7 @@ def _parse_with_rest(parser, argv):
         argv, after = argv[:index], argv[index + 1:]
     args = parser.parse_intermixed_args(argv)
     args.rest += after
+    args.after_dashes = len(after)
     return args
 
 
@@ -313,8 +353,19 @@ def resolve(name):
     return obj
 
 
-def _execute(prog, debug, run_loop, exiting=False):
-    """Call `run_loop`; return the exit status.
+def host_status(host):
+    """The exit status of a program whose Host `host` has finished: 75
+    if it reached a limit, else the first of its workers' that is not 0."""
+    if host.stopped_because in LIMITS:
+        return EX_TEMPFAIL
+    statuses = [exit_status(worker.loop) for worker in host.workers
+                if worker.loop is not None]
+    return next((status for status in statuses if status), EX_OK)
+
+
+def _execute(prog, debug, run_loop, exiting=False, status_of=exit_status):
+    """Call `run_loop`; return the exit status (`status_of` what it
+    returned).
 
     The signals are handled from here on (see gocept.runner.signals): one
     that arrives while the worker's module is imported is not fatal either.
@@ -329,7 +380,7 @@ def _execute(prog, debug, run_loop, exiting=False):
         # One line, whatever the message looks like.
         print(f'{prog}: {" ".join(message.split())}', file=sys.stderr)
         return status
-    return exit_status(loop)
+    return status_of(loop)
 
 
 def _failure(error):

@@ -59,6 +59,9 @@ def test_suite():
         doctest.DocFileSuite(
             '../metrics.rst',
             optionflags=FLAGS),
+        doctest.DocFileSuite(
+            '../host.rst',
+            optionflags=FLAGS),
         OwnProcessDocTest('upgrading.rst'),
         OwnProcessDocTest('tutorial.rst'),
     ])
