@@ -201,8 +201,15 @@ class Exporter:
             namespace='gocept_runner', registry=self.registry)
 
     def measure(self, worker):
-        """A new Measure of `worker`, whose figures this exports."""
+        """A new Measure of `worker`, whose figures this exports.
+
+        Raises ConfigurationError if another has the same label.
+        """
         measure = Measure(worker)
+        if any(m.worker == measure.worker for m in self.measures):
+            raise ConfigurationError(
+                f'Two workers named {measure.worker}: their metrics would'
+                ' not be told apart')
         self.measures.append(measure)
         return measure
 

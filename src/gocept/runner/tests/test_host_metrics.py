@@ -264,6 +264,18 @@ class HostTests(HostTest):
                 worker=worker.measure.worker, outcome='committed'))
         self.assertFalse(os.path.exists(single))
 
+    def test_two_workers_of_one_name_are_a_configuration_error(self):
+        def job():
+            raise AssertionError('not to be called')
+        with self.assertRaises(ConfigurationError) as caught:
+            host.Host([job, job], metrics_file='host.prom')
+        self.assertEqual(
+            f'Two workers named {__name__}.HostTests.test_two_workers_of_one'
+            '_name_are_a_configuration_error.<locals>.job: their metrics'
+            ' would not be told apart', str(caught.exception))
+        # Without metrics, they may.
+        host.Host([job, job])
+
     def test_every_worker_has_a_measure_labelled_with_its_name(self):
         def first():
             pass
