@@ -200,20 +200,18 @@ def _run_host(args, functions, config):
     """
     from gocept.runner import host
     options = loop_options(args)
-    if 'metrics' in options or 'metrics_file' in options:
-        raise ConfigurationError(
-            'Metrics are not served for several workers in one process yet:'
-            ' run them without --metrics and --metrics-file')
     lock_file = options.pop('lock_file', None)
     process = {name: options.pop(name) for name in
-               ('max_runtime', 'max_memory', 'heartbeat') if name in options}
+               ('max_runtime', 'max_memory', 'heartbeat', 'metrics',
+                'metrics_file') if name in options}
     workers = [host.Worker(resolve(name), site_name=args.site, **options)
                for name in functions]
+    runner = host.Host(workers, **process)
     _make_var(config)
     with contextlib.ExitStack() as stack:
         if lock_file:
             stack.enter_context(locked(lock_file))
-        return host.Host(workers, **process).run(config)
+        return runner.run(config)
 
 
 def loop_options(args):

@@ -16,6 +16,9 @@ thread).  What belongs to the process belongs to the host:
   ended a tick since the last time, so a worker that hangs stops them.
 - `max_runtime` and `max_memory`: reaching one stops every worker
   (`max_ticks` is a worker's own).
+- Metrics (`metrics`, `metrics_file`): one server or file for the process,
+  with every worker's figures under its label ``worker`` (see
+  gocept.runner.metrics).
 
 A worker whose loop fails (an error outside its ticks, which the loop does
 not catch: a middleware's, say) is logged and started again after a pause
@@ -87,6 +90,8 @@ class Worker:
         self.function = function
         self.site_name = site_name
         self.loop = None
+        # The worker's gocept.runner.metrics.Measure, if the host has metrics.
+        self.measure = None
         self.failures = 0
 
     @property
@@ -101,14 +106,17 @@ class Host:
     """Runs `workers` (Worker objects, or functions) in one process.
 
     `max_runtime`, `max_memory` (see gocept.runner.limits) and `heartbeat`
-    (see gocept.runner.health) are the process's.  After `run`,
+    (see gocept.runner.health) are the process's, and so are `metrics`
+    ([HOST:]PORT to serve Prometheus metrics on) and `metrics_file` (a file
+    to write them to at the end), which need the metrics extra (see
+    gocept.runner.metrics).  After `run`,
     `stopped_because` is None if every worker ended by itself, else 'signal'
     (`signal` has which) or the limit reached; each Worker's `loop` is its
     last MainLoop.
     """
 
     def __init__(self, workers, max_runtime=None, max_memory=None,
-                 heartbeat=None):
+                 heartbeat=None, metrics=None, metrics_file=None):
         self.workers = [w if isinstance(w, Worker) else Worker(w)
                         for w in workers]
         if not self.workers:
@@ -117,6 +125,13 @@ class Host:
         self.max_memory = max_memory
         self.heartbeat = None if heartbeat is None else Heartbeat(heartbeat)
         self.notify = SystemdNotify()
+        self.metrics = None
+        if metrics is not None or metrics_file is not None:
+            # Imported here: prometheus_client would slow every start-up.
+            from gocept.runner.metrics import Exporter
+            self.metrics = Exporter(metrics, metrics_file)
+            for worker in self.workers:
+                worker.measure = self.metrics.measure(worker.function)
         self.stopped_because = None
         self.signal = None
         self.running = False
@@ -146,9 +161,13 @@ class Host:
                     if worker.settings.get('lock_file'):
                         stack.enter_context(
                             lock.locked(worker.settings['lock_file']))
+                if self.metrics is not None:
+                    stack.enter_context(self.metrics)
                 root = stack.enter_context(
                     environment.application(zope_conf))
                 self._prepare(root)
+                if self.metrics is not None:
+                    self.metrics.serve()
                 self._run(root._p_jar.db())
         finally:
             self.running = False
@@ -209,8 +228,13 @@ class Host:
                 root = connection.root()[environment.ROOT_FOLDER_NAME]
                 options = dict(worker.settings)
                 options.pop('lock_file', None)
+                # A decorated worker's own metrics are a single runner's.
+                options.pop('metrics', None)
+                options.pop('metrics_file', None)
                 middleware = [*options.pop('middleware', ()),
                               _Link(self, worker)]
+                if worker.measure is not None:
+                    middleware.append(worker.measure)
                 loop = MainLoop(_site(root, worker.site_name),
                                 worker=worker.function, middleware=middleware,
                                 **options)

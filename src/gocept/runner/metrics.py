@@ -4,9 +4,11 @@ A daemon serves them (``--metrics [HOST:]PORT``, ``metrics=``) for
 Prometheus to scrape; a ``once`` job (cron) writes them at its end into a
 file of node_exporter's textfile collector (``--metrics-file PATH``,
 ``metrics_file=``).  Every figure carries the label ``worker``, the dotted
-name of the worker.  Metrics never change what the runner does: what fails
-on their account (a port that is taken, a file that cannot be written or
-read back) is one WARNING, and the job goes on.
+name of the worker: each worker's loop is measured by a Measure, and one
+Exporter per process serves or writes the figures of all (a single runner's
+Metrics is both, for its one worker).  Metrics never change what the
+runner does: what fails on their account (a port that is taken, a file that
+cannot be written or read back) is one WARNING, and the job goes on.
 
 This needs the ``metrics`` extra (prometheus_client).
 """
@@ -108,31 +110,18 @@ def dotted_name(worker):
     return f'{module}.{name}' if module else name
 
 
-class Metrics(Middleware):
-    """Measures a loop; serves the metrics on `serve` (a (host, port) or
-    what `address` takes) and/or writes them to the file `path`.
+class Measure(Middleware):
+    """Measures the loops of one worker, as plain numbers that only the
+    loop's thread changes; an Exporter reads them.
 
-    The server runs from the start of the loop to its end.  The file is
-    written when the loop has ended; used as a context manager around the
-    set-up of the application and the loop, also when the run fails before
-    its loop.  `worker` (else the loop's) gives the label ``worker``.
-    Each Metrics has a registry of its own (`registry`).
+    `worker` (else the loop's) gives the label ``worker``.
     """
 
-    def __init__(self, serve=None, path=None, worker=None):
-        available()
-        self.address = None if serve is None else address(serve)
-        self.path = path
+    def __init__(self, worker=None):
         self.worker = None if worker is None else dotted_name(worker)
-        self.server = None
-        # When the run began (Unix time); whether it is in a `with` block.
-        self.started = None
-        self.entered = False
-        self.written = False
-        # The figures, plain numbers that only the loop's thread changes
-        # (prometheus_client's metric objects take a lock for each change,
-        # which costs an empty tick a fifth of its time); a scrape reads
-        # them through _Collector.
+        # prometheus_client's metric objects take a lock for each change,
+        # which costs an empty tick a fifth of its time: a scrape reads
+        # these numbers through _Collector instead.
         self.ticks = dict.fromkeys(TICK_OUTCOMES.values(), 0)
         self.items = dict.fromkeys(ITEM_OUTCOMES, 0)
         self.conflicts = 0
@@ -149,39 +138,14 @@ class Metrics(Middleware):
         # The last run (for the file): success, end, duration.
         self.last_run = None
         self.outage = None
-        self.registry = prometheus_client.CollectorRegistry()
-        self.registry.register(_Collector(self))
-        prometheus_client.ProcessCollector(
-            namespace='gocept_runner', registry=self.registry)
-
-    def __enter__(self):
-        self.entered = True
-        self.written = False
-        self.last_outcome = None
-        self.started = time.time()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.entered = False
-        # The run failed before (or while starting) its loop.
-        if self.path is not None and not self.written:
-            self.worker = self.worker or 'unknown'
-            self.write()
-
-    # The hooks of the loop.
 
     def before_loop(self, loop):
         self.worker = self.worker or dotted_name(loop.worker)
-        if not self.entered:
-            self.started = time.time()
-        self.written = False
         self.last_outcome = None
         self.items_failed = False
         self.succeeded_at = None
         self.outage = next((m for m in loop.middleware
                             if isinstance(m, outage.Outage)), None)
-        if self.address is not None:
-            self.serve()
 
     def after_tick(self, loop, tick):
         outcome = TICK_OUTCOMES.get(tick.outcome)
@@ -206,16 +170,63 @@ class Metrics(Middleware):
         if committed:
             self.succeeded_at = self.last_success = time.time()
 
-    def after_loop(self, loop):
+    def succeeded(self):
+        """Whether the run succeeded: its last tick committed (or was
+        doomed) and no item of it failed."""
+        return (self.last_outcome in ('committed', 'doomed') and
+                not self.items_failed)
+
+
+class Exporter:
+    """The metrics of a process: one registry (`registry`) with the figures
+    of every Measure in `measures`, one family each, and those of the
+    process; served on `serve` (a (host, port) or what `address` takes)
+    and/or written to the file `path`.
+
+    Used as a context manager around a run: the run's duration counts from
+    its start; at its end the server stops and the file is written.
+    """
+
+    def __init__(self, serve=None, path=None):
+        available()
+        self.address = None if serve is None else address(serve)
+        self.path = path
+        self.measures = []
+        self.server = None
+        # When the run began (Unix time).
+        self.started = None
+        self.registry = prometheus_client.CollectorRegistry()
+        self.registry.register(_Collector(self.measures))
+        prometheus_client.ProcessCollector(
+            namespace='gocept_runner', registry=self.registry)
+
+    def measure(self, worker):
+        """A new Measure of `worker`, whose figures this exports.
+
+        Raises ConfigurationError if another has the same label.
+        """
+        measure = Measure(worker)
+        if any(m.worker == measure.worker for m in self.measures):
+            raise ConfigurationError(
+                f'Two workers named {measure.worker}: their metrics would'
+                ' not be told apart')
+        self.measures.append(measure)
+        return measure
+
+    def __enter__(self):
+        self.started = time.time()
+        return self
+
+    def __exit__(self, *exc_info):
         self.stop_serving()
         if self.path is not None:
             self.write()
 
-    # Serving and writing.
-
     def serve(self):
-        """Serve the metrics over HTTP on `address` (a WARNING if that
-        fails)."""
+        """Serve the metrics over HTTP on `address`, if given (a WARNING if
+        that fails)."""
+        if self.address is None:
+            return
         host, port = self.address
         try:
             self.server, _ = prometheus_client.start_http_server(
@@ -233,117 +244,188 @@ class Metrics(Middleware):
             self.server.server_close()
             self.server = None
 
-    def succeeded(self):
-        """Whether the run succeeded: its last tick committed (or was
-        doomed) and no item of it failed."""
-        return (self.last_outcome in ('committed', 'doomed') and
-                not self.items_failed)
-
     def write(self):
-        """Write the metrics to `path`, atomically (a WARNING if that
-        fails)."""
-        self.written = True
+        """End the run of every Measure and write the metrics to `path`,
+        atomically (a WARNING if that fails).
+
+        A worker whose run failed without a success keeps the last success
+        that the file of the run before gives for its label.
+        """
         now = time.time()
-        success = self.succeeded()
-        self.last_run = (success, now, now - (self.started or now))
-        if not success and self.succeeded_at is None:
-            previous = self.previous_success()
-            if previous is not None:
-                self.last_success = previous
+        failed = []
+        for measure in self.measures:
+            success = measure.succeeded()
+            measure.last_run = (success, now, now - (self.started or now))
+            if not success and measure.succeeded_at is None:
+                failed.append(measure)
+        if failed:
+            previous = self.previous_successes()
+            for measure in failed:
+                if measure.worker in previous:
+                    measure.last_success = previous[measure.worker]
         try:
             prometheus_client.write_to_textfile(self.path, self.registry)
         except OSError as e:
             log.warning('Cannot write the metrics file %s: %s', self.path,
                         e.strerror or e)
 
-    def previous_success(self):
-        """The last success that the file of the run before gives, or None.
-        """
+    def previous_successes(self):
+        """The last success of each worker (by its label) that the file of
+        the run before gives."""
+        successes = {}
         try:
             with open(self.path, encoding='utf-8') as f:
                 text = f.read()
             for family in prometheus_client.parser \
                     .text_string_to_metric_families(text):
                 for sample in family.samples:
-                    if (sample.name == LAST_SUCCESS and
-                            sample.labels.get('worker') == self.worker):
-                        return sample.value
+                    if sample.name == LAST_SUCCESS:
+                        successes[sample.labels.get('worker')] = sample.value
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as e:
             reason = e.strerror if isinstance(e, OSError) else 'not metrics'
             log.warning('Cannot read the last success from the metrics'
                         ' file %s: %s', self.path, reason or e)
-        return None
+            successes = {}
+        return successes
+
+
+class Metrics(Measure):
+    """Measures a loop; serves the metrics on `serve` (a (host, port) or
+    what `address` takes) and/or writes them to the file `path`: a single
+    runner's Exporter, of this one Measure.
+
+    The server runs from the start of the loop to its end.  The file is
+    written when the loop has ended; used as a context manager around the
+    set-up of the application and the loop, also when the run fails before
+    its loop.  `worker` (else the loop's) gives the label ``worker``.
+    Each Metrics has a registry of its own (`registry`).
+    """
+
+    def __init__(self, serve=None, path=None, worker=None):
+        self.exporter = Exporter(serve, path)
+        super().__init__(worker)
+        self.exporter.measures.append(self)
+        self.registry = self.exporter.registry
+        self.path = path
+        # Whether it is in a `with` block; whether the file is written.
+        self.entered = False
+        self.written = False
+
+    def __enter__(self):
+        self.entered = True
+        self.written = False
+        self.last_outcome = None
+        self.exporter.started = time.time()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.entered = False
+        # The run failed before (or while starting) its loop.
+        if self.path is not None and not self.written:
+            self.worker = self.worker or 'unknown'
+            self.write()
+
+    def before_loop(self, loop):
+        if not self.entered:
+            self.exporter.started = time.time()
+        self.written = False
+        super().before_loop(loop)
+        self.exporter.serve()
+
+    def after_loop(self, loop):
+        self.exporter.stop_serving()
+        if self.path is not None:
+            self.write()
+
+    def write(self):
+        """Write the metrics to `path` (see Exporter.write)."""
+        self.written = True
+        self.exporter.write()
 
 
 class _Collector:
-    """The figures of a Metrics, as prometheus_client's metric families."""
+    """The figures of Measures, as prometheus_client's metric families: one
+    family for each figure, a sample for each worker."""
 
-    def __init__(self, metrics):
-        self.metrics = metrics
+    def __init__(self, measures):
+        self.measures = measures
 
     def collect(self):
-        metrics = self.metrics
-        worker = metrics.worker
-        if worker is None:
-            return []  # no loop has started yet
+        # A Measure without a worker has seen no loop yet.
+        measures = [m for m in list(self.measures) if m.worker is not None]
+        if not measures:
+            return []
         core = prometheus_client.core
         families = []
 
-        def family(kind, name, documentation, value=None, labels=()):
+        def family(kind, name, documentation, value=None, labels=(),
+                   of=measures):
+            # `value`: a function of a Measure giving its sample.
             metric = kind(name, documentation, labels=['worker', *labels])
             families.append(metric)
             if value is not None:
-                metric.add_metric([worker], value)
+                for measure in of:
+                    metric.add_metric([measure.worker], value(measure))
             return metric
 
         ticks = family(core.CounterMetricFamily, 'gocept_runner_ticks',
                        'Ticks by outcome.', labels=['outcome'])
-        for outcome, number in list(metrics.ticks.items()):
-            ticks.add_metric([worker, outcome], number)
+        for measure in measures:
+            for outcome, number in list(measure.ticks.items()):
+                ticks.add_metric([measure.worker, outcome], number)
         family(core.CounterMetricFamily, 'gocept_runner_conflicts',
-               'Conflicts on commit, retried or not.', metrics.conflicts)
+               'Conflicts on commit, retried or not.',
+               lambda m: m.conflicts)
         durations = family(
             core.HistogramMetricFamily, 'gocept_runner_tick_duration_seconds',
             "Seconds from a tick's begin to the end of its commit.")
-        buckets, total = [], 0
-        for bound, number in zip(BUCKETS, list(metrics.durations)):
-            total += number
-            buckets.append((prometheus_client.utils.floatToGoString(bound),
-                            total))
-        durations.add_metric([worker], buckets, metrics.duration_sum)
+        for measure in measures:
+            buckets, total = [], 0
+            for bound, number in zip(BUCKETS, list(measure.durations)):
+                total += number
+                buckets.append(
+                    (prometheus_client.utils.floatToGoString(bound), total))
+            durations.add_metric([measure.worker], buckets,
+                                 measure.duration_sum)
         family(core.GaugeMetricFamily, LAST_SUCCESS,
                'When a tick last committed (Unix time).',
-               metrics.last_success)
-        state = metrics.outage
-        down = state is not None and state.since is not None
+               lambda m: m.last_success)
         family(core.GaugeMetricFamily, 'gocept_runner_storage_unavailable',
                'Whether the loop backs off from a storage outage (1) or not'
-               ' (0).', 1 if down else 0)
+               ' (0).', _unavailable)
         family(core.CounterMetricFamily,
                'gocept_runner_storage_unavailable_seconds',
                'Seconds the storage was unavailable.',
-               0 if state is None else state.seconds())
+               lambda m: 0 if m.outage is None else m.outage.seconds())
         items = family(core.CounterMetricFamily, 'gocept_runner_items',
                        'Items of transaction_per_item by outcome.',
                        labels=['outcome'])
-        for outcome, number in list(metrics.items.items()):
-            items.add_metric([worker, outcome], number)
+        for measure in measures:
+            for outcome, number in list(measure.items.items()):
+                items.add_metric([measure.worker, outcome], number)
         family(core.InfoMetricFamily, 'gocept_runner',
-               'The version of gocept.runner.', {'version': VERSION})
-        if metrics.last_run is not None:
-            success, ended, duration = metrics.last_run
+               'The version of gocept.runner.', lambda m: {'version': VERSION})
+        ended = [m for m in measures if m.last_run is not None]
+        if ended:
             family(core.GaugeMetricFamily, 'gocept_runner_last_run_success',
                    'Whether the last run succeeded (1) or failed (0).',
-                   1 if success else 0)
+                   lambda m: 1 if m.last_run[0] else 0, of=ended)
             family(core.GaugeMetricFamily,
                    'gocept_runner_last_run_timestamp_seconds',
-                   'When the last run ended (Unix time).', ended)
+                   'When the last run ended (Unix time).',
+                   lambda m: m.last_run[1], of=ended)
             family(core.GaugeMetricFamily,
                    'gocept_runner_last_run_duration_seconds',
-                   'How many seconds the last run took.', duration)
+                   'How many seconds the last run took.',
+                   lambda m: m.last_run[2], of=ended)
         return families
+
+
+def _unavailable(measure):
+    state = measure.outage
+    return 1 if state is not None and state.since is not None else 0
 
 
 def _netloc(host, port):
