@@ -98,6 +98,15 @@ class Worker:
     def name(self):
         return getattr(self.function, '__qualname__', repr(self.function))
 
+    def loop_options(self):
+        """The settings that are the MainLoop's."""
+        options = dict(self.settings)
+        # The host holds the lock files; a decorated worker's own metrics
+        # are a single runner's (the host has its own).
+        for name in ('lock_file', 'metrics', 'metrics_file'):
+            options.pop(name, None)
+        return options
+
     def __repr__(self):
         return f'<Worker {self.name}>'
 
@@ -185,7 +194,14 @@ class Host:
                 settings['principal'] = principal = principal()
             if principal is not None:
                 lookup_principal(principal)
-            _site(root, worker.site_name)
+            site = _site(root, worker.site_name)
+            try:
+                # The loop checks its options (ticks, say) as it is made.
+                MainLoop(site, worker=worker.function,
+                         **worker.loop_options())
+            except TypeError as e:
+                raise ConfigurationError(
+                    f'Worker {worker.name}: {e}') from None
         if self.heartbeat is not None:
             self.heartbeat.before_loop(self)
 
@@ -226,11 +242,7 @@ class Host:
             connection = db.open()
             try:
                 root = connection.root()[environment.ROOT_FOLDER_NAME]
-                options = dict(worker.settings)
-                options.pop('lock_file', None)
-                # A decorated worker's own metrics are a single runner's.
-                options.pop('metrics', None)
-                options.pop('metrics_file', None)
+                options = worker.loop_options()
                 middleware = [*options.pop('middleware', ()),
                               _Link(self, worker)]
                 if worker.measure is not None:

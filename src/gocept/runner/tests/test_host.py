@@ -159,6 +159,19 @@ class FailureTest(HostTest):
         with self.assertRaises(ConfigurationError):
             runner.run(self.conf)
 
+    def test_a_setting_the_loop_does_not_take_ends_the_run_at_once(self):
+        ran = []
+        for settings, message in [
+                (dict(tick=1), "unexpected keyword argument 'tick'"),
+                (dict(ticks=-1), 'ticks must be a number of seconds, not'
+                                 ' -1')]:
+            runner = host.Host([host.Worker(lambda: ran.append(1)),
+                                host.Worker(lambda: None, **settings)])
+            with self.assertRaises(ConfigurationError) as raised:
+                runner.run(self.conf)
+            self.assertIn(message, str(raised.exception))
+        self.assertEqual([], ran)
+
     def test_a_failed_worker_starts_again_the_others_go_on(self):
         self.addCleanup(setattr, host, 'RESTART_PAUSE', host.RESTART_PAUSE)
         host.RESTART_PAUSE = 0.05
@@ -240,7 +253,8 @@ def count(name):
     def work():
         root = zope.component.hooks.getSite()
         setattr(root, name, getattr(root, name, 0) + 1)
-        print(name, getattr(root, name), flush=True)
+        sys.stdout.write(f'{name} {getattr(root, name)}\\n')
+        sys.stdout.flush()
         return 0.01
     work.__qualname__ = name
     return work
