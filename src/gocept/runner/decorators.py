@@ -84,6 +84,17 @@ class appmain:
         run.decorator = self
         return run
 
+    def bind(self, worker, arguments=None):
+        """What the loop calls: `worker` itself, or, if the decorator
+        declares `arguments`, `worker` called with the Namespace of their
+        values (`arguments`, else their defaults)."""
+        if self.arguments is None:
+            return worker
+        if arguments is None:
+            from gocept.runner import cli
+            arguments = cli.parse_arguments(self.arguments, [])
+        return _called_with(worker, arguments)
+
     def run(self, worker, appname, configfile, arguments=None, **overrides):
         """Run `worker` in a MainLoop on the site of `configfile`; return
         the loop when it has ended.
@@ -93,11 +104,7 @@ class appmain:
         the decorator's settings (``lock_file``, ``ticks``, ``once``,
         ``principal`` and the options).
         """
-        if self.arguments is not None:
-            if arguments is None:
-                from gocept.runner import cli
-                arguments = cli.parse_arguments(self.arguments, [])
-            worker = _called_with(worker, arguments)
+        worker = self.bind(worker, arguments)
         settings = dict(self.options, ticks=self.ticks, once=self.once,
                         lock_file=self.lock_file)
         settings.update(overrides)

@@ -43,7 +43,6 @@ from gocept.runner import environment
 from gocept.runner import lock
 from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
-from gocept.runner.decorators import _called_with
 from gocept.runner.health import Heartbeat
 from gocept.runner.health import SystemdNotify
 from gocept.runner.limits import resident_memory
@@ -81,11 +80,7 @@ class Worker:
                 decorator.options, ticks=decorator.ticks,
                 once=decorator.once, principal=decorator.principal,
                 lock_file=decorator.lock_file)
-            function = function.__wrapped__
-            if decorator.arguments is not None:
-                from gocept.runner import cli
-                function = _called_with(
-                    function, cli.parse_arguments(decorator.arguments, []))
+            function = decorator.bind(function.__wrapped__)
         self.settings.update(settings)
         self.function = function
         self.site_name = site_name
