@@ -26,6 +26,7 @@ from gocept.runner.tests.test_metrics import read
 from gocept.runner.tests.test_metrics import scrape
 from gocept.runner.tests.test_metrics import value
 from gocept.runner.tests.test_metrics import wait_for_scrape
+from gocept.runner.tests.test_metrics import without_prometheus_client
 
 
 MIXED = f'{MODULE}.mixed'
@@ -205,19 +206,8 @@ class TextfileTests(TestCase):
 class ExtraTests(TestCase):
 
     def test_without_the_extra_asking_for_metrics_is_one_line(self):
-        # A Python that finds all that the runner needs, but not
-        # prometheus_client: site-packages without it, and no site (-S).
-        site = os.path.dirname(os.path.dirname(prometheus_client.__file__))
-        path = os.path.join(self.dir, 'path')
-        os.mkdir(path)
-        for name in os.listdir(site):
-            if not name.startswith('prometheus_client'):
-                os.symlink(os.path.join(site, name),
-                           os.path.join(path, name))
-        src = os.path.dirname(os.path.dirname(os.path.dirname(
-            gocept.runner.__file__)))
         runner = HostProcess(self.dir)
-        env = dict(runner.env, PYTHONPATH=os.pathsep.join([src, path]))
+        env = dict(runner.env, PYTHONPATH=without_prometheus_client(self.dir))
         for option in ('--metrics=9100', f'--metrics-file={self.dir}/x.prom'):
             result = subprocess.run(
                 [sys.executable, '-S', *runner.command(

@@ -394,22 +394,26 @@ class TextfileTests(TestCase):
             worker=f'{MODULE}.failure'))
 
 
+def without_prometheus_client(directory):
+    """A PYTHONPATH (made in `directory`) for ``python -S`` that finds all
+    that the runner needs, but not prometheus_client: a copy of
+    site-packages without it."""
+    site = os.path.dirname(os.path.dirname(prometheus_client.__file__))
+    path = os.path.join(directory, 'path')
+    os.mkdir(path)
+    for name in os.listdir(site):
+        if not name.startswith('prometheus_client'):
+            os.symlink(os.path.join(site, name), os.path.join(path, name))
+    src = os.path.dirname(os.path.dirname(os.path.dirname(
+        gocept.runner.__file__)))
+    return os.pathsep.join([src, path])
+
+
 class ExtraTests(TestCase):
 
     def test_without_the_extra_asking_for_metrics_is_one_line(self):
-        # A Python that finds all that the runner needs, but not
-        # prometheus_client: site-packages without it, and no site (-S).
-        site = os.path.dirname(os.path.dirname(prometheus_client.__file__))
-        path = os.path.join(self.dir, 'path')
-        os.mkdir(path)
-        for name in os.listdir(site):
-            if not name.startswith('prometheus_client'):
-                os.symlink(os.path.join(site, name),
-                           os.path.join(path, name))
-        src = os.path.dirname(os.path.dirname(os.path.dirname(
-            gocept.runner.__file__)))
         runner = self.process()
-        env = dict(runner.env, PYTHONPATH=os.pathsep.join([src, path]))
+        env = dict(runner.env, PYTHONPATH=without_prometheus_client(self.dir))
         for option in ('--metrics=9100', f'--metrics-file={self.dir}/x.prom'):
             result = subprocess.run(
                 [sys.executable, '-S', '-m', 'gocept.runner', '-C',
