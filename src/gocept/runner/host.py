@@ -29,8 +29,6 @@ ends its thread; the host ends when every worker has.
 
 import contextlib
 import logging
-import os
-import select
 import threading
 import time
 
@@ -49,6 +47,7 @@ from gocept.runner.limits import resident_memory
 from gocept.runner.middleware import Middleware
 from gocept.runner.runner import MainLoop
 from gocept.runner.runner import lookup_principal
+from gocept.runner.wakeup import Wakeup
 
 
 log = logging.getLogger(__name__)
@@ -149,15 +148,13 @@ class Host:
         self._stopping = threading.Event()
         self._signal_to_log = None
         self._reopen = False
-        self._wakeup = self._wake = None
+        self._wakeup = Wakeup()
 
     def run(self, zope_conf):
         """Set up `zope_conf` once and run every worker until all have ended
         or the host is stopped; return self."""
         self.running = True
-        self._wakeup, self._wake = os.pipe()
-        for fd in self._wakeup, self._wake:
-            os.set_blocking(fd, False)
+        self._wakeup.open()
         try:
             with contextlib.ExitStack() as stack:
                 stack.enter_context(signals.handled(self))
@@ -175,9 +172,7 @@ class Host:
                 self._run(root._p_jar.db())
         finally:
             self.running = False
-            os.close(self._wakeup)
-            os.close(self._wake)
-            self._wakeup = self._wake = None
+            self._wakeup.close()
         return self
 
     def _prepare(self, root):
@@ -214,8 +209,7 @@ class Host:
         started = time.monotonic()
         try:
             while any(thread.is_alive() for thread in threads):
-                select.select([self._wakeup], [], [], CHECK_INTERVAL)
-                self._drain()
+                self._wakeup.sleep(CHECK_INTERVAL)
                 self._log_signal()
                 if self._reopen:
                     self._reopen = False
@@ -285,7 +279,7 @@ class Host:
             loops = list(self._looping)
         for loop in loops:
             loop.stop(self.stopped_because)
-        self._wake_up()
+        self._wakeup.wake()
 
     # What gocept.runner.signals calls.
 
@@ -300,21 +294,7 @@ class Host:
     def reopen_logs(self):
         """Reopen the log files (soon, in the main thread)."""
         self._reopen = True
-        self._wake_up()
-
-    def _wake_up(self):
-        if self._wake is not None:
-            try:
-                os.write(self._wake, b'.')
-            except BlockingIOError:
-                pass
-
-    def _drain(self):
-        try:
-            while os.read(self._wakeup, 512):
-                pass
-        except BlockingIOError:
-            pass
+        self._wakeup.wake()
 
     def _log_signal(self):
         # Not in the handler: it may interrupt a write to the log's stream.

@@ -4,12 +4,10 @@
 here, too; the package's ``__init__`` puts them into this module.)
 """
 
-import fcntl
 import logging
 import math
 import numbers
 import os
-import select
 import signal
 import sys
 import time
@@ -34,6 +32,7 @@ from gocept.runner.health import Heartbeat
 from gocept.runner.health import SystemdNotify
 from gocept.runner.limits import LIMITS  # noqa: F401 (part of the API)
 from gocept.runner.limits import Limits
+from gocept.runner.wakeup import Wakeup
 
 
 log = logging.getLogger(__name__)
@@ -165,7 +164,7 @@ class MainLoop:
         self._warned = set()
         self._signal_to_log = None
         self._reopen = False
-        self._wakeup = self._wake = None
+        self._wakeup = Wakeup()
         # Whether the next tick needs a new transaction to see fresh data.
         self._stale = True
         self._in_worker = False
@@ -209,9 +208,7 @@ class MainLoop:
         self._warned = set()
         self._stale = True
         self._pid = os.getpid()
-        self._wakeup, self._wake = os.pipe()
-        for fd in self._wakeup, self._wake:
-            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
+        self._wakeup.open()
         done = []
         try:
             with signals.handled(self):
@@ -232,9 +229,7 @@ class MainLoop:
             self._log_signal()
             for middleware in reversed(done):
                 middleware.after_loop(self)
-            os.close(self._wakeup)
-            os.close(self._wake)
-            self._wakeup = self._wake = None
+            self._wakeup.close()
             zope.component.hooks.setSite(old_site)
 
     run = __call__
@@ -421,8 +416,7 @@ class MainLoop:
             if remaining <= 0:
                 break
             # select() takes no timeout longer than about 9e9 seconds.
-            select.select([self._wakeup], [], [], min(remaining, 3600))
-            self._drain()
+            self._wakeup.sleep(min(remaining, 3600))
             self._reopen_logs()
 
     def stop(self, reason='stop'):
@@ -434,17 +428,13 @@ class MainLoop:
         self.running = False
         if self.stopped_because is None:
             self.stopped_because = reason
-        if self._wake is not None:
-            try:
-                os.write(self._wake, b'.')
-            except BlockingIOError:
-                pass  # the pipe is full: woken up already
+        self._wakeup.wake()
 
     def stopMainLoop(self, signum, frame):
         """Stop the loop as the signal `signum` does (a signal handler)."""
         self.signal = self._signal_to_log = signum
         self.stop('signal')
-        if self._wake is None:
+        if not self._wakeup.is_open:
             # Not running: nothing will log it later.
             self._log_signal()
         if signum == signal.SIGINT and self._in_worker:
@@ -455,11 +445,7 @@ class MainLoop:
     def reopen_logs(self):
         """Reopen the log files between two ticks (or now, when asleep)."""
         self._reopen = True
-        if self._wake is not None:
-            try:
-                os.write(self._wake, b'.')
-            except BlockingIOError:
-                pass
+        self._wakeup.wake()
 
     def _reopen_logs(self):
         # Here, between ticks, not in the handler: see _log_signal.
@@ -467,13 +453,6 @@ class MainLoop:
             self._reopen = False
             ZConfig.components.logger.loghandler.reopenFiles()
             log.debug('Log files reopened')
-
-    def _drain(self):
-        try:
-            while os.read(self._wakeup, 512):
-                pass
-        except BlockingIOError:
-            pass
 
     def _log_signal(self):
         # Logged here, not in the handler: a handler may interrupt a write to

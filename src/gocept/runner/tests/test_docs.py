@@ -69,8 +69,8 @@ class ExampleTest(DocsTest):
         self.assertIn('def count():', code)
         self.write('count.py', code)
         # README's command, with ticks of no length.
-        self.assertIn('    gocept-runner count:count\n',
-                      open(path).read())
+        with open(path) as f:
+            self.assertIn('    gocept-runner count:count\n', f.read())
         result = self.run_command(
             [GOCEPT_RUNNER, 'count:count', '--ticks', '0'])
         self.assertEqual(0, result.returncode, result.stderr)
