@@ -2,7 +2,9 @@
 
 ``benchmarks/work/venv-3.0`` holds the released gocept.runner 3.0 from the
 package index, ``benchmarks/work/venv-this`` this checkout (installed
-editable), both with ZEO and made with the Python that runs the benchmark.
+editable), both with ZEO, and ``benchmarks/work/venv-full`` this checkout
+with zope.app.zcmlfiles and zope.securitypolicy (for host.py), all made
+with the Python that runs the benchmark.
 A virtualenv is made again when what it should hold changed (another
 setup.py, say).  Delete ``benchmarks/work`` to start afresh.
 """
@@ -22,11 +24,15 @@ REQUIREMENTS = {
     # 3.0 with what the lean site ZCML of the benchmarks needs.
     '3.0': ['gocept.runner==3.0', 'zope.principalregistry', 'ZEO'],
     'this': ['-e', f'{ROOT}[benchmarks,zeo]'],
+    # This checkout with what the full zope.app site of gocept.runner 3.0's
+    # tests needs (benchmarks/host.py).
+    'full': ['-e', f'{ROOT}', 'zope.app.zcmlfiles', 'zope.securitypolicy'],
 }
 
 
 def python(name):
-    """The Python of the virtualenv `name` ('3.0' or 'this'), made if new."""
+    """The Python of the virtualenv `name` ('3.0', 'this' or 'full'), made
+    if new."""
     venv = os.path.join(WORK, f'venv-{name}')
     executable = os.path.join(venv, 'bin', 'python')
     stamp_path = os.path.join(venv, 'bench-stamp')
