@@ -69,6 +69,9 @@ class Sizes:
         self.rounds = 2 if quick else 9
         self.ticks = 2000 if quick else 20000
         self.writes = 300 if quick else 3000
+        # One process, many short runs of each (workers/host_loop.py).
+        self.loop_runs = 3 if quick else 15
+        self.loop_ticks = 1000 if quick else 5000
 
 
 class HostBench(run.Bench):
@@ -195,7 +198,8 @@ def io_ticks(bench):
 
 
 def one_worker(bench):
-    """3. Empty and writing ticks: one worker in a host, a single runner."""
+    """3. Empty and writing ticks: one worker in a host, a single runner;
+    and in one process, the best of many runs of each."""
     for kind, count in (('empty', bench.sizes.ticks),
                         ('writing', bench.sizes.writes)):
         for i in range(bench.sizes.rounds):
@@ -208,6 +212,11 @@ def one_worker(bench):
                 done = checked(bench.finish(running), names(1), count,
                                writing=kind == 'writing')
                 bench.record(kind, mode, rate(done))
+        loops = bench.run(f'loop-{kind}', 'host', 'host_loop', kind,
+                          bench.sizes.loop_ticks, bench.sizes.loop_runs)
+        for mode in ('host', 'single'):
+            bench.record(f'{kind}_loop', mode,
+                         loops.value('ticks') / loops.value(mode))
 
 
 # -- the results --
@@ -291,6 +300,11 @@ def figures(benches, sizes):
                lean, 'writing', 'host', 'single', 'ticks/s', 0.95, True,
                best=True),
     ]
+    for kind in ('empty', 'writing'):
+        rows.append(Figure(
+            f'{kind} ticks, one process, best of {sizes.loop_runs}'
+            f' ({sizes.loop_ticks:,}): host thread ÷ main thread', lean,
+            f'{kind}_loop', 'host', 'single', 'ticks/s', 0.95, True))
     return rows
 
 
@@ -364,6 +378,13 @@ def main():
         f' each, on which "met" is judged where it is given (other work on'
         f' the machine only ever slows a run); the others are judged on'
         f' the median.',
+        f'One process: workers/host_loop.py sets the lean site up once and'
+        f' runs one worker {sizes.loop_runs} times as the single runner'
+        f' does (a MainLoop in the main thread) and as the host does'
+        f' (Host._work in a thread of its own, with its own connection and'
+        f' the host\'s middleware), in turn; the best run of each.  No'
+        f' process start and no other process in the comparison: the'
+        f' steadiest figure of the two on a busy machine.',
         'RSS: the process\'s when the last of its workers had its first'
         ' tick committed, and after the last worker\'s last tick (writing'
         ' ticks, a counter of its own each); "one single" is the median'
