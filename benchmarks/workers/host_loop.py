@@ -1,13 +1,14 @@
 """One worker in a host's thread, or in the main thread, in one process.
 
 Arguments: zope.conf, ``empty`` or ``writing``, COUNT, RUNS.  Sets zope.conf
-up once, then RUNS times in turn runs COUNT ticks of one worker: as the
-single runner does (a MainLoop in the main thread, on the root folder of
-the set-up's connection), and as a Host does (Host._work in a thread of its
-own: its own connection, the host's middleware, the main thread waiting).
-Reports the fewest seconds from the first tick to the last of each: the
-best of many short runs is hardly touched by other work on the machine,
-which only ever slows a run.
+up once, then RUNS times runs COUNT ticks of one worker in two ways, in
+turn (which first alternating): as the single runner does (a MainLoop in the
+main thread, on the root folder of the set-up's connection), and as a Host
+does (Host._work in a thread of its own: its own connection, the host's
+middleware, the main thread waiting).  Reports the seconds from the first
+tick to the last of every run, in order: the harness takes the best of each
+(hardly touched by other work on the machine, which only ever slows a run)
+and the ratios of neighbouring runs.
 """
 
 import sys
@@ -43,20 +44,24 @@ def timed_worker(seconds):
     return worker
 
 
-best = {'single': float('inf'), 'host': float('inf')}
+def as_single(root, db):
+    gocept.runner.MainLoop(root, 0, timed_worker(runs_seconds['single']))()
+
+
+def as_host(root, db):
+    host = Host([Worker(timed_worker(runs_seconds['host']), ticks=0)])
+    thread = threading.Thread(target=host._work, args=(host.workers[0], db))
+    thread.start()
+    thread.join()
+    if host.workers[0].loop.stopped_because != 'Exit':
+        sys.exit('The host worker did not end by Exit')
+
+
+runs_seconds = {'single': [], 'host': []}
 with environment.application(zope_conf) as root:
     db = root._p_jar.db()
     for i in range(runs):
-        seconds = []
-        gocept.runner.MainLoop(root, 0, timed_worker(seconds))()
-        best['single'] = min(best['single'], *seconds)
-        seconds = []
-        host = Host([Worker(timed_worker(seconds), ticks=0)])
-        thread = threading.Thread(target=host._work,
-                                  args=(host.workers[0], db))
-        thread.start()
-        thread.join()
-        if host.workers[0].loop.stopped_because != 'Exit':
-            sys.exit('The host worker did not end by Exit')
-        best['host'] = min(best['host'], *seconds)
-benchlib.report(ticks=count - 1, **best)
+        # Which goes first alternates.
+        for run in (as_single, as_host) if i % 2 else (as_host, as_single):
+            run(root, db)
+benchlib.report(ticks=count - 1, **runs_seconds)
