@@ -12,7 +12,7 @@ to the worker's own counter) or ``io`` (a tick waits 10 ms, as on I/O, and
 writes nothing); a worker stops after COUNT ticks, at ``ticks=0``.  Each
 worker reports, as a JSON line, the moment its first tick has committed
 (the start of its second) with the process's RSS then, and after its last
-tick the seconds from its first tick to its last and the RSS.  At the end
+tick the moments of its first and last tick and the RSS.  At the end
 the process reports its peak RSS and what the counters in its database
 hold.
 """
@@ -55,8 +55,9 @@ def make_worker(name, kind, count):
         elif kind == 'io':
             time.sleep(IO_WAIT)
         if done == count:
-            report(worker=name, ticks=done - 1,
-                   seconds=benchlib.now() - start, rss_end=benchlib.rss_kb())
+            end = benchlib.now()
+            report(worker=name, ticks=done - 1, start=start, end=end,
+                   seconds=end - start, rss_end=benchlib.rss_kb())
             return gocept.runner.Exit
 
     worker.__qualname__ = worker.__name__ = name
