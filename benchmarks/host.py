@@ -18,7 +18,8 @@ next), so that drift of the machine hits both alike:
 2. Ticks that wait 10 ms, as on I/O: eight in a host, in total, against
    eight times one single runner alone.
 3. Empty and writing ticks of one worker in a host against the same worker
-   as a single runner.
+   as a single runner; and in one process (workers/host_loop.py), the
+   host's thread against the main thread, many runs each.
 
 Each figure is the median of the rounds' ratios with their spread, and for
 ticks also the ratio of the best runs (steadier on a busy machine: other
