@@ -2,9 +2,11 @@
 
 ``benchmarks/work/venv-3.0`` holds the released gocept.runner 3.0 from the
 package index, ``benchmarks/work/venv-this`` this checkout (installed
-editable), both with ZEO and RelStorage and made with the Python that
-runs the benchmark.  A virtualenv is made again when what it should hold
-changed (another setup.py, say).  Delete ``benchmarks/work`` to start afresh.
+editable), both with ZEO and RelStorage, and ``benchmarks/work/venv-full``
+this checkout with zope.app.zcmlfiles and zope.securitypolicy (for
+host.py), all made with the Python that runs the benchmark.  A virtualenv
+is made again when what it should hold changed (another setup.py, say).
+Delete ``benchmarks/work`` to start afresh.
 """
 
 import hashlib
@@ -24,11 +26,15 @@ REQUIREMENTS = {
     '3.0': ['gocept.runner==3.0', 'zope.principalregistry', 'ZEO',
             'RelStorage', 'psycopg2-binary'],
     'this': ['-e', f'{ROOT}[benchmarks,zeo,relstorage]'],
+    # This checkout with what the full zope.app site of gocept.runner 3.0's
+    # tests needs (benchmarks/host.py).
+    'full': ['-e', f'{ROOT}', 'zope.app.zcmlfiles', 'zope.securitypolicy'],
 }
 
 
 def python(name):
-    """The Python of the virtualenv `name` ('3.0' or 'this'), made if new."""
+    """The Python of the virtualenv `name` ('3.0', 'this' or 'full'), made
+    if new."""
     venv = os.path.join(WORK, f'venv-{name}')
     executable = os.path.join(venv, 'bin', 'python')
     stamp_path = os.path.join(venv, 'bench-stamp')
