@@ -319,6 +319,8 @@ class Host:
     def _ticked_by(self, worker):
         # Healthy: every worker that has not ended ticked since the last
         # report (one failing or restarting does not tick).
+        if self.heartbeat is None and self.notify.notify.address is None:
+            return  # nobody to report to: no lock for every tick
         with self._lock:
             self._ticked.add(worker)
             if self._ticked >= self._active:
