@@ -396,17 +396,29 @@ class TextfileTests(TestCase):
 
 def without_prometheus_client(directory):
     """A PYTHONPATH (made in `directory`) for ``python -S`` that finds all
-    that the runner needs, but not prometheus_client: a copy of
-    site-packages without it."""
-    site = os.path.dirname(os.path.dirname(prometheus_client.__file__))
-    path = os.path.join(directory, 'path')
-    os.mkdir(path)
-    for name in os.listdir(site):
-        if not name.startswith('prometheus_client'):
-            os.symlink(os.path.join(site, name), os.path.join(path, name))
-    src = os.path.dirname(os.path.dirname(os.path.dirname(
-        gocept.runner.__file__)))
-    return os.pathsep.join([src, path])
+    that the runner needs, but not prometheus_client: this process's path,
+    where a folder holds prometheus_client a copy of it without (of
+    symbolic links; site-packages of a virtualenv, an egg of a buildout).
+    """
+    # The checkout's src first: an editable install is found through
+    # site-packages' .pth files, which python -S does not read.
+    path = [os.path.dirname(os.path.dirname(os.path.dirname(
+        gocept.runner.__file__)))]
+    for number, entry in enumerate(sys.path):
+        if not entry or not os.path.isdir(entry):
+            continue
+        names = os.listdir(entry)
+        if not any(name.startswith('prometheus_client') for name in names):
+            path.append(entry)
+            continue
+        copy = os.path.join(directory, f'path{number}')
+        os.mkdir(copy)
+        for name in names:
+            if not name.startswith('prometheus_client'):
+                os.symlink(os.path.join(entry, name),
+                           os.path.join(copy, name))
+        path.append(copy)
+    return os.pathsep.join(path)
 
 
 class ExtraTests(TestCase):
