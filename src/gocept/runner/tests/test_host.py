@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import unittest
 
 import BTrees.OOBTree
 import transaction
+import ZEO
 import ZODB
 import zope.component.hooks
 import zope.security.management
@@ -22,9 +24,11 @@ import zope.site.site
 
 import gocept.runner
 from gocept.runner import host
+from gocept.runner import testing
 from gocept.runner.config import ConfigurationError
 from gocept.runner.middleware import Middleware
 from gocept.runner.testing import write_zope_conf
+from gocept.runner.tests import programs
 
 
 NO_LOG_OUTPUT = '<eventlog>\n</eventlog>\n'
@@ -205,6 +209,26 @@ class FailureTest(HostTest):
         self.assertEqual(1, state['flaky'])
         self.assertGreater(state['steady'], 5)
         self.assertEqual('max_runtime', runner.stopped_because)
+
+
+class LimitsTest(HostTest):
+
+    def test_max_memory_stops_every_worker(self):
+        def forever():
+            count('forever')
+            return 0.01
+
+        def sleepy():
+            return 3600
+
+        with self.assertLogs('gocept.runner.host', logging.INFO) as logs:
+            runner = self.run_host(forever, sleepy, max_memory=1)
+        self.assertEqual('max_memory', runner.stopped_because)
+        self.assertEqual(['max_memory', 'max_memory'],
+                         [w.loop.stopped_because for w in runner.workers])
+        [record] = logs.records
+        self.assertRegex(record.getMessage(),
+                         r'^Host reached max_memory \(\d+\), stopping\.$')
 
 
 class HealthTest(HostTest):
@@ -416,3 +440,95 @@ ZDAEMON_CONF = """\
   </logfile>
 </eventlog>
 """
+
+
+class OutageTest(unittest.TestCase):
+    """Every worker of a host waits for its ZEO server on its own."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.server = testing.ZEOServer(self.dir)
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        conf = programs.write_zope_conf(
+            self.dir, CLIENT_STORAGE.format(address=self.server.address))
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, 'w') as f:
+            f.write('%import ZEO\n' + text)
+        self.conf = conf
+        self.output = os.path.join(self.dir, 'output')
+
+    def read(self):
+        with open(self.output) as f:
+            return f.read()
+
+    def counts(self):
+        """The last count each worker printed."""
+        counts = {}
+        for line in self.read().splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] in ('index', 'cleanup'):
+                counts[words[0]] = int(words[1])
+        return counts
+
+    def wait_for_more(self, than):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            counts = self.counts()
+            if all(counts.get(name, 0) > than.get(name, 0)
+                   for name in ('index', 'cleanup')):
+                return counts
+            self.assertLess(time.monotonic(), deadline, self.read())
+            time.sleep(0.05)
+
+    def test_both_wait_and_go_on(self):
+        with open(self.output, 'w') as output:
+            process = subprocess.Popen(
+                [os.path.join(BIN, 'gocept-runner'), '-C', self.conf,
+                 f'{WORKERS}:index', f'{WORKERS}:cleanup', '--ticks', '0.05'],
+                cwd=self.dir, stdout=output, stderr=subprocess.STDOUT)
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        self.wait_for_more({})
+        self.server.stop()
+        time.sleep(2)
+        self.assertIsNone(process.poll())
+        during = self.counts()
+        self.server.start()
+        self.wait_for_more(during)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(0, process.wait(TIMEOUT))
+        output = self.read()
+        # Each worker that met the outage says so once, and once that it
+        # goes on (one whose tick waited for the server meets none).
+        met = 0
+        for name in ('index', 'cleanup'):
+            warnings = len(re.findall(
+                f'WARNING gocept.runner.runner Storage unavailable .*'
+                f' worker {name}', output))
+            self.assertLessEqual(warnings, 1, output)
+            self.assertEqual(warnings, output.count(
+                f'INFO gocept.runner.runner Storage available again, worker'
+                f' {name} goes on'), output)
+            met += warnings
+        self.assertGreater(met, 0, output)
+        # (ZODB logs an ERROR of its own for a load that failed.)
+        self.assertEqual([], re.findall(
+            '^(?:ERROR|CRITICAL) gocept.runner.*', output, re.MULTILINE),
+            output)
+        # Nothing lost: the last counts they printed are those stored.
+        db = ZEO.DB(('127.0.0.1', self.server.port))
+        try:
+            with db.transaction() as connection:
+                stored = dict(connection.root()['counts'])
+        finally:
+            db.close()
+        self.assertEqual(self.counts(), stored)
+
+
+CLIENT_STORAGE = """<clientstorage>
+    server {address}
+    wait-timeout 1
+  </clientstorage>"""
