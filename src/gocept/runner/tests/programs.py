@@ -53,6 +53,28 @@ def write_zope_conf(directory, storage=None, level='INFO', log='STDOUT'):
         site_zcml=MINIMAL_ZCML)
 
 
+CLIENT_STORAGE = """<clientstorage>
+    server {address}
+    wait-timeout 1
+  </clientstorage>"""
+
+
+def write_zeo_client_conf(directory, address, level='INFO'):
+    """Write a zope.conf like `write_zope_conf`'s, on the ZEO server at
+    `address`; return its path.
+
+    <clientstorage> is ZEO's own section type (after ``%import ZEO``), with
+    a wait-timeout: a tick waits a second for a server that is away.
+    """
+    conf = write_zope_conf(
+        directory, CLIENT_STORAGE.format(address=address), level=level)
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, 'w') as f:
+        f.write('%import ZEO\n' + text)
+    return conf
+
+
 def start(directory, program, env=None, **options):
     """Start `program` on the zope.conf in `directory`; return the Popen.
 

@@ -451,13 +451,8 @@ class OutageTest(unittest.TestCase):
         self.server = testing.ZEOServer(self.dir)
         self.server.start()
         self.addCleanup(self.server.stop)
-        conf = programs.write_zope_conf(
-            self.dir, CLIENT_STORAGE.format(address=self.server.address))
-        with open(conf) as f:
-            text = f.read()
-        with open(conf, 'w') as f:
-            f.write('%import ZEO\n' + text)
-        self.conf = conf
+        self.conf = programs.write_zeo_client_conf(
+            self.dir, self.server.address)
         self.output = os.path.join(self.dir, 'output')
 
     def read(self):
@@ -526,9 +521,3 @@ class OutageTest(unittest.TestCase):
         finally:
             db.close()
         self.assertEqual(self.counts(), stored)
-
-
-CLIENT_STORAGE = """<clientstorage>
-    server {address}
-    wait-timeout 1
-  </clientstorage>"""

@@ -15,12 +15,6 @@ from gocept.runner import testing
 from gocept.runner.tests import programs
 
 
-CLIENT_STORAGE = """<clientstorage>
-    server {address}
-    wait-timeout 1
-  </clientstorage>"""
-
-
 class OutageTests(unittest.TestCase):
 
     def setUp(self):
@@ -29,14 +23,8 @@ class OutageTests(unittest.TestCase):
         self.server = testing.ZEOServer(self.dir)
         self.server.start()
         self.addCleanup(self.server.stop)
-        conf = programs.write_zope_conf(
-            self.dir, CLIENT_STORAGE.format(address=self.server.address),
-            level='DEBUG')
-        # <clientstorage> is ZEO's own section type, with wait-timeout.
-        with open(conf) as f:
-            text = f.read()
-        with open(conf, 'w') as f:
-            f.write('%import ZEO\n' + text)
+        programs.write_zeo_client_conf(
+            self.dir, self.server.address, level='DEBUG')
 
     def wait_for_commits(self, number):
         """Wait until the runner has reported `number` more commits."""
