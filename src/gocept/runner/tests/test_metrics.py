@@ -201,6 +201,38 @@ class ServedTests(TestCase):
             scrape(port)
         self.stop(process)
 
+    @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux only')
+    def test_the_server_holds_no_file_of_the_runner(self):
+        # The server's thread has a table of file descriptors of its own
+        # (see gocept.runner.metrics._own_file_table): the runner's files
+        # are not in it, and the runner keeps its lock on the FileStorage.
+        import zc.lockfile
+        runner = self.process()
+        port = testing.free_port()
+        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
+                               str(port))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        wait_for_scrape(port, runner)
+
+        def files(task):
+            directory = f'/proc/{process.pid}/task/{task}/fd'
+            return {os.readlink(os.path.join(directory, fd))
+                    for fd in os.listdir(directory)}
+        tasks = os.listdir(f'/proc/{process.pid}/task')
+        data_fs = os.path.join(self.dir, 'Data.fs')
+        self.assertIn(data_fs, files(process.pid))
+        [server] = [task for task in tasks if task != str(process.pid)]
+        self.assertNotIn(data_fs, files(server))
+        # The standard streams, the listening socket, the pipe that stops
+        # the server.
+        self.assertLessEqual(len(os.listdir(
+            f'/proc/{process.pid}/task/{server}/fd')), 5)
+        with self.assertRaises(zc.lockfile.LockError):
+            zc.lockfile.LockFile(data_fs + '.lock')
+        wait_for_scrape(port, runner)
+        self.stop(process)
+
     def test_not_an_address_is_a_usage_error(self):
         runner = self.process()
         for address in ('x', '::1', '70000', 'host:', '[::1]', '0'):
