@@ -1,8 +1,9 @@
-"""Ticks with or without metrics served: COUNT empty or writing ticks.
+"""Ticks with or without metrics served: empty or writing ticks for a while.
 
-Arguments: zope.conf, ``empty`` or ``writing``, COUNT, and the port to
-serve metrics on (``-`` for none).  Reports the seconds and the CPU
-seconds (of all its threads: the scrapes count) of COUNT - 1 ticks.
+Arguments: zope.conf, ``empty`` or ``writing``, SEGMENTS, and the port to
+serve metrics on (``-`` for none).  Ticks for 1 + SEGMENTS seconds and
+reports, for each second after the first, the ticks it ran, its CPU
+seconds (of all the runner's threads: the scrapes count) and its seconds.
 """
 
 import sys
@@ -13,26 +14,32 @@ import gocept.runner
 import benchlib
 
 
-zope_conf, kind, count, port = sys.argv[1:5]
-count = int(count)
+zope_conf, kind, segments, port = sys.argv[1:5]
+segments = int(segments)
 done = 0
-start = cpu = bench = None
+bench = None
+# When the running second began, the CPU seconds and the ticks by then.
+second = None
+seconds = []
 
 
 @gocept.runner.appmain(ticks=0, metrics=None if port == '-' else port)
 def worker():
-    global done, start, cpu, bench
-    if start is None:
+    global done, bench, second
+    if second is None:
         bench = benchlib.db_root()['bench']
-        start = benchlib.now()
-        cpu = time.process_time()
+        second = (benchlib.now(), time.process_time(), 0)
     if kind == 'writing':
         bench['n'] += 1
     done += 1
-    if done == count:
-        benchlib.report(ticks=done - 1, seconds=benchlib.now() - start,
-                        cpu=time.process_time() - cpu)
-        return gocept.runner.Exit
+    now = benchlib.now()
+    if now - second[0] >= 1:
+        cpu = time.process_time()
+        seconds.append((done - second[2], cpu - second[1], now - second[0]))
+        second = (now, cpu, done)
+        if len(seconds) > segments:
+            benchlib.report(seconds=seconds[1:])  # the first warms up
+            return gocept.runner.Exit
 
 
 worker(None, zope_conf)

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import re
-import select
+import selectors
 import socket
 import socketserver
 import sys
@@ -433,7 +433,7 @@ class _Collector:
 
 class _Server:
     """Serves the metrics of `registry` over HTTP on `host`:`port` from a
-    thread of its own, one scrape at a time, until `stop`.
+    thread of its own until `stop`.
 
     Raises OSError if it cannot listen there.
     """
@@ -452,16 +452,23 @@ class _Server:
         ready.wait()
 
     def _serve(self, ready):
+        keep = (self.httpd.fileno(), self._stop_read)
+        own = False
         try:
-            _own_file_table(keep=(self.httpd.fileno(), self._stop_read))
+            own = _own_file_table(keep)
         finally:
             ready.set()
-        while True:
-            readable, _, _ = select.select(
-                [self.httpd, self._stop_read], [], [])
-            if self._stop_read in readable:
-                break
-            self.httpd.handle_request()
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.httpd, selectors.EVENT_READ)
+            selector.register(self._stop_read, selectors.EVENT_READ)
+            while all(key.fileobj is self.httpd
+                      for key, _ in selector.select()):
+                self.httpd.handle_request()
+        if own:
+            # This thread's copies: a scrape still being answered must not
+            # keep the port.
+            for fd in keep:
+                os.close(fd)
 
     def stop(self):
         """Stop serving, at once, and close the socket."""
@@ -472,7 +479,12 @@ class _Server:
         os.close(self._stop_write)
 
 
-class _HTTPServer(wsgiref.simple_server.WSGIServer):
+class _HTTPServer(socketserver.ThreadingMixIn,
+                  wsgiref.simple_server.WSGIServer):
+
+    # A thread for each scrape: a client slow to send its request holds no
+    # other one up.
+    daemon_threads = True
 
     def __init__(self, address, family):
         self.address_family = family
@@ -487,7 +499,7 @@ class _HTTPServer(wsgiref.simple_server.WSGIServer):
 
 class _Scrape(wsgiref.simple_server.WSGIRequestHandler):
 
-    # Seconds a client that sends nothing may hold the server.
+    # Seconds a client that sends nothing keeps its thread.
     timeout = 10
 
     def log_message(self, format, *args):
@@ -497,7 +509,7 @@ class _Scrape(wsgiref.simple_server.WSGIRequestHandler):
 def _own_file_table(keep):
     """Give the calling thread a table of file descriptors of its own that
     holds only the standard streams and `keep` (on Linux; elsewhere this
-    does nothing).
+    does nothing).  Return whether it has one.
 
     While two threads share a table, the kernel counts a reference and
     takes the file position's lock for each read, write and seek of the
@@ -506,7 +518,7 @@ def _own_file_table(keep):
     belong to the runner's table and file, and stay.
     """
     if not sys.platform.startswith('linux'):
-        return
+        return False
     try:
         if hasattr(os, 'unshare'):  # Python 3.12
             os.unshare(os.CLONE_FILES)
@@ -518,13 +530,14 @@ def _own_file_table(keep):
     except OSError as e:
         log.debug('The metrics server shares the file descriptors of the'
                   ' runner: %s', e)
-        return
+        return False
     low = 0
     for fd in sorted({0, 1, 2, *keep}):
         if low < fd:  # os.closerange(0, 0) closes every one
             os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, max(low + 1, os.sysconf('SC_OPEN_MAX')))
+    return True
 
 
 _CLONE_FILES = 0x400  # from <sched.h>
