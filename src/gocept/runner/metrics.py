@@ -20,6 +20,7 @@ import math
 import os
 import re
 import selectors
+import signal
 import socket
 import socketserver
 import sys
@@ -455,6 +456,9 @@ class _Server:
         keep = (self.httpd.fileno(), self._stop_read)
         own = False
         try:
+            # Signals go to the runner's thread, whose file descriptors
+            # the C handler may write to (see signal.set_wakeup_fd).
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
             own = _own_file_table(keep)
         finally:
             ready.set()

@@ -206,6 +206,7 @@ class ServedTests(TestCase):
         # The server's thread has a table of file descriptors of its own
         # (see gocept.runner.metrics._own_file_table): the runner's files
         # are not in it, and the runner keeps its lock on the FileStorage.
+        # It blocks the signals.
         import zc.lockfile
         runner = self.process()
         port = testing.free_port()
@@ -234,6 +235,15 @@ class ServedTests(TestCase):
             self.assertEqual(set(), {
                 name for name in files(task) - streams
                 if not name.startswith(('socket:', 'pipe:', 'anon_inode:'))})
+            # It takes no signal: they go to the runner's thread.
+            try:
+                with open(f'/proc/{process.pid}/task/{task}/status') as f:
+                    status = dict(line.split(':', 1) for line in f)
+            except FileNotFoundError:
+                continue
+            blocked = int(status['SigBlk'], 16)
+            self.assertEqual(0, (1 << signal.SIGTERM - 1) & ~blocked)
+            self.assertEqual(0, (1 << signal.SIGHUP - 1) & ~blocked)
         with self.assertRaises(zc.lockfile.LockError):
             zc.lockfile.LockFile(data_fs + '.lock')
         wait_for_scrape(port, runner)
