@@ -119,13 +119,19 @@ class TestCase(unittest.TestCase):
 
 class ServedTests(TestCase):
 
-    def test_the_counters_of_a_daemon_match_what_happened(self):
+    def start_mixed(self, metrics):
+        """The runner and the process of the worker `mixed`, serving its
+        metrics on `metrics`."""
         runner = self.process()
-        port = testing.free_port()
         process = runner.start('mixed', '--ticks', '0.01', '--metrics',
-                               str(port))
+                               metrics)
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
+        return runner, process
+
+    def test_the_counters_of_a_daemon_match_what_happened(self):
+        port = testing.free_port()
+        runner, process = self.start_mixed(str(port))
         programs.wait_for(self.dir, 'done', timeout=60)
         worker = f'{MODULE}.mixed'
         # The report is written in the last tick, before its commit.
@@ -169,12 +175,8 @@ class ServedTests(TestCase):
              f' 127.0.0.1:{port}: Address already in use'], warnings)
 
     def test_a_named_interface(self):
-        runner = self.process()
         port = testing.free_port()
-        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
-                               f'localhost:{port}')
-        self.addCleanup(process.wait)
-        self.addCleanup(process.kill)
+        runner, process = self.start_mixed(f'localhost:{port}')
         samples = wait_for_scrape(port, runner)
         self.assertIn(('gocept_runner_ticks_total', (
             ('outcome', 'committed'), ('worker', f'{MODULE}.mixed'))),
@@ -188,11 +190,7 @@ class ServedTests(TestCase):
                 port = s.getsockname()[1]
         except OSError:
             self.skipTest('no IPv6 loopback interface')
-        runner = self.process()
-        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
-                               f'[::1]:{port}')
-        self.addCleanup(process.wait)
-        self.addCleanup(process.kill)
+        runner, process = self.start_mixed(f'[::1]:{port}')
         wait_for_scrape(port, runner, lambda samples: value(
             samples, 'gocept_runner_ticks_total', worker=f'{MODULE}.mixed',
             outcome='committed') == 5, host='[::1]')
@@ -208,12 +206,8 @@ class ServedTests(TestCase):
         # are not in it, and the runner keeps its lock on the FileStorage.
         # It blocks the signals.
         import zc.lockfile
-        runner = self.process()
         port = testing.free_port()
-        process = runner.start('mixed', '--ticks', '0.01', '--metrics',
-                               str(port))
-        self.addCleanup(process.wait)
-        self.addCleanup(process.kill)
+        runner, process = self.start_mixed(str(port))
         wait_for_scrape(port, runner)
 
         def files(task):
