@@ -3,24 +3,24 @@
 
     .venv/bin/python benchmarks/metrics.py [--quick]
 
-Run it with a Python that has this checkout and its ``metrics`` extra.  The
-same runner (workers/metrics.py) ticks empty ticks, then writing ticks, for
-SECONDS seconds (and one to warm up) without metrics and with them served
-on a port of 127.0.0.1 that this script scrapes every SCRAPE_INTERVAL
-seconds, in turn (without, with, without, ...), ROUNDS times.  Each second
-of a run gives the ticks per second and per CPU second (all the runner's
-threads: the scrapes count); the figures are the ratios, with metrics to
-without, of the medians and of the 90th percentiles of the seconds of all
-rounds.  Other work on a shared machine only ever slows a second, and comes
-and goes within seconds: the 90th percentile is the runner's own speed,
-and "met" is judged on it.  Writes benchmarks/metrics-results.txt (--quick:
-to benchmarks/work/); the exit status is 1 if a run failed.
+Run it with a Python that has this checkout and its ``metrics`` extra.  In
+PROCESSES processes each (workers/metrics.py), the same runner ticks empty
+ticks, then writing ticks, without metrics and with them served on a port
+of 127.0.0.1 that this script scrapes every SCRAPE_INTERVAL seconds, in
+turn, ROUNDS times each way, SECONDS seconds a run (and one to warm up).
+Each second gives the ticks per second and per CPU second (all the
+runner's threads: the scrapes count); the figures are the ratios, with
+metrics to without, of the medians of all seconds, with their 95 %
+intervals, and "met" is judged on the ratio per CPU second.
+Writes benchmarks/metrics-results.txt (--quick: to benchmarks/work/); the
+exit status is 1 if a run failed.
 """
 
 import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import socket
 import statistics
@@ -30,6 +30,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import timeit
 import urllib.request
 
 from run import SITE_ZCML
@@ -42,9 +43,13 @@ from run import ZOPE_CONF
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Seconds between two scrapes (Prometheus' default is 15 s: this is harder).
 SCRAPE_INTERVAL = 1
-# Seconds a run is measured, rounds (full, quick).
-SECONDS = (8, 2)
-ROUNDS = (9, 1)
+# Processes, rounds in each, seconds a run is measured (full, quick).
+# An even number of rounds: each order (without first, with first) as often.
+PROCESSES = (4, 1)
+ROUNDS = (6, 2)
+SECONDS = (4, 2)
+# Draws of the bootstrap of a ratio's interval.
+BOOTSTRAP = 2000
 # figure -> (worker kind, goal).
 FIGURES = {
     'empty ticks': ('empty', 0.85),
@@ -74,39 +79,36 @@ class Scraper(threading.Thread):
                 with urllib.request.urlopen(self.url, timeout=5) as response:
                     if b'gocept_runner_ticks_total' in response.read():
                         self.scrapes += 1
-                interval = SCRAPE_INTERVAL
             except OSError:
-                interval = 0.01  # not serving yet
-            self.stopped.wait(interval)
+                pass  # not serving now
+            self.stopped.wait(SCRAPE_INTERVAL)
 
 
-def run_worker(template, kind, seconds, served):
-    """The seconds of one run: [(ticks, CPU seconds, seconds)], and the
-    number of scrapes during it."""
+def run_process(template, kind, rounds, seconds):
+    """The seconds of one process: {'without': [(ticks, CPU seconds,
+    seconds)], 'with': [...]}, and the number of scrapes."""
     directory = tempfile.mkdtemp(dir=template.rsplit('/', 1)[0])
     try:
         for name in os.listdir(template):
             shutil.copy(os.path.join(template, name), directory)
-        port = free_port() if served else None
-        scraper = Scraper(port) if served else None
-        if scraper:
-            scraper.start()
+        port = free_port()
+        scraper = Scraper(port)
+        scraper.start()
         proc = subprocess.run(
             [sys.executable, os.path.join(WORKERS, 'metrics.py'),
-             'zope.conf', kind, str(seconds), str(port or '-')],
-            cwd=directory, capture_output=True, text=True, timeout=600)
-        if scraper:
-            scraper.stopped.set()
-            scraper.join()
+             'zope.conf', kind, str(rounds), str(seconds), str(port)],
+            cwd=directory, capture_output=True, text=True, timeout=900)
+        scraper.stopped.set()
+        scraper.join()
         if proc.returncode != 0 or 'Traceback' in proc.stderr:
             sys.exit(f'{kind} ticks failed ({proc.returncode}):\n'
                      + proc.stderr)
-        reports = [json.loads(line) for line in proc.stdout.splitlines()]
-        figures = {key: value for report in reports
-                   for key, value in report.items()}
-        if len(figures.get('seconds', ())) != seconds:
-            sys.exit(f'{kind} ticks: measured {figures.get("seconds")}')
-        return figures['seconds'], scraper.scrapes if scraper else None
+        measured = json.loads(proc.stdout.splitlines()[-1])
+        for name in 'without', 'with':
+            if len(measured.get(name, ())) != rounds * seconds:
+                sys.exit(f'{kind} ticks {name} metrics: measured'
+                         f' {measured.get(name)}')
+        return measured, scraper.scrapes
     finally:
         shutil.rmtree(directory)
 
@@ -117,8 +119,33 @@ def rates(seconds):
             [ticks / cpu for ticks, cpu, wall in seconds])
 
 
-def p90(values):
-    return statistics.quantiles(values, n=10)[-1]
+def ratio(served, plain):
+    """The ratio of the medians of `served` and `plain`, and its 95 %
+    interval (bootstrap: the seconds drawn again at random, with a seed of
+    its own, BOOTSTRAP times)."""
+    draw = random.Random(1)
+    ratios = sorted(
+        statistics.median(draw.choices(served, k=len(served))) /
+        statistics.median(draw.choices(plain, k=len(plain)))
+        for i in range(BOOTSTRAP))
+    return (statistics.median(served) / statistics.median(plain),
+            ratios[int(BOOTSTRAP * 0.025)], ratios[int(BOOTSTRAP * 0.975)])
+
+
+def hook_cost():
+    """The microseconds that the metrics' hook on every tick
+    (Measure.after_tick) takes for a committed tick: the best of 5 times
+    100,000 calls."""
+    from gocept.runner import metrics
+    from gocept.runner import peritem
+    from gocept.runner import runner
+    measure = metrics.Measure(worker=hook_cost)
+    tick = runner.Tick(1)
+    tick.outcome, tick.ended = 'committed', time.monotonic()
+    tick.items = peritem.Collector()
+    best = min(timeit.repeat(lambda: measure.after_tick(None, tick),
+                             number=100000, repeat=5))
+    return best / 100000 * 1e6
 
 
 def prepare(base):
@@ -138,68 +165,68 @@ def main():
     parser.add_argument('--quick', action='store_true',
                         help='a smoke run: fewer seconds and rounds')
     args = parser.parse_args()
-    seconds, rounds = (SECONDS[1], ROUNDS[1]) if args.quick else (
-        SECONDS[0], ROUNDS[0])
+    i = 1 if args.quick else 0
+    processes, rounds, seconds = PROCESSES[i], ROUNDS[i], SECONDS[i]
     began = time.monotonic()
     on_disk = not os.path.isdir(TMPFS)
     base = tempfile.mkdtemp(prefix='runner-metrics-',
                             dir=None if on_disk else TMPFS)
     rows = []
     scrapes = []
+    # The CPU microseconds of a tick without metrics (median).
+    tick_us = {}
     try:
         template = prepare(base)
         for figure, (kind, goal) in FIGURES.items():
-            measured = {False: [], True: []}
-            for i in range(rounds):
-                for served in (False, True):
-                    run, scraped = run_worker(template, kind, seconds,
-                                              served)
-                    measured[served] += run
-                    if served:
-                        scrapes.append(scraped)
+            pooled = {'without': [], 'with': []}
+            for i in range(processes):
+                measured, scraped = run_process(template, kind, rounds,
+                                                seconds)
+                scrapes.append(scraped)
+                for name, run in measured.items():
+                    pooled[name] += run
                     wall, cpu = rates(run)
-                    print(f'{figure}, {"with" if served else "without"}'
-                          f' metrics: {statistics.median(wall):,.0f}'
-                          f' ticks/s, {statistics.median(cpu):,.0f} per'
-                          f' CPU s (medians of {len(run)} s)'
-                          + (f', {scraped} scrapes' if served else ''),
-                          flush=True)
+                    print(f'{figure}, {name} metrics:'
+                          f' {statistics.median(wall):,.0f} ticks/s,'
+                          f' {statistics.median(cpu):,.0f} per CPU s'
+                          f' (medians of {len(run)} s)', flush=True)
+                print(f'{scraped} scrapes', flush=True)
             (plain_wall, plain_cpu), (served_wall, served_cpu) = (
-                rates(measured[False]), rates(measured[True]))
-            rows.append((
-                figure,
-                statistics.median(served_wall) / statistics.median(
-                    plain_wall),
-                statistics.median(served_cpu) / statistics.median(plain_cpu),
-                p90(served_wall) / p90(plain_wall),
-                p90(served_cpu) / p90(plain_cpu), goal))
-        if min(scrapes) < seconds / 2:
-            sys.exit(f'A run with metrics was scraped only {min(scrapes)}'
-                     ' times')
+                rates(pooled['without']), rates(pooled['with']))
+            rows.append((figure, ratio(served_wall, plain_wall),
+                         ratio(served_cpu, plain_cpu), goal))
+            tick_us[figure] = 1e6 / statistics.median(plain_cpu)
+        if min(scrapes) < rounds * seconds / 2:
+            sys.exit(f'A process was scraped only {min(scrapes)} times')
+        hook = hook_cost()
     finally:
         shutil.rmtree(base)
     lines = [
-        '                        median             90th percentile',
-        'figure                  ticks/s  per CPU s  ticks/s  per CPU s'
+        'figure           ticks/s  95 % interval  per CPU s  95 % interval'
         '  goal    met',
     ]
-    for name, wall, cpu, wall90, cpu90, goal in rows:
-        met = 'yes' if cpu90 >= goal else 'NO'
+    for name, wall, cpu, goal in rows:
+        met = 'yes' if cpu[0] >= goal else 'NO'
         lines.append(
-            f'{name:<22}  {wall:>7.3f}  {cpu:>9.3f}  {wall90:>7.3f}'
-            f'  {cpu90:>9.3f}  ≥ {goal:.2f}  {met:>4}')
+            f'{name:<15}  {wall[0]:>7.3f}  {wall[1]:.3f}-{wall[2]:.3f}'
+            f'    {cpu[0]:>9.3f}  {cpu[1]:.3f}-{cpu[2]:.3f}    ≥ {goal:.2f}'
+            f'  {met:>4}')
     lines += [
         '',
-        f'Ratios, with metrics to without, of the ticks per second (wall'
-        f' clock) and per CPU second (all threads of the runner: the'
-        f' scrapes count): of the medians and of the 90th percentiles of'
-        f' the {rounds * seconds} seconds of {rounds} runs each way, run in'
-        f' turn (without, with, ...).  Metrics served on 127.0.0.1 and'
-        f' scraped every {SCRAPE_INTERVAL} s during the runs with them'
-        f' (median {statistics.median(scrapes):.0f} scrapes a run of'
-        f' {seconds + 1} s and its start).  Other work on the machine only'
-        f' ever slows a second: the 90th percentile is the runner\'s own'
-        f' speed, and "met" is judged on it per CPU second.',
+        f'Ratios, with metrics to without, of the medians of the ticks per'
+        f' second (wall clock) and per CPU second (all threads of the'
+        f' runner: the scrapes count) of {processes * rounds * seconds}'
+        f' seconds each way, and their 95 % intervals (bootstrap).'
+        f'  {processes} processes ran the runner (appmain: set-up and loop)'
+        f' without and with metrics in turn, {rounds} times each way,'
+        f' {seconds} s a run after one to warm up; metrics served on'
+        f' 127.0.0.1 and scraped every {SCRAPE_INTERVAL} s'
+        f' ({sum(scrapes)} scrapes).  "met" is judged on the ratio per CPU'
+        f' second.',
+        f'The hook on every tick (Measure.after_tick) takes {hook:.2f} µs: '
+        + ', '.join(f'{hook / us:.1%} of one of the {figure} without'
+                    f' metrics ({us:.0f} µs of CPU)'
+                    for figure, us in tick_us.items()) + '.',
         'Database: FileStorage ' + ('on disk.' if on_disk else
                                     f'on a tmpfs ({TMPFS}).'),
         f'Python {platform.python_version()}, {os.cpu_count()} CPUs,'
