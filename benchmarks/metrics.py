@@ -44,16 +44,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Seconds between two scrapes (Prometheus' default is 15 s: this is harder).
 SCRAPE_INTERVAL = 1
 # Processes, rounds in each, seconds a run is measured (full, quick).
-# An even number of rounds: each order (without first, with first) as often.
+# Rounds a multiple of 2 and 3: each run of a round in each place as often.
 PROCESSES = (4, 1)
-ROUNDS = (6, 2)
+ROUNDS = (6, 3)
 SECONDS = (4, 2)
 # Draws of the bootstrap of a ratio's interval.
 BOOTSTRAP = 2000
-# figure -> (worker kind, goal).
+# figure -> (worker kind, goal, the runs of a round: without metrics, with
+# them, with them and the server's thread sharing the runner's file
+# descriptors).
 FIGURES = {
-    'empty ticks': ('empty', 0.85),
-    'writing ticks': ('writing', 0.97),
+    'empty ticks': ('empty', 0.85, ('without', 'with')),
+    'writing ticks': ('writing', 0.97, ('without', 'with', 'shared')),
 }
 
 
@@ -84,9 +86,10 @@ class Scraper(threading.Thread):
             self.stopped.wait(SCRAPE_INTERVAL)
 
 
-def run_process(template, kind, rounds, seconds):
+def run_process(template, kind, rounds, seconds, runs):
     """The seconds of one process: {'without': [(ticks, CPU seconds,
-    seconds)], 'with': [...]}, and the number of scrapes."""
+    seconds)], 'with': [...], ...} (see workers/metrics.py), and the
+    number of scrapes."""
     directory = tempfile.mkdtemp(dir=template.rsplit('/', 1)[0])
     try:
         for name in os.listdir(template):
@@ -96,7 +99,8 @@ def run_process(template, kind, rounds, seconds):
         scraper.start()
         proc = subprocess.run(
             [sys.executable, os.path.join(WORKERS, 'metrics.py'),
-             'zope.conf', kind, str(rounds), str(seconds), str(port)],
+             'zope.conf', kind, str(rounds), str(seconds), str(port),
+             *runs],
             cwd=directory, capture_output=True, text=True, timeout=900)
         scraper.stopped.set()
         scraper.join()
@@ -104,7 +108,7 @@ def run_process(template, kind, rounds, seconds):
             sys.exit(f'{kind} ticks failed ({proc.returncode}):\n'
                      + proc.stderr)
         measured = json.loads(proc.stdout.splitlines()[-1])
-        for name in 'without', 'with':
+        for name in runs:
             if len(measured.get(name, ())) != rounds * seconds:
                 sys.exit(f'{kind} ticks {name} metrics: measured'
                          f' {measured.get(name)}')
@@ -175,13 +179,16 @@ def main():
     scrapes = []
     # The CPU microseconds of a tick without metrics (median).
     tick_us = {}
+    # figure -> the ratio per CPU second of the runs whose server's thread
+    # shared the runner's file descriptors.
+    shared = {}
     try:
         template = prepare(base)
-        for figure, (kind, goal) in FIGURES.items():
-            pooled = {'without': [], 'with': []}
+        for figure, (kind, goal, runs) in FIGURES.items():
+            pooled = {name: [] for name in runs}
             for i in range(processes):
                 measured, scraped = run_process(template, kind, rounds,
-                                                seconds)
+                                                seconds, runs)
                 scrapes.append(scraped)
                 for name, run in measured.items():
                     pooled[name] += run
@@ -191,11 +198,13 @@ def main():
                           f' {statistics.median(cpu):,.0f} per CPU s'
                           f' (medians of {len(run)} s)', flush=True)
                 print(f'{scraped} scrapes', flush=True)
-            (plain_wall, plain_cpu), (served_wall, served_cpu) = (
-                rates(pooled['without']), rates(pooled['with']))
+            plain_wall, plain_cpu = rates(pooled['without'])
+            served_wall, served_cpu = rates(pooled['with'])
             rows.append((figure, ratio(served_wall, plain_wall),
                          ratio(served_cpu, plain_cpu), goal))
             tick_us[figure] = 1e6 / statistics.median(plain_cpu)
+            if 'shared' in pooled:
+                shared[figure] = ratio(rates(pooled['shared'])[1], plain_cpu)
         if min(scrapes) < rounds * seconds / 2:
             sys.exit(f'A process was scraped only {min(scrapes)} times')
         hook = hook_cost()
@@ -219,10 +228,16 @@ def main():
         f' seconds each way, and their 95 % intervals (bootstrap).'
         f'  {processes} processes ran the runner (appmain: set-up and loop)'
         f' without and with metrics in turn, {rounds} times each way,'
-        f' {seconds} s a run after one to warm up; metrics served on'
+        f' {seconds} s a run after one to warm up (the writing ticks also'
+        f' a third way, see below); metrics served on'
         f' 127.0.0.1 and scraped every {SCRAPE_INTERVAL} s'
         f' ({sum(scrapes)} scrapes).  "met" is judged on the ratio per CPU'
         f' second.',
+        ' '.join(
+            f'With the server\'s thread sharing the runner\'s file'
+            f' descriptors, the {figure} ran at {r[0]:.3f}'
+            f' ({r[1]:.3f}-{r[2]:.3f}) of their speed without metrics per'
+            f' CPU second.' for figure, r in shared.items()),
         f'The hook on every tick (Measure.after_tick) takes {hook:.2f} µs: '
         + ', '.join(f'{hook / us:.1%} of one of the {figure} without'
                     f' metrics ({us:.0f} µs of CPU)'

@@ -1,39 +1,42 @@
 """The same runner without and with metrics served, in turn, in one process.
 
-Arguments: zope.conf, ``empty`` or ``writing``, ROUNDS, SECONDS and the port
-to serve metrics on.  Runs the runner (appmain, its whole set-up and loop)
-2 * ROUNDS times, without and with metrics in turn (the order alternating
-from round to round), each run ticking for 1 + SECONDS seconds.  Reports,
-for each second after a run's first, the ticks it ran, its CPU seconds (of
-all the runner's threads: the scrapes count) and its seconds.  One process
-for both: what differs from process to process (where its memory lies, on
-which core it runs) hits both alike.
+Arguments: zope.conf, ``empty`` or ``writing``, ROUNDS, SECONDS, the port to
+serve metrics on, and the runs of a round: ``without`` metrics, ``with``
+them, ``shared``: with them, the server's thread sharing the runner's file
+descriptors (as it does where the system forbids it a table of its own).
+Runs the runner (appmain, its whole set-up and loop) so ROUNDS times, in
+turn (the order rotating from round to round), each run ticking for 1 +
+SECONDS seconds.  Reports, for each run, the ticks of each second after its
+first, its CPU seconds (of all the runner's threads: the scrapes count)
+and its seconds.  One process for all: what differs from process to
+process (where its memory lies, on which core it runs) hits all alike.
 """
 
 import sys
 import time
 
 import gocept.runner
+import gocept.runner.metrics
 
 import benchlib
 
 
-zope_conf, kind, rounds, seconds, port = sys.argv[1:6]
+zope_conf, kind, rounds, seconds, port, *runs = sys.argv[1:]
 rounds, seconds = int(rounds), int(seconds)
-measured = {'without': [], 'with': []}
+measured = {name: [] for name in runs}
 
 
-def runner(metrics):
+def runner(name):
     """A runner ticking for 1 + SECONDS seconds, measuring each second into
     measured[name]."""
-    name = 'without' if metrics is None else 'with'
     done = 0
     bench = None
     # When the running second began, the CPU seconds and the ticks by then.
     second = None
     run = []
 
-    @gocept.runner.appmain(ticks=0, metrics=metrics)
+    @gocept.runner.appmain(ticks=0, metrics=None if name == 'without'
+                           else port)
     def worker():
         nonlocal done, bench, second
         if second is None:
@@ -55,12 +58,18 @@ def runner(metrics):
         nonlocal done, second
         done, second = 0, None
         run.clear()
-        worker(None, zope_conf)
+        own_file_table = gocept.runner.metrics._own_file_table
+        if name == 'shared':
+            gocept.runner.metrics._own_file_table = lambda keep: False
+        try:
+            worker(None, zope_conf)
+        finally:
+            gocept.runner.metrics._own_file_table = own_file_table
     return start
 
 
-without, served = runner(None), runner(port)
+starts = [runner(name) for name in runs]
 for i in range(rounds):
-    for start in (without, served) if i % 2 == 0 else (served, without):
+    for start in starts[i % len(starts):] + starts[:i % len(starts)]:
         start()
 benchlib.report(**measured)
