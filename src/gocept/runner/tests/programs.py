@@ -126,6 +126,20 @@ def wait_for(directory, line, timeout=30):
         time.sleep(0.01)
 
 
+def wait_for_output(read, text, timeout=30):
+    """Wait until `text` is in what `read()` returns."""
+    deadline = time.monotonic() + timeout
+    while text not in read():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f'No {text!r} after {timeout} s in:\n{read()}')
+        time.sleep(0.02)
+
+
+# What a program logs when it meets a storage outage.
+OUTAGE = 'WARNING gocept.runner.runner Storage unavailable'
+
+
 REPORT = os.environ.get('RUNNER_TEST_REPORT')
 
 

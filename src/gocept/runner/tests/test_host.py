@@ -488,7 +488,9 @@ class OutageTest(unittest.TestCase):
         self.addCleanup(process.kill)
         self.wait_for_more({})
         self.server.stop()
-        time.sleep(2)
+        # Until a worker has met the outage: a tick retries a few times,
+        # waiting a second for the server each time, before it gives up.
+        programs.wait_for_output(self.read, programs.OUTAGE)
         self.assertIsNone(process.poll())
         during = self.counts()
         self.server.start()

@@ -56,7 +56,10 @@ class OutageTests(unittest.TestCase):
         self.addCleanup(process.kill)
         self.wait_for_commits(3)
         self.server.stop()
-        time.sleep(3)
+        # A tick retries a few times, waiting a second for the server each
+        # time, before the runner says it met an outage.
+        programs.wait_for_output(self.output, programs.OUTAGE)
+        time.sleep(0.5)
         self.assertIsNone(process.poll())
         self.server.start()
         self.wait_for_commits(3)

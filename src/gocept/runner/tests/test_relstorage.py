@@ -76,12 +76,6 @@ class OutageTests(RelStorageTest):
             self.assertLess(time.monotonic(), deadline, self.output())
             time.sleep(0.02)
 
-    def wait_for_output(self, text):
-        deadline = time.monotonic() + 30
-        while text not in self.output():
-            self.assertLess(time.monotonic(), deadline, self.output())
-            time.sleep(0.02)
-
     def output(self):
         with open(os.path.join(self.dir, 'output')) as f:
             return f.read()
@@ -100,8 +94,7 @@ class OutageTests(RelStorageTest):
         process = self.start(ticks)
         self.wait_for_commits(3)
         self.server.stop()
-        self.wait_for_output('WARNING gocept.runner.runner Storage'
-                             ' unavailable')
+        programs.wait_for_output(self.output, programs.OUTAGE)
         time.sleep(0.5)
         self.assertIsNone(process.poll())
         self.server.start()
@@ -184,12 +177,12 @@ class OutageTests(RelStorageTest):
             time.sleep(0.02)
         self.server.stop()
         os.remove(hold)
-        self.wait_for_output('WARNING gocept.runner.runner Storage'
-                             ' unavailable')
+        programs.wait_for_output(self.output, programs.OUTAGE)
         self.server.start()
-        self.wait_for_output('INFO gocept.runner.runner Storage available'
-                             ' again')
-        self.wait_for_output('count 3\n')
+        programs.wait_for_output(
+            self.output,
+            'INFO gocept.runner.runner Storage available again')
+        programs.wait_for_output(self.output, 'count 3\n')
         process.send_signal(signal.SIGTERM)
         self.assertEqual(0, process.wait(30), self.output())
         output = self.output()
