@@ -7,7 +7,10 @@ Run it with a Python that has this checkout and its ``metrics`` extra.  In
 PROCESSES processes each (workers/metrics.py), the same runner ticks empty
 ticks, then writing ticks, without metrics and with them served on a port
 of 127.0.0.1 that this script scrapes every SCRAPE_INTERVAL seconds, in
-turn, ROUNDS times each way, SECONDS seconds a run (and one to warm up).
+turn, ROUNDS times each way, SECONDS seconds a run (and one to warm up);
+writing ticks also a third way, with the metrics server's thread sharing
+the runner's file descriptors (as where the system forbids it a table of
+its own).
 Each second gives the ticks per second and per CPU second (all the
 runner's threads: the scrapes count); the figures are the ratios, with
 metrics to without, of the medians of all seconds, with their 95 %

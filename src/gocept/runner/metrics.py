@@ -32,6 +32,7 @@ from bisect import bisect_left
 from gocept.runner import outage
 from gocept.runner.config import ConfigurationError
 from gocept.runner.middleware import Middleware
+from gocept.runner.wakeup import Wakeup
 
 
 try:
@@ -444,7 +445,8 @@ class _Server:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         self.httpd = _HTTPServer(address, family)
         self.httpd.set_app(prometheus_client.make_wsgi_app(registry))
-        self._stop_read, self._stop_write = os.pipe()
+        self._stop = Wakeup()
+        self._stop.open()
         ready = threading.Event()
         self.thread = threading.Thread(
             target=self._serve, args=(ready,), daemon=True,
@@ -453,7 +455,7 @@ class _Server:
         ready.wait()
 
     def _serve(self, ready):
-        keep = (self.httpd.fileno(), self._stop_read)
+        keep = (self.httpd.fileno(), self._stop.fileno())
         own = False
         try:
             # Signals go to the runner's thread, whose file descriptors
@@ -464,7 +466,7 @@ class _Server:
             ready.set()
         with selectors.DefaultSelector() as selector:
             selector.register(self.httpd, selectors.EVENT_READ)
-            selector.register(self._stop_read, selectors.EVENT_READ)
+            selector.register(self._stop, selectors.EVENT_READ)
             while all(key.fileobj is self.httpd
                       for key, _ in selector.select()):
                 self.httpd.handle_request()
@@ -476,11 +478,10 @@ class _Server:
 
     def stop(self):
         """Stop serving, at once, and close the socket."""
-        os.write(self._stop_write, b'.')
+        self._stop.wake()
         self.thread.join()
         self.httpd.server_close()
-        os.close(self._stop_read)
-        os.close(self._stop_write)
+        self._stop.close()
 
 
 class _HTTPServer(socketserver.ThreadingMixIn,

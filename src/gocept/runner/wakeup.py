@@ -33,6 +33,11 @@ class Wakeup:
         os.close(self._write)
         self._read = self._write = None
 
+    def fileno(self):
+        """The end of the pipe to wait on (with select or selectors) while
+        it is open."""
+        return self._read
+
     def wake(self):
         """End the sleep that runs now, or the next one, at once (safe in
         a signal handler)."""
