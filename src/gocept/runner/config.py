@@ -9,19 +9,14 @@ import ZConfig
 import ZConfig.components.logger.logger
 import zope.app.appsetup.product
 
+from gocept.runner.interfaces import ConfigurationError
+from gocept.runner.interfaces import MissingProductConfiguration
+
 
 log = logging.getLogger(__name__)
 
 # The zope.conf files that come with gocept.runner live here.
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class ConfigurationError(Exception):
-    """The runner cannot start: zope.conf, the site ZCML, the database, the
-    site or the principal is not what it needs.
-
-    The message names the problem (and the file and line where there is one).
-    """
 
 
 _schema = None
@@ -234,12 +229,6 @@ def configure_logging(conf):
 def configure_products(conf):
     """Make the ``<product-config>`` sections of `conf` the product config."""
     zope.app.appsetup.product.setProductConfigurations(conf.product_config)
-
-
-class MissingProductConfiguration(ConfigurationError, KeyError):
-    """zope.conf has not the ``<product-config>`` section or key asked for."""
-
-    __str__ = ConfigurationError.__str__
 
 
 def from_config(section, variable):
