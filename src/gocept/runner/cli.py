@@ -6,7 +6,6 @@ an error the user can cause is one line on stderr (a traceback only with
 """
 
 import argparse
-import contextlib
 import importlib
 import inspect
 import math
@@ -19,14 +18,14 @@ import traceback
 
 import transaction.interfaces
 
-from gocept.runner import environment
+from gocept.runner import assembly
+from gocept.runner import host
 from gocept.runner import outage
 from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
 from gocept.runner.filestorage import disk_full
 from gocept.runner.limits import LIMITS
 from gocept.runner.lock import AlreadyRunning
-from gocept.runner.lock import locked
 
 
 # The environment variable naming zope.conf when -C/--config is not given.
@@ -155,15 +154,7 @@ def main(argv=None, prog='gocept-runner', exiting=False):
         if decorator is not None:
             return decorator.run(worker.__wrapped__, args.site, config,
                                  arguments=arguments, **options)
-        options.setdefault('ticks', 1)
-        metrics = _metrics(options, worker)
-        with contextlib.ExitStack() as stack:
-            if options.pop('lock_file', None):
-                stack.enter_context(locked(args.lock_file))
-            if metrics is not None:
-                stack.enter_context(metrics)
-                options['middleware'] = [metrics]
-            return environment.run(worker, args.site, config, **options)
+        return assembly.run_worker(worker, args.site, config, **options)
 
     return _execute(parser.prog, args.debug, run_function, exiting)
 
@@ -198,20 +189,14 @@ def main_parser(prog='gocept-runner'):
 def _run_host(args, functions, config):
     """Run the workers `functions` names in one process; return the Host.
     """
-    from gocept.runner import host
     options = loop_options(args)
-    lock_file = options.pop('lock_file', None)
     process = {name: options.pop(name) for name in
-               ('max_runtime', 'max_memory', 'heartbeat', 'metrics',
-                'metrics_file') if name in options}
+               ('lock_file', 'max_runtime', 'max_memory', 'heartbeat',
+                'metrics', 'metrics_file') if name in options}
     workers = [host.Worker(resolve(name), site_name=args.site, **options)
                for name in functions]
-    runner = host.Host(workers, **process)
     _make_var(config)
-    with contextlib.ExitStack() as stack:
-        if lock_file:
-            stack.enter_context(locked(lock_file))
-        return runner.run(config)
+    return host.Host(workers, **process).run(config)
 
 
 def loop_options(args):
@@ -400,15 +385,6 @@ def _transient(error):
     full disk."""
     return (isinstance(error, transaction.interfaces.TransientError) or
             disk_full(error) or outage.unavailable(error))
-
-
-def _metrics(options, worker):
-    """The Metrics middleware that `options` ask for (taken out of them),
-    or None."""
-    if 'metrics' not in options and 'metrics_file' not in options:
-        return None
-    from gocept.runner import metrics
-    return metrics.from_options(options, worker)
 
 
 class _ArgumentParser(argparse.ArgumentParser):

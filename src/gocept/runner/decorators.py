@@ -3,10 +3,8 @@
 import contextlib
 import functools
 
+from gocept.runner import assembly
 from gocept.runner import environment
-from gocept.runner import lock
-from gocept.runner import signals
-from gocept.runner.runner import MainLoop
 
 
 # The decorated worker was called without this argument.
@@ -95,6 +93,11 @@ class appmain:
             arguments = cli.parse_arguments(self.arguments, [])
         return _called_with(worker, arguments)
 
+    def settings(self):
+        """The settings of the decorated worker's run."""
+        return dict(self.options, ticks=self.ticks, once=self.once,
+                    principal=self.principal, lock_file=self.lock_file)
+
     def run(self, worker, appname, configfile, arguments=None, **overrides):
         """Run `worker` in a MainLoop on the site of `configfile`; return
         the loop when it has ended.
@@ -104,27 +107,15 @@ class appmain:
         the decorator's settings (``lock_file``, ``ticks``, ``once``,
         ``principal`` and the options).
         """
-        worker = self.bind(worker, arguments)
-        settings = dict(self.options, ticks=self.ticks, once=self.once,
-                        lock_file=self.lock_file)
-        settings.update(overrides)
-        lock_file = settings.pop('lock_file')
-        metrics = _metrics(settings, worker)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(signals.handled())
-            if lock_file:
-                stack.enter_context(lock.locked(lock_file))
-            if metrics is not None:
-                stack.enter_context(metrics)
-                settings['middleware'] = [
-                    *settings.get('middleware', ()), metrics]
-            site = stack.enter_context(self.application(appname, configfile))
-            if 'principal' not in settings:
-                # Asked now: from_config's reads the zope.conf just loaded.
-                settings['principal'] = self.get_principal()
-            loop = MainLoop(site, worker=worker, **settings)
-            loop()
-        return loop
+        settings = dict(self.settings(), **overrides)
+        worker = assembly.Worker(self.bind(worker, arguments), **settings)
+        if 'principal' not in overrides:
+            # Asked when the loop is made: from_config's reads the
+            # zope.conf just loaded.
+            worker.settings['principal'] = self.get_principal
+        process = assembly.run(
+            [worker], self.application(appname, configfile))
+        return process.loops[0]
 
 
 class once(appmain):
@@ -136,19 +127,6 @@ class once(appmain):
                  **options):
         super().__init__(principal=principal, lock_file=lock_file,
                          arguments=arguments, **options)
-
-
-def _metrics(settings, worker):
-    """The Metrics middleware the settings ask for (taken out of them), or
-    None."""
-    if (settings.get('metrics') is None and
-            settings.get('metrics_file') is None):
-        settings.pop('metrics', None)
-        settings.pop('metrics_file', None)
-        return None
-    # Imported here: prometheus_client would slow every runner's start-up.
-    from gocept.runner import metrics
-    return metrics.from_options(settings, worker)
 
 
 def _called_with(worker, arguments):

@@ -24,9 +24,7 @@ from gocept.runner import filestorage
 from gocept.runner import lock
 from gocept.runner import outage
 from gocept.runner import retry
-from gocept.runner import signals
 from gocept.runner.interfaces import UnknownSite
-from gocept.runner.runner import MainLoop
 
 
 log = logging.getLogger(__name__)
@@ -127,20 +125,6 @@ def _abort_at_the_end():
         if not outage.unavailable(e):
             raise
         log.debug('The storage is unavailable at the end: %s', e)
-
-
-def run(worker, site_name, zope_conf, **loop_options):
-    """Set up `zope_conf` and run `worker` in a MainLoop; return the loop.
-
-    What the decorators do, without them: the site is the root folder, or
-    its item `site_name`, which must be a site.  `loop_options` are
-    MainLoop's keyword arguments.
-    """
-    with signals.handled(), init(site_name, zope_conf) as site:
-        loop = MainLoop(check_site(site, site_name), worker=worker,
-                        **loop_options)
-        loop()
-    return loop
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Limits after which a loop stops, so that a fresh process takes over."""
+"""Limits after which a run stops, so that a fresh process takes over."""
 
 import logging
 import os
@@ -9,17 +9,19 @@ import time
 from gocept.runner.middleware import Middleware
 
 
-log = logging.getLogger('gocept.runner.runner')
+log = logging.getLogger(__name__)
 
 # The reasons to stop (MainLoop.stopped_because) that Limits gives.
 LIMITS = ('max_ticks', 'max_runtime', 'max_memory')
 
 
 class Limits(Middleware):
-    """Stops the loop after the tick that reached `max_ticks` ticks,
-    `max_runtime` seconds or `max_memory` bytes of resident memory.
+    """Stops a loop after its tick number `max_ticks`, and the process after
+    the tick that reached `max_runtime` seconds since the process started or
+    `max_memory` bytes of resident memory.
 
     No tick starts after `max_runtime`: the pause before it is cut short.
+    Given to a process, the limits see the ticks of every loop.
     """
 
     def __init__(self, max_ticks=None, max_runtime=None, max_memory=None):
@@ -28,37 +30,52 @@ class Limits(Middleware):
         self.max_memory = max_memory
         self.started = None
 
-    def before_loop(self, loop):
+    def before_process(self, process):
         self.started = time.monotonic()
+
+    def before_loop(self, loop):
+        if self.started is None:  # a loop's own limits, not a process's
+            self.started = time.monotonic()
 
     def before_tick(self, loop):
         # The pause after the last tick ended at the deadline.
-        if (self.max_runtime is not None and
-                time.monotonic() - self.started >= self.max_runtime):
+        if self._runtime_over():
             self.stop(loop, 'max_runtime', self.max_runtime)
 
     def after_tick(self, loop, tick):
         if not loop.running:
             return
         if self.max_ticks is not None and tick.number >= self.max_ticks:
-            reason, value = 'max_ticks', tick.number
-        elif (self.max_runtime is not None and
-              time.monotonic() - self.started >= self.max_runtime):
-            reason, value = 'max_runtime', self.max_runtime
+            log.info('Worker %s reached max_ticks (%s), stopping.',
+                     loop.name, tick.number)
+            loop.stop('max_ticks')
+        elif self._runtime_over():
+            self.stop(loop, 'max_runtime', self.max_runtime)
         elif (self.max_memory is not None and
               resident_memory() >= self.max_memory):
-            reason, value = 'max_memory', resident_memory()
-        else:
-            if self.max_runtime is not None:
-                tick.pause = min(tick.pause, self.started + self.max_runtime -
-                                 time.monotonic())
-            return
-        self.stop(loop, reason, value)
+            self.stop(loop, 'max_memory', resident_memory())
+        elif self.max_runtime is not None:
+            tick.pause = min(tick.pause, self.started + self.max_runtime -
+                             time.monotonic())
+
+    def _runtime_over(self):
+        return (self.max_runtime is not None and
+                time.monotonic() - self.started >= self.max_runtime)
 
     def stop(self, loop, reason, value):
-        log.info('Worker %s reached %s (%s), stopping.', loop.name, reason,
-                 value)
-        loop.stop(reason)
+        """Stop the process of `loop` (which may be a process of one) for
+        `reason`."""
+        process = loop.process
+        if process is None or len(process.loops) == 1:
+            who = f'Worker {loop.name}'
+        else:
+            who = 'Host'
+        if process is None:
+            log.info('%s reached %s (%s), stopping.', who, reason, value)
+            loop.stop(reason)
+        elif process.stopped_because is None:
+            log.info('%s reached %s (%s), stopping.', who, reason, value)
+            process.stop(reason)
 
 
 def resident_memory():

@@ -29,7 +29,6 @@ import time
 import wsgiref.simple_server
 from bisect import bisect_left
 
-from gocept.runner import outage
 from gocept.runner.config import ConfigurationError
 from gocept.runner.middleware import Middleware
 from gocept.runner.wakeup import Wakeup
@@ -154,8 +153,7 @@ class Measure(Middleware):
         self.last_outcome = None
         self.items_failed = False
         self.succeeded_at = None
-        self.outage = next((m for m in loop.middleware
-                            if isinstance(m, outage.Outage)), None)
+        self.outage = loop.outage
 
     def after_tick(self, loop, tick):
         # On the path of every tick: kept short.
@@ -187,14 +185,15 @@ class Measure(Middleware):
                 not self.items_failed)
 
 
-class Exporter:
+class Exporter(Middleware):
     """The metrics of a process: one registry (`registry`) with the figures
     of every Measure in `measures`, one family each, and those of the
     process; served on `serve` (a (host, port) or what `address` takes)
     and/or written to the file `path`.
 
     Used as a context manager around a run: the run's duration counts from
-    its start; at its end the server stops and the file is written.
+    its start; at its end the server stops and the file is written.  As
+    the process's middleware, it serves while the loops run.
     """
 
     def __init__(self, serve=None, path=None):
@@ -231,6 +230,12 @@ class Exporter:
         self.stop_serving()
         if self.path is not None:
             self.write()
+
+    def before_process(self, process):
+        self.serve()
+
+    def after_process(self, process):
+        self.stop_serving()
 
     def serve(self):
         """Serve the metrics over HTTP on `address`, if given (a WARNING if

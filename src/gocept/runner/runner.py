@@ -1,37 +1,33 @@
 """The main loop: one transaction per tick, until told to stop.
 
-(gocept.runner 3.x kept ``appmain``, ``once``, ``from_config`` and ``init``
-here, too; the package's ``__init__`` puts them into this module.)
+gocept.runner 3.x kept ``appmain``, ``once``, ``from_config`` and ``init``
+here; they are still importable from this module (see `__getattr__`).
 """
 
+import importlib
 import logging
 import math
 import numbers
 import os
-import signal
-import sys
 import time
-import traceback
 
 import transaction
-import ZConfig.components.logger.loghandler
-import zope.authentication.interfaces
-import zope.component
 import zope.component.hooks
 import zope.component.interfaces
-import zope.publisher.base
-import zope.security.management
 from ZODB.POSException import ConflictError
 
+from gocept.runner import forks
 from gocept.runner import outage
 from gocept.runner import peritem
+from gocept.runner import process
 from gocept.runner import retry
-from gocept.runner import signals
-from gocept.runner.config import ConfigurationError
-from gocept.runner.health import Heartbeat
-from gocept.runner.health import SystemdNotify
+from gocept.runner import security
+from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.limits import LIMITS  # noqa: F401 (part of the API)
 from gocept.runner.limits import Limits
+from gocept.runner.middleware import Hooks
+from gocept.runner.security import RunnerRequest  # noqa: F401 (3.x)
+from gocept.runner.security import lookup_principal  # noqa: F401
 from gocept.runner.wakeup import Wakeup
 
 
@@ -63,25 +59,14 @@ class _Exit:
 Exit = _Exit()
 
 
-class RunnerRequest(zope.publisher.base.BaseRequest):
-    """The participation of a tick that runs as a principal.
-
-    A request, as in gocept.runner 3.x (with 3.x's name and signature):
-    code that takes the interaction's participation for the request (view
-    lookups, i18n) works in a tick.  `begin` calls ``setPrincipal``.
-    """
-
-    def __init__(self, *args):
-        super().__init__(None, {}, positional=args)
-
-
 class Tick:
     """One call of the worker and its transaction.
 
     `outcome` is one of 'committed', 'doomed' (the worker doomed the
     transaction, which was aborted), 'error' (the worker or the commit
     failed), 'conflict' (after the retries), 'unavailable' (the storage),
-    'aborted' (by SystemExit or KeyboardInterrupt).
+    'aborted' (by SystemExit or KeyboardInterrupt).  `items` counts what
+    transaction_per_item did in it (a peritem.Collector).
     """
 
     def __init__(self, number):
@@ -92,8 +77,7 @@ class Tick:
         # How many conflicts were retried; how many there were in all.
         self.retried = 0
         self.conflicts = 0
-        # What the runs of transaction_per_item did (a peritem.Collector).
-        self.items = None
+        self.items = peritem.Collector()
         # Seconds to sleep before the next tick.
         self.pause = 0
         # When the tick began and ended (time.monotonic()).
@@ -106,19 +90,19 @@ class MainLoop:
 
     `app` is the site of every tick (if it is a site).  Between ticks the
     loop sleeps `ticks` seconds (a number, not negative; else
-    ConfigurationError), or as many as the worker returned.  A tick
-    whose commit conflicts is retried at once a few times (see
-    gocept.runner.retry).  The loop ends when the worker returns Exit or
-    raises SystemExit or KeyboardInterrupt, on SIGTERM or SIGHUP (after the
-    running tick has committed), on SIGINT (which aborts a running worker),
-    after one tick if `once` is true, or when a middleware stops it;
-    `stopped_because` then says why.  With a `principal` (an id, or a
-    callable returning one) every tick runs in a security interaction of
-    that principal.
+    ConfigurationError), or as many as the worker returned.  A tick whose
+    commit conflicts is retried at once a few times (gocept.runner.retry).
+    The loop ends when the worker returns Exit or raises SystemExit or
+    KeyboardInterrupt, after one tick if `once` is true, or when it is
+    stopped (a signal, a limit, ``stop()``); `stopped_because` then says
+    why.  With a `principal` (an id, or a callable returning one) every
+    tick runs in a security interaction of that principal.
 
-    The options `max_ticks`, `max_runtime`, `max_memory` (see
-    gocept.runner.limits) and `heartbeat` (see gocept.runner.health) add
-    their middleware; `middleware` adds a program's own.
+    `middleware` is the loop's own, after the back-off while the storage is
+    unavailable (`outage`).  Called, the loop runs in the Process that runs
+    it, or as a process of its own, with the process's `max_runtime`,
+    `max_memory` and `heartbeat` (see gocept.runner.process); `max_ticks`
+    is the loop's own limit.
 
     `begin()`, `commit()` and `abort()` are the steps of every tick; a
     subclass may extend them.
@@ -127,49 +111,43 @@ class MainLoop:
     def __init__(self, app, ticks, worker, principal=None, once=False,
                  max_ticks=None, max_runtime=None, max_memory=None,
                  heartbeat=None, middleware=()):
-        self.app = app
         if not _is_seconds(ticks):
             raise ConfigurationError(
                 f'ticks must be a number of seconds, not {ticks!r}')
+        self.app = app
         self.ticks = ticks
         self.worker = worker
         self.principal_id = principal
         self.once = once
-        self.middleware = [outage.Outage()]
-        if (max_ticks, max_runtime, max_memory) != (None, None, None):
-            self.middleware.append(Limits(max_ticks, max_runtime, max_memory))
-        if heartbeat is not None:
-            self.middleware.append(Heartbeat(heartbeat))
-        self.middleware.append(SystemdNotify())
-        self.middleware.extend(middleware)
+        self.outage = outage.Outage()
+        self.middleware = [self.outage, *middleware]
+        if max_ticks is not None:
+            self.middleware.append(Limits(max_ticks=max_ticks))
+        # The settings of the process of its own (see __call__).
+        self.options = dict(max_runtime=max_runtime, max_memory=max_memory,
+                            heartbeat=heartbeat)
+        # The Process that runs the loop, while one does.
+        self.process = None
         self.running = False
-        # Whether the last tick failed (worker error, failed commit).
-        self.failed = False
-        # Whether a tick has committed.
-        self.committed = False
-        # How many transaction_per_item items failed in the last tick.
-        self.items_failed = 0
-        self._items = peritem.Collector()
-        # The code of a SystemExit the worker raised, if it raised one.
-        self.exit_code = None
-        # Why the loop ended: one of STOP_REASONS; the signal that ended it.
-        self.stopped_because = None
-        self.signal = None
+        self.stopped_because = self.signal = self.exit_code = None
         self.tick_count = 0
+        self.last_tick = None
+        # Whether a tick has committed; how often the loop failed (a
+        # process of several starts it again).
+        self.committed = False
+        self.failures = 0
+        self.in_worker = False
         self._principal = None
         # The site every tick starts with.  __call__ decides; until then it
         # is `app`, which a subclass's own __call__ (3.x) makes the site.
         self._site = (app if zope.component.interfaces.ISite.providedBy(app)
                       else None)
+        self._hooks = Hooks(self.middleware)
         self._warned = set()
-        self._signal_to_log = None
-        self._reopen = False
         self._wakeup = Wakeup()
         # Whether the next tick needs a new transaction to see fresh data.
         self._stale = True
-        self._in_worker = False
-        self._worker_returned = False
-        self._doomed = False
+        self._worker_returned = self._doomed = False
         self._pid = os.getpid()
 
     @property
@@ -181,7 +159,7 @@ class MainLoop:
     def principal(self):
         """The principal object ticks run as, or None."""
         if self._principal is None and self.principal_id is not None:
-            self._principal = lookup_principal(self.principal_id)
+            self._principal = security.lookup_principal(self.principal_id)
         return self._principal
 
     @property
@@ -194,73 +172,76 @@ class MainLoop:
         lambda self: self.running,
         lambda self, value: setattr(self, 'running', value))
 
+    @property
+    def failed(self):
+        """Whether the last tick failed (the worker or its commit)."""
+        return self.last_tick is not None and self.last_tick.outcome in (
+            'error', 'conflict', 'unavailable')
+
+    @property
+    def items_failed(self):
+        """How many transaction_per_item items failed in the last tick."""
+        return 0 if self.last_tick is None else self.last_tick.items.failed
+
     def __call__(self):
-        """Run ticks until the loop is told to stop."""
+        """Run ticks until the loop is told to stop: in the process that
+        runs it, else as a process of its own."""
+        if self.process is None:
+            process.Process(
+                [self], process.middleware(**self.options)).run()
+            return
         self._principal = None
         self.principal  # a principal that cannot be found stops us here
         old_site = zope.component.hooks.getSite()
         self._site = (self.app if zope.component.interfaces.ISite.providedBy(
             self.app) else old_site)
         self.running = True
-        self.stopped_because = self.signal = None
+        self.stopped_because = self.signal = self.last_tick = None
         self.tick_count = 0
         self.committed = False
         self._warned = set()
         self._stale = True
         self._pid = os.getpid()
+        self._hooks = hooks = Hooks([*self.process.hooks(), *self.middleware])
+        if self.process.stopped_because is not None:
+            self.signal = self.process.signal
+            self.stop(self.process.stopped_because)
         self._wakeup.open()
-        done = []
         try:
-            with signals.handled(self):
-                zope.component.hooks.setSite(self._site)
-                for middleware in self.middleware:
-                    middleware.before_loop(self)
-                    done.append(middleware)
-                while self._before_tick():
+            zope.component.hooks.setSite(self._site)
+            hooks.before_loop(self)
+            try:
+                while self.running:
+                    hooks.before_tick(self)
+                    if not self.running:
+                        break
                     tick = self.tick()
-                    self._log_signal()
                     if self.once:
                         self.stop('once')
-                    if self.running:
-                        self.sleep(tick.pause)
-                    self._log_signal()
+                    self.sleep(tick.pause)
+            finally:
+                self.running = False
+                hooks.after_loop(self)
         finally:
-            self.running = False
-            self._log_signal()
-            for middleware in reversed(done):
-                middleware.after_loop(self)
             self._wakeup.close()
             zope.component.hooks.setSite(old_site)
 
     run = __call__
 
-    def _before_tick(self):
-        # Whether the next tick is to run.
-        for middleware in self.middleware:
-            if self.running:
-                middleware.before_tick(self)
-        return self.running
-
     def tick(self):
         """Run the worker in a transaction; return the Tick."""
-        self.failed = False
         self.tick_count += 1
-        tick = Tick(self.tick_count)
-        with peritem.collect() as self._items:
+        tick = self.last_tick = Tick(self.tick_count)
+        with tick.items:
             self._run_worker(tick)
         tick.ended = time.monotonic()
-        tick.items = self._items
-        self.items_failed = self._items.failed
-        self.failed = tick.outcome not in ('committed', 'doomed', 'aborted')
         self.committed = (self.committed or tick.outcome == 'committed' or
-                          self._items.committed > 0)
+                          tick.items.committed > 0)
         if log.isEnabledFor(logging.DEBUG):
             log.debug('Tick %s of worker %s: %s in %.3f s', tick.number,
                       self.name, _describe_outcome(tick),
                       tick.ended - tick.started)
-        for middleware in self.middleware:
-            middleware.after_tick(self, tick)
-        self._reopen_logs()
+        self._hooks.after_tick(self, tick)
         return tick
 
     def begin(self):
@@ -279,11 +260,8 @@ class MainLoop:
             self._warn_once(
                 'interaction', 'Worker %s left a security interaction open;'
                 ' ticks start without one', self.name)
-            zope.security.management.endInteraction()
-        if self.principal is not None:
-            request = RunnerRequest()
-            request.setPrincipal(self.principal)
-            zope.security.management.newInteraction(request)
+            security.end()
+        security.begin(self.principal)
 
     def commit(self):
         """Commit the tick's transaction (abort a doomed one); end the
@@ -292,12 +270,12 @@ class MainLoop:
             transaction.abort()
         else:
             transaction.commit()
-        zope.security.management.endInteraction()
+        security.end()
 
     def abort(self):
         """Abort the tick's transaction; end the interaction."""
         transaction.abort()
-        zope.security.management.endInteraction()
+        security.end()
 
     def _run_worker(self, tick):
         def failed(error):
@@ -307,49 +285,45 @@ class MainLoop:
             tick.result, tick.retried = retry.run(
                 self._call_worker, begin=self._begin_attempt,
                 commit=self.commit, abort=self.abort,
-                may_retry=self._may_retry, failed=failed)
+                # Items that transaction_per_item committed must never run
+                # again.
+                may_retry=lambda: tick.items.committed == 0, failed=failed)
         except (SystemExit, KeyboardInterrupt) as e:
             tick.outcome, tick.error = 'aborted', e
             self.exit_code = getattr(e, 'code', None)
             self.stop(type(e).__name__)
-            return
         except BaseException as e:
-            tick.error = e
-            tick.pause = self.ticks
-            if outage.unavailable(e):
-                tick.outcome = 'unavailable'
-            elif isinstance(e, ConflictError):
-                tick.outcome = 'conflict'
-                if self._may_retry():
-                    log.warning(
-                        'Conflict in worker %s, transaction aborted after'
-                        ' %s attempts: %s', self.name, retry.ATTEMPTS, e)
-                else:
-                    log.warning(
-                        'Conflict in worker %s, transaction aborted and not'
-                        ' tried again: items of transaction_per_item'
-                        ' committed in it: %s', self.name, e)
-            else:
-                tick.outcome = 'error'
-                if self._worker_returned:
-                    log.exception(
-                        'Error committing the transaction of worker %s',
-                        self.name)
-                else:
-                    log.exception('Error in worker %s, transaction aborted',
-                                  self.name)
-            return
-        tick.outcome = 'committed'
-        if self._doomed:
-            tick.outcome = 'doomed'
-        if tick.result is Exit:
-            self.stop('Exit')
+            tick.error, tick.pause = e, self.ticks
+            tick.outcome = self._log_failure(tick, e)
         else:
-            tick.pause = self.pause(tick.result)
+            tick.outcome = 'doomed' if self._doomed else 'committed'
+            if tick.result is Exit:
+                self.stop('Exit')
+            else:
+                tick.pause = self.pause(tick.result)
 
-    def _may_retry(self):
-        # Items that transaction_per_item committed must never run again.
-        return self._items.committed == 0
+    def _log_failure(self, tick, error):
+        """Log why the tick failed; return its outcome."""
+        if outage.unavailable(error):
+            return 'unavailable'  # the Outage middleware logs it
+        if isinstance(error, ConflictError):
+            if tick.items.committed:
+                log.warning(
+                    'Conflict in worker %s, transaction aborted and not'
+                    ' tried again: items of transaction_per_item committed'
+                    ' in it: %s', self.name, error)
+            else:
+                log.warning('Conflict in worker %s, transaction aborted after'
+                            ' %s attempts: %s', self.name, retry.ATTEMPTS,
+                            error)
+            return 'conflict'
+        if self._worker_returned:
+            log.exception('Error committing the transaction of worker %s',
+                          self.name)
+        else:
+            log.exception('Error in worker %s, transaction aborted',
+                          self.name)
+        return 'error'
 
     def _begin_attempt(self):
         self._doomed = False
@@ -357,17 +331,17 @@ class MainLoop:
 
     def _call_worker(self):
         self._worker_returned = False
-        self._in_worker = True
+        self.in_worker = True
         try:
             result = self.worker()
         except BaseException as e:
-            self._in_worker = False
+            self.in_worker = False
             if os.getpid() != self._pid:
-                _end_forked_child(e)
+                forks.end_child(e)
             raise
-        self._in_worker = False
+        self.in_worker = False
         if os.getpid() != self._pid:
-            _end_forked_child(None)
+            forks.end_child(None)
         self._worker_returned = True
         self._doomed = transaction.isDoomed()
         return result
@@ -384,23 +358,9 @@ class MainLoop:
         """
         if result is None or isinstance(result, bool):
             return self.ticks
-        if not isinstance(result, numbers.Number):
-            kind, replacement = 'not a number', self.ticks
-        else:
-            try:
-                seconds = float(result)
-            except OverflowError:
-                seconds = math.inf
-            except (TypeError, ValueError):  # a complex number, sNaN
-                seconds = math.nan
-            if math.isnan(seconds):
-                kind, replacement = 'NaN', self.ticks
-            elif seconds < 0:
-                kind, replacement = 'negative', 0
-            elif seconds > MAX_PAUSE:
-                kind, replacement = 'longer than a year', MAX_PAUSE
-            else:
-                return seconds
+        seconds, kind, replacement = _seconds(result, self.ticks)
+        if kind is None:
+            return seconds
         self._warn_once(
             ('result', kind), 'Worker %s returned %r, which is %s;'
             ' sleeping %s seconds', self.name, result, kind, replacement)
@@ -416,14 +376,20 @@ class MainLoop:
             if remaining <= 0:
                 break
             # select() takes no timeout longer than about 9e9 seconds.
-            self._wakeup.sleep(min(remaining, 3600))
-            self._reopen_logs()
+            if self._wakeup.sleep(min(remaining, 3600)):
+                self._hooks.after_wakeup(self)
+
+    def wake(self):
+        """End the loop's sleep between two ticks at once (it sleeps on if
+        it still runs); safe in a signal handler."""
+        self._wakeup.wake()
 
     def stop(self, reason='stop'):
         """Leave the loop after the running tick.
 
         `reason` becomes `stopped_because` unless the loop is stopping for
-        another reason already.
+        another reason already.  Safe in a signal handler, and from another
+        thread.
         """
         self.running = False
         if self.stopped_because is None:
@@ -431,35 +397,15 @@ class MainLoop:
         self._wakeup.wake()
 
     def stopMainLoop(self, signum, frame):
-        """Stop the loop as the signal `signum` does (a signal handler)."""
-        self.signal = self._signal_to_log = signum
-        self.stop('signal')
-        if not self._wakeup.is_open:
-            # Not running: nothing will log it later.
-            self._log_signal()
-        if signum == signal.SIGINT and self._in_worker:
-            # Like Python's own handler, but only while the worker runs: a
-            # commit is never cut short.
-            raise KeyboardInterrupt
-
-    def reopen_logs(self):
-        """Reopen the log files between two ticks (or now, when asleep)."""
-        self._reopen = True
-        self._wakeup.wake()
-
-    def _reopen_logs(self):
-        # Here, between ticks, not in the handler: see _log_signal.
-        if self._reopen:
-            self._reopen = False
-            ZConfig.components.logger.loghandler.reopenFiles()
-            log.debug('Log files reopened')
-
-    def _log_signal(self):
-        # Logged here, not in the handler: a handler may interrupt a write to
-        # the very stream the log goes to.
-        if self._signal_to_log is not None:
-            log.info('Received signal %s, terminating.', self._signal_to_log)
-            self._signal_to_log = None
+        """Stop the loop as the signal `signum` does (a signal handler that
+        a 3.x program may install itself)."""
+        if self.process is not None:
+            self.process.signals.handle(signum, frame)
+        else:
+            # Not running: nothing would log it later.
+            self.signal = signum
+            self.stop('signal')
+            log.info('Received signal %s, terminating.', signum)
 
     def _warn_once(self, kind, message, *args):
         level = logging.DEBUG if kind in self._warned else logging.WARNING
@@ -467,25 +413,39 @@ class MainLoop:
         log.log(level, message, *args)
 
 
-def lookup_principal(principal_id):
-    """The principal object of `principal_id` (or of what it returns, if it
-    is callable), or None."""
-    if callable(principal_id):
-        principal_id = principal_id()
-    if principal_id is None:
-        return None
-    auth = zope.component.queryUtility(
-        zope.authentication.interfaces.IAuthentication)
-    if auth is None:
-        raise ConfigurationError(
-            f'Cannot look up the principal {principal_id!r}: the site'
-            ' ZCML registers no IAuthentication utility (include'
-            ' zope.principalregistry)')
+# gocept.runner 3.x had these in this module, and code written for it
+# imports them from here; they live in modules that build on this one.
+_MOVED = {'appmain': 'gocept.runner.decorators',
+          'once': 'gocept.runner.decorators',
+          'from_config': 'gocept.runner.config',
+          'init': 'gocept.runner.environment'}
+
+
+def __getattr__(name):
+    if name not in _MOVED:
+        raise AttributeError(
+            f'module {__name__!r} has no attribute {name!r}')
+    return getattr(importlib.import_module(_MOVED[name]), name)
+
+
+def _seconds(value, ticks):
+    """`value` as seconds to sleep: (seconds, None), or (None, what is
+    wrong with it, the seconds to sleep instead)."""
+    if not isinstance(value, numbers.Number):
+        return None, 'not a number', ticks
     try:
-        return auth.getPrincipal(principal_id)
-    except zope.authentication.interfaces.PrincipalLookupError:
-        raise ConfigurationError(
-            f'Unknown principal {principal_id!r}') from None
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    except (TypeError, ValueError):  # a complex number, sNaN
+        seconds = math.nan
+    if math.isnan(seconds):
+        return None, 'NaN', ticks
+    if seconds < 0:
+        return None, 'negative', 0
+    if seconds > MAX_PAUSE:
+        return None, 'longer than a year', MAX_PAUSE
+    return seconds, None, None
 
 
 def _is_seconds(value):
@@ -498,32 +458,6 @@ def _is_seconds(value):
         return value > 0
     except (TypeError, ValueError):  # a complex number, sNaN
         return False
-
-
-def _end_forked_child(error):
-    """End a child that the worker forked and that came back into the loop.
-
-    The child shares the parent's storage and lock files: closing them, or
-    committing, would harm the parent's run.  So it ends here, at once, with
-    the status of its SystemExit (1 after another error, 0 after a return).
-    """
-    status = 0
-    if isinstance(error, SystemExit):
-        status = error.code
-        if status is not None and not isinstance(status, int):
-            print(status, file=sys.stderr)
-            status = 1
-    elif error is not None:
-        traceback.print_exception(error)
-        status = 1
-    for stream in sys.stdout, sys.stderr:
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(status or 0)
 
 
 def _describe_outcome(tick):

@@ -1,21 +1,35 @@
 """What happens on a signal.
 
-SIGTERM and SIGHUP stop the main loop after the running tick has committed;
-SIGINT stops it too, and aborts a worker that is running (as Ctrl-C would);
-SIGUSR2 asks to reopen the log files (logrotate, zdaemon's ``logreopen``).
+SIGTERM and SIGHUP stop every loop of the process after its running tick
+has committed.  SIGINT stops them too, and aborts a worker that is running
+in the main thread (as Ctrl-C would; a worker in a thread of its own runs
+to the end of its tick).  SIGUSR2 reopens the log files (logrotate,
+zdaemon's ``logreopen``).
 
-The handlers are installed for a whole run, from reading zope.conf until the
-database is closed (see `handled`).  A signal that arrives before the loop
-runs is kept, and the loop acts on it when it starts: a stop signal then
-means that no tick runs.  No signal is ever fatal while the handlers are
-installed, so a burst of them during shut-down does not kill the process
-with its database half closed.
+The handlers are installed for a whole run, from reading zope.conf until
+the database is closed (see `handled`).  A handler only records the signal
+and wakes the loops; the loops act on it between their ticks (the
+`Signals` middleware), where no log line is half written.  A signal that
+arrives before the loops run is kept, and they act on it when they start:
+a stop signal then means that no tick runs.  No signal is ever fatal while
+the handlers are installed, so a burst of them during shut-down does not
+kill the process with its database half closed.
 """
 
 import contextlib
+import logging
 import signal
 import threading
 
+import ZConfig.components.logger.loghandler
+
+from gocept.runner.middleware import Middleware
+
+
+# The seed of gocept.runner pins this line to this logger (it was the main
+# loop's module).
+log = logging.getLogger('gocept.runner.runner')
+debug = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 REOPEN_SIGNAL = signal.SIGUSR2
@@ -26,21 +40,25 @@ REOPEN_SIGNAL = signal.SIGUSR2
 _DEFAULTS = (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, None)
 
 
-class Signals:
-    """The signals that arrived during one run, passed on to its loop."""
+class Signals(Middleware):
+    """The signals of one run, and what the process does on them: the
+    process's first middleware (see gocept.runner.process)."""
 
     def __init__(self):
-        self.loop = None
-        # A stop signal and a reopen request that no loop has handled yet.
+        self.process = None
+        # A stop signal not yet acted on, one not yet logged; a request to
+        # reopen the log files.
         self.pending_stop = None
-        self.pending_reopen = False
+        self.to_log = None
+        self.reopen = False
         self._previous = {}
+        self._lock = threading.Lock()
 
     def install(self):
         """Handle the signals whose handlers are Python's or the OS's."""
         for signum in (*STOP_SIGNALS, REOPEN_SIGNAL):
             if signal.getsignal(signum) in _DEFAULTS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+                self._previous[signum] = signal.signal(signum, self.handle)
 
     def restore(self, exiting=False):
         """Put back the handlers that `install` replaced; ignore those
@@ -49,31 +67,67 @@ class Signals:
             signal.signal(signum, signal.SIG_IGN if exiting else handler)
         self._previous.clear()
 
-    def attach(self, loop):
-        """Send the signals to `loop`, starting with those that came before.
-        """
-        self.loop = loop
-        if self.pending_reopen:
-            self.pending_reopen = False
-            loop.reopen_logs()
-        if self.pending_stop is not None:
-            signum, self.pending_stop = self.pending_stop, None
-            loop.stopMainLoop(signum, None)
+    def attach(self, process):
+        """Send the signals to `process` from now on."""
+        self.process = process
 
     def detach(self):
-        self.loop = None
+        self.process = None
 
-    def _handle(self, signum, frame):
-        loop = self.loop
+    def handle(self, signum, frame):
+        """The handler of the signals: record, stop, wake; nothing else."""
+        process = self.process
         if signum == REOPEN_SIGNAL:
-            if loop is None:
-                self.pending_reopen = True
-            else:
-                loop.reopen_logs()
-        elif loop is None:
+            self.reopen = True
+            if process is not None:
+                process.wake()
+            return
+        self.to_log = signum
+        if process is None or not process.running:
             self.pending_stop = signum
-        else:
-            loop.stopMainLoop(signum, frame)
+        if process is not None:
+            process.signal = signum
+            process.stop('signal')
+            loop = process.main_loop
+            if signum == signal.SIGINT and loop is not None and (
+                    loop.in_worker):
+                # Like Python's own handler, but only while the worker
+                # runs: a commit is never cut short.
+                raise KeyboardInterrupt
+
+    def before_process(self, process):
+        if self.pending_stop is not None:
+            process.signal, self.pending_stop = self.pending_stop, None
+            process.stop('signal')
+
+    def before_loop(self, loop):
+        self.serve()
+
+    def after_tick(self, loop, tick):
+        self.serve()
+
+    def after_wakeup(self, loop):
+        self.serve()
+
+    def after_loop(self, loop):
+        self.serve()
+
+    def after_process(self, process):
+        self.serve()
+
+    def serve(self):
+        """Do what the handler left to be done: log the signal received,
+        reopen the log files."""
+        if self.to_log is None and not self.reopen:
+            return
+        with self._lock:
+            signum, self.to_log = self.to_log, None
+            if signum is not None:
+                log.info('Received signal %s, terminating.', signum)
+            if self.reopen:
+                self.reopen = False
+                ZConfig.components.logger.loghandler.reopenFiles()
+                debug.debug('Log files reopened')
 
 
 # The Signals of the run in progress in this process, if any.
@@ -81,20 +135,18 @@ _current = None
 
 
 @contextlib.contextmanager
-def handled(loop=None, exiting=False):
+def handled(exiting=False):
     """Handle the signals while the block runs; yield the Signals.
 
-    Nested calls (the decorators' around the loop's own) share the outer
-    one's handlers.  With a `loop`, the signals go to it from now on, and
-    it is detached again at the end of the block.  A program that exits
-    when the block ends says it is `exiting`: the signals are then ignored
-    from the end of the block on, so that one that comes while the
-    interpreter shuts down does not turn the program's exit status into a
-    death by signal.
+    Nested calls (a program's around the process's own) share the outer
+    one's handlers.  A program that exits when the block ends says it is
+    `exiting`: the signals are then ignored from the end of the block on,
+    so that one that comes while the interpreter shuts down does not turn
+    the program's exit status into a death by signal.  Outside the main
+    thread, where no handler can be installed, the Signals handle nothing.
     """
     global _current
     if threading.current_thread() is not threading.main_thread():
-        # Signals go to the main thread, and to the run there.
         yield Signals()
         return
     outer = _current
@@ -103,13 +155,7 @@ def handled(loop=None, exiting=False):
         _current.install()
     current = _current
     try:
-        if loop is not None:
-            current.attach(loop)
-        try:
-            yield current
-        finally:
-            if loop is not None:
-                current.detach()
+        yield current
     finally:
         if outer is None:
             current.restore(exiting)

@@ -2,7 +2,8 @@
 
 A loop sleeps between its ticks; a stop signal must end that sleep at once,
 and a signal handler may do little more than write a byte to a pipe (the
-self-pipe trick).  MainLoop and the host of many workers each sleep on one.
+self-pipe trick).  Each MainLoop sleeps on one; the metrics server waits on
+one for its stop.
 """
 
 import os
@@ -48,10 +49,11 @@ class Wakeup:
                 pass  # the pipe is full: woken already
 
     def sleep(self, seconds):
-        """Sleep `seconds`, or until woken."""
-        select.select([self._read], [], [], seconds)
+        """Sleep `seconds`, or until woken; return whether woken."""
+        woken, _, _ = select.select([self._read], [], [], seconds)
         try:
             while os.read(self._read, 512):
                 pass
         except BlockingIOError:
             pass
+        return bool(woken)

@@ -19,8 +19,8 @@ import time
 import transaction
 import zope.component.hooks
 
+from gocept.runner import assembly
 from gocept.runner import cli
-from gocept.runner import environment
 from gocept.runner import testing
 
 
@@ -221,7 +221,7 @@ if __name__ == '__main__':
     ticks = float(options.pop('ticks', 1))
     options = {key: (value if key == 'heartbeat' else float(value))
                for key, value in options.items()}
-    loop = environment.run(
+    loop = assembly.run_worker(
         PROGRAMS[name], None, zope_conf, ticks=ticks, **options)
     report(f'stopped because {loop.stopped_because}')
     sys.exit(cli.exit_status(loop))

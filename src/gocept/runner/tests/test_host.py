@@ -24,6 +24,7 @@ import zope.site.site
 
 import gocept.runner
 from gocept.runner import host
+from gocept.runner import process
 from gocept.runner import testing
 from gocept.runner.config import ConfigurationError
 from gocept.runner.middleware import Middleware
@@ -177,8 +178,9 @@ class FailureTest(HostTest):
         self.assertEqual([], ran)
 
     def test_a_failed_worker_starts_again_the_others_go_on(self):
-        self.addCleanup(setattr, host, 'RESTART_PAUSE', host.RESTART_PAUSE)
-        host.RESTART_PAUSE = 0.05
+        self.addCleanup(setattr, process, 'RESTART_PAUSE',
+                        process.RESTART_PAUSE)
+        process.RESTART_PAUSE = 0.05
         failures = []
 
         class Failing(Middleware):
@@ -196,7 +198,7 @@ class FailureTest(HostTest):
             return gocept.runner.Exit
         flaky.__qualname__ = 'flaky'
 
-        with self.assertLogs('gocept.runner.host', logging.ERROR) as logs:
+        with self.assertLogs('gocept.runner.process', logging.ERROR) as logs:
             runner = self.run_host(
                 host.Worker(flaky, middleware=[Failing()]),
                 host.Worker(steady), max_runtime=1)
@@ -221,7 +223,7 @@ class LimitsTest(HostTest):
         def sleepy():
             return 3600
 
-        with self.assertLogs('gocept.runner.host', logging.INFO) as logs:
+        with self.assertLogs('gocept.runner.limits', logging.INFO) as logs:
             runner = self.run_host(forever, sleepy, max_memory=1)
         self.assertEqual('max_memory', runner.stopped_because)
         self.assertEqual(['max_memory', 'max_memory'],
@@ -272,6 +274,7 @@ class SignalTest(unittest.TestCase):
 import sys
 import zope.component.hooks
 from gocept.runner import host
+from gocept.runner import process
 
 def count(name):
     def work():
@@ -420,7 +423,7 @@ class CommandLineTest(unittest.TestCase):
         with open(transcript) as f:
             output = f.read()
         self.assertEqual(
-            'INFO gocept.runner.host Received signal 15, terminating.',
+            'INFO gocept.runner.runner Received signal 15, terminating.',
             output.splitlines()[-1])
         with open(os.path.join(self.dir, 'zdaemon.log')) as f:
             self.assertRegex(f.read(), r'pid \d+: exit status 0\n')

@@ -248,7 +248,7 @@ class MainLoopTest(unittest.TestCase):
         self.assertIsNone(zope.security.management.queryInteraction())
 
     def test_exit_code_and_failure_are_recorded_on_the_loop(self):
-        from gocept.runner.environment import run
+        from gocept.runner.assembly import run_worker as run
 
         def fails():
             raise ValueError('fails')
