@@ -14,6 +14,7 @@ This needs the ``metrics`` extra (prometheus_client).
 """
 
 import importlib.metadata
+import io
 import ipaddress
 import logging
 import math
@@ -63,6 +64,10 @@ TICK_OUTCOMES = {'committed': 'committed', 'doomed': 'doomed',
 ITEM_OUTCOMES = ('committed', 'failed', 'conflict')
 
 LAST_SUCCESS = 'gocept_runner_last_success_timestamp_seconds'
+
+# Seconds the server waits for each part of a client's request (and for the
+# client to take the answer) before it closes the connection.
+CLIENT_TIMEOUT = 10
 
 VERSION = importlib.metadata.version('gocept.runner')
 
@@ -490,6 +495,10 @@ class _HTTPServer(socketserver.ThreadingMixIn,
     # A thread for each scrape: a client slow to send its request holds no
     # other one up.
     daemon_threads = True
+    # The kernel's queue of connections not yet accepted.  socketserver's 5
+    # overflows in a burst of connects (a port scan, probes), and a scrape
+    # behind them waits for its connect to be retried, a second or more.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address, family):
         self.address_family = family
@@ -501,14 +510,40 @@ class _HTTPServer(socketserver.ThreadingMixIn,
         self.server_name, self.server_port = self.server_address[:2]
         self.setup_environ()
 
+    def handle_error(self, request, client_address):
+        # socketserver's prints a traceback on stderr: for a client that
+        # sent nothing before the timeout, reset its connection, ...
+        error = sys.exc_info()[1]
+        self.failed(client_address, f'{type(error).__name__}: {error}')
+
+    def failed(self, client_address, reason):
+        """A request from `client_address` failed for `reason`: what a
+        client does is no news (a DEBUG line)."""
+        log.debug('A metrics request from %s failed: %s',
+                  _netloc(*client_address[:2]), reason)
+
 
 class _Scrape(wsgiref.simple_server.WSGIRequestHandler):
 
-    # Seconds a client that sends nothing keeps its thread.
-    timeout = 10
+    def setup(self):
+        self.timeout = CLIENT_TIMEOUT  # as it is now, not at the import
+        super().setup()
+        # wsgi.errors: where wsgiref writes the traceback of a request
+        # whose answer failed (prometheus_client cannot read its Accept
+        # header, the client does not take the answer).
+        self.errors = io.StringIO()
+
+    def get_stderr(self):
+        return self.errors
+
+    def handle(self):
+        super().handle()
+        traceback = self.errors.getvalue().splitlines()
+        if traceback:
+            self.server.failed(self.client_address, traceback[-1])
 
     def log_message(self, format, *args):
-        pass  # a scrape is no news
+        pass  # a scrape is no news, nor is a bad request
 
 
 def _own_file_table(keep):

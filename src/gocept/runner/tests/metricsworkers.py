@@ -12,6 +12,14 @@ import gocept.runner
 from gocept.runner.tests.programs import report
 
 
+if os.environ.get('METRICS_CLIENT_TIMEOUT'):
+    # The tests of clients that send nothing wait for the server's timeout:
+    # a shorter one (the module is imported before the server starts).
+    import gocept.runner.metrics
+    gocept.runner.metrics.CLIENT_TIMEOUT = float(
+        os.environ['METRICS_CLIENT_TIMEOUT'])
+
+
 def root():
     return zope.component.hooks.getSite()._p_jar.root()
 

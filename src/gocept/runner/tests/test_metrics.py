@@ -3,9 +3,11 @@ own parser."""
 
 import logging
 import os
+import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -254,6 +256,103 @@ class ServedTests(TestCase):
                 " --help)\n", result.stderr)
         self.assertEqual([], programs.read_report(self.dir))
         self.assertFalse(os.path.exists(os.path.join(self.dir, 'Data.fs')))
+
+
+def threads(process):
+    """How many threads `process` has (Linux)."""
+    return len(os.listdir(f'/proc/{process.pid}/task'))
+
+
+class ClientTests(TestCase):
+    """Nothing a client of the server does is news: no line on the
+    runner's output (a DEBUG line at most), and scrapes are answered."""
+
+    def start(self):
+        """The runner and the process of the worker `success`, which ticks
+        once, serving its metrics (with a client timeout of half a second
+        instead of ten); and the server's port."""
+        runner = self.process()
+        runner.env['METRICS_CLIENT_TIMEOUT'] = '0.5'
+        port = testing.free_port()
+        process = runner.start('success', '--ticks', '3600', '--metrics',
+                               str(port))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        wait_for_scrape(port, runner)
+        return runner, process, port
+
+    def connect(self, port):
+        client = socket.create_connection(('127.0.0.1', port), timeout=30)
+        self.addCleanup(client.close)
+        return client
+
+    def test_clients_that_send_nothing(self):
+        # A port scanner, a load balancer's probe: each connection ends
+        # by the server's timeout.
+        runner, process, port = self.start()
+        clients = [self.connect(port) for _ in range(200)]
+        with selectors.DefaultSelector() as selector:
+            for client in clients:
+                selector.register(client, selectors.EVENT_READ)
+            deadline = time.monotonic() + 60
+            while selector.get_map():
+                self.assertLess(time.monotonic(), deadline)
+                for key, _ in selector.select(timeout=1):
+                    # The server closed it.
+                    self.assertEqual(b'', key.fileobj.recv(1))
+                    selector.unregister(key.fileobj)
+        self.assertEqual('', runner.output())
+        wait_for_scrape(port, runner)
+        self.stop(process)
+
+    @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux only')
+    def test_what_clients_send_or_break(self):
+        runner, process, port = self.start()
+        sent = [
+            b'GET /metrics HTTP/1.1\r\nHost: local',  # half a request
+            b'GET /metrics HTTP/1.1\r\nHost: local\r\n',  # no end
+            b'garbage\r\n\r\n',
+            b'\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03',  # TLS
+            b'\xff' * 70000 + b'\r\n',  # a request line too long
+            # What prometheus_client cannot read.
+            b'GET /metrics HTTP/1.1\r\nAccept: text/plain; version=x'
+            b'\r\n\r\n',
+        ]
+        for request in sent:
+            self.connect(port).sendall(request)
+        # Connections that end with a reset: before and after the request.
+        for request in (b'', b'GET /metrics HTTP/1.1\r\n\r\n'):
+            client = self.connect(port)
+            client.sendall(request)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                              struct.pack('ii', 1, 0))
+            client.close()
+        # The threads of all of them have ended: the runner's and the
+        # server's are left.
+        deadline = time.monotonic() + 30
+        while threads(process) > 2:
+            self.assertLess(time.monotonic(), deadline, runner.output())
+            time.sleep(0.02)
+        self.assertEqual('', runner.output())
+        wait_for_scrape(port, runner)
+        self.stop(process)
+
+    def test_a_scrape_during_a_burst_of_connects(self):
+        # Connects faster than the server accepts them fill a short listen
+        # queue, and a scrape behind them waits a second or more for its
+        # connection.  A few rounds: the server may have emptied the queue
+        # of the first in time.
+        runner, process, port = self.start()
+        for _ in range(3):
+            for _ in range(200):
+                client = socket.socket()
+                self.addCleanup(client.close)
+                client.setblocking(False)
+                client.connect_ex(('127.0.0.1', port))
+            started = time.monotonic()
+            scrape(port)
+            self.assertLess(time.monotonic() - started, 1)
+        self.stop(process)
 
 
 class OutageTests(TestCase):
