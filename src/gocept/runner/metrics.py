@@ -210,7 +210,10 @@ class Exporter:
         self.server = None
         # When the run began (Unix time).
         self.started = None
-        self.registry = prometheus_client.CollectorRegistry()
+        # auto_describe: the process's collector has no describe(); its
+        # names are those of what it collects.
+        self.registry = prometheus_client.CollectorRegistry(
+            auto_describe=True)
         self.registry.register(_Collector(self.measures))
         prometheus_client.ProcessCollector(
             namespace='gocept_runner', registry=self.registry)
@@ -370,6 +373,17 @@ class _Collector:
         measures = [m for m in list(self.measures) if m.worker is not None]
         if not measures:
             return []
+        ended = [m for m in measures if m.last_run is not None]
+        return self._families(measures, ended, runs=bool(ended))
+
+    def describe(self):
+        """Every family that `collect` gives, without samples: a registry
+        selects series by their names (``/metrics?name[]=NAME``)."""
+        return self._families([], [], runs=True)
+
+    def _families(self, measures, ended, runs):
+        """The families with samples of `measures`; those of the last run
+        (with samples of `ended`) if `runs`."""
         core = prometheus_client.core
         families = []
 
@@ -422,8 +436,7 @@ class _Collector:
                 items.add_metric([measure.worker, outcome], number)
         family(core.InfoMetricFamily, 'gocept_runner',
                'The version of gocept.runner.', lambda m: {'version': VERSION})
-        ended = [m for m in measures if m.last_run is not None]
-        if ended:
+        if runs:
             family(core.GaugeMetricFamily, 'gocept_runner_last_run_success',
                    'Whether the last run succeeded (1) or failed (0).',
                    lambda m: 1 if m.last_run[0] else 0, of=ended)

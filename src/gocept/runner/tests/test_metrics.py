@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.parse
 import urllib.request
 
 import prometheus_client
@@ -41,9 +42,13 @@ def parse(text):
             for sample in family.samples}
 
 
-def scrape(port, host='127.0.0.1'):
+def scrape(port, host='127.0.0.1', names=None):
+    """The samples the server on `port` gives (of the series `names`, if
+    given, by Prometheus' own selection ``?name[]=NAME``)."""
+    query = '' if names is None else '?' + urllib.parse.urlencode(
+        [('name[]', name) for name in names])
     with urllib.request.urlopen(
-            f'http://{host}:{port}/metrics', timeout=10) as response:
+            f'http://{host}:{port}/metrics{query}', timeout=10) as response:
         return parse(response.read().decode('utf-8'))
 
 
@@ -256,6 +261,32 @@ class ServedTests(TestCase):
                 " --help)\n", result.stderr)
         self.assertEqual([], programs.read_report(self.dir))
         self.assertFalse(os.path.exists(os.path.join(self.dir, 'Data.fs')))
+
+    def test_series_selected_by_name(self):
+        # Prometheus' own selection, ?name[]=NAME, gives the samples of
+        # that name, the process's as the worker's, and no other.
+        port = testing.free_port()
+        runner, process = self.start_mixed(str(port))
+        programs.wait_for(self.dir, 'done', timeout=60)
+        samples = wait_for_scrape(port, runner, lambda samples: value(
+            samples, 'gocept_runner_tick_duration_seconds_count',
+            worker=f'{MODULE}.mixed') == 8)
+        names = {name for name, _ in samples}
+        self.assertLessEqual(
+            {'gocept_runner_ticks_total', 'gocept_runner_info',
+             'gocept_runner_tick_duration_seconds_bucket',
+             'gocept_runner_process_start_time_seconds'}, names)
+
+        def series(names):
+            return {key for key in samples if key[0] in names}
+        for name in names:
+            self.assertEqual(series({name}),
+                             set(scrape(port, names=[name])), name)
+        two = ['gocept_runner_items_total',
+               'gocept_runner_tick_duration_seconds_sum']
+        self.assertEqual(series(two), set(scrape(port, names=two)))
+        self.assertEqual({}, scrape(port, names=['gocept_runner_ticks']))
+        self.stop(process)
 
 
 def threads(process):
