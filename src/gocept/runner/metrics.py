@@ -31,6 +31,7 @@ import wsgiref.simple_server
 from bisect import bisect_left
 
 from gocept.runner import outage
+from gocept.runner.cli import exit_status
 from gocept.runner.config import ConfigurationError
 from gocept.runner.middleware import Middleware
 from gocept.runner.wakeup import Wakeup
@@ -144,27 +145,30 @@ class Measure(Middleware):
         # cumulative; the last is +Inf's), and their sum.
         self.durations = [0] * len(BUCKETS)
         self.duration_sum = 0.0
-        # When a tick last committed in this run (Unix time), else None;
-        # the last success the metrics give (also of a run before).
+        # When this run last succeeded (Unix time), else None; the last
+        # success the metrics give (also of a run before).  A tick
+        # succeeds when it commits (or the worker dooms it) and no item of
+        # it fails; a once run when its tick succeeds and its exit status
+        # is 0, which is known at its end.
         self.succeeded_at = None
         self.last_success = 0
-        self.last_outcome = None
-        self.items_failed = False
+        # When the last tick succeeded, else None; the exit status of a
+        # once run that has ended, else None.
+        self.tick_succeeded_at = None
+        self.once_status = None
         # The last run (for the file): success, end, duration.
         self.last_run = None
         self.outage = None
 
     def before_loop(self, loop):
         self.worker = self.worker or dotted_name(loop.worker)
-        self.last_outcome = None
-        self.items_failed = False
-        self.succeeded_at = None
+        self.succeeded_at = self.tick_succeeded_at = self.once_status = None
         self.outage = next((m for m in loop.middleware
                             if isinstance(m, outage.Outage)), None)
 
     def after_tick(self, loop, tick):
         # On the path of every tick: kept short.
-        outcome = self.last_outcome = tick.outcome
+        outcome = tick.outcome
         self.ticks[outcome] += 1
         if tick.conflicts:
             self.conflicts += tick.conflicts
@@ -172,24 +176,31 @@ class Measure(Middleware):
         self.durations[bisect_left(BUCKETS, seconds)] += 1
         self.duration_sum += seconds
         items = tick.items
-        committed = outcome == 'committed'
+        items_failed = False
         if items is not None and (items.committed or items.failed):
             self.items['committed'] += items.committed
             self.items['failed'] += items.failed - items.conflicted
             self.items['conflict'] += items.conflicted
             self.conflicts += items.conflicts
-            committed = committed or items.committed > 0
-            self.items_failed = items.failed > 0
+            items_failed = items.failed > 0
+        if outcome in ('committed', 'doomed') and not items_failed:
+            self.tick_succeeded_at = time.time()
+            if not loop.once:
+                self.succeeded_at = self.last_success = self.tick_succeeded_at
         else:
-            self.items_failed = False
-        if committed:
-            self.succeeded_at = self.last_success = time.time()
+            self.tick_succeeded_at = None
+
+    def after_loop(self, loop):
+        if loop.once:
+            self.once_status = exit_status(loop)
+            if self.succeeded():
+                self.succeeded_at = self.last_success = self.tick_succeeded_at
 
     def succeeded(self):
-        """Whether the run succeeded: its last tick committed (or was
-        doomed) and no item of it failed."""
-        return (self.last_outcome in ('committed', 'doomed') and
-                not self.items_failed)
+        """Whether the run succeeded: its last tick did and, if it is a once
+        run, its exit status is 0."""
+        return (self.tick_succeeded_at is not None and
+                self.once_status in (None, 0))
 
 
 class Exporter:
@@ -264,15 +275,15 @@ class Exporter:
         """End the run of every Measure and write the metrics to `path`,
         atomically (a WARNING if that fails).
 
-        A worker whose run failed without a success keeps the last success
-        that the file of the run before gives for its label.
+        A worker whose run had no success keeps the last success that the
+        file of the run before gives for its label.
         """
         now = time.time()
         failed = []
         for measure in self.measures:
-            success = measure.succeeded()
-            measure.last_run = (success, now, now - (self.started or now))
-            if not success and measure.succeeded_at is None:
+            measure.last_run = (measure.succeeded(), now,
+                                now - (self.started or now))
+            if measure.succeeded_at is None:
                 failed.append(measure)
         if failed:
             previous = self.previous_successes()
@@ -332,7 +343,7 @@ class Metrics(Measure):
     def __enter__(self):
         self.entered = True
         self.written = False
-        self.last_outcome = None
+        self.succeeded_at = self.tick_succeeded_at = None
         self.exporter.started = time.time()
         return self
 
@@ -351,6 +362,7 @@ class Metrics(Measure):
         self.exporter.serve()
 
     def after_loop(self, loop):
+        super().after_loop(loop)
         self.exporter.stop_serving()
         if self.path is not None:
             self.write()
@@ -419,7 +431,7 @@ class _Collector:
             durations.add_metric([measure.worker], buckets,
                                  measure.duration_sum)
         family(core.GaugeMetricFamily, LAST_SUCCESS,
-               'When a tick last committed (Unix time).',
+               'When the worker last succeeded (Unix time).',
                lambda m: m.last_success)
         family(core.GaugeMetricFamily, 'gocept_runner_storage_unavailable',
                'Whether the loop backs off from a storage outage (1) or not'

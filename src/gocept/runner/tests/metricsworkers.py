@@ -100,6 +100,20 @@ def job():
         fail()
 
 
+def doomed():
+    """Count, then doom the transaction (it is aborted)."""
+    count()
+    transaction.doom()
+
+
+@gocept.runner.transaction_per_item
+def batch():
+    """A batch of three items, each a `job`: all commit, or all fail if
+    $JOB_FAILS is set."""
+    for name in ('one', 'two', 'three'):
+        yield name, job
+
+
 @gocept.runner.transaction_per_item
 def _items():
     yield 'one', count

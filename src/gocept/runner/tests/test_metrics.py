@@ -288,6 +288,26 @@ class ServedTests(TestCase):
         self.assertEqual({}, scrape(port, names=['gocept_runner_ticks']))
         self.stop(process)
 
+    def test_a_tick_whose_items_failed_is_no_success(self):
+        runner = self.process()
+        runner.env['JOB_FAILS'] = 'yes'
+        port = testing.free_port()
+        process = runner.start('batch', '--ticks', '0.01', '--metrics',
+                               str(port))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        worker = f'{MODULE}.batch'
+        samples = wait_for_scrape(port, runner, lambda samples: (value(
+            samples, 'gocept_runner_items_total', worker=worker,
+            outcome='failed') or 0) >= 6)
+        # Its ticks committed (there was nothing to commit but the items).
+        self.assertLessEqual(2, value(samples, 'gocept_runner_ticks_total',
+                                      worker=worker, outcome='committed'))
+        self.assertEqual(0, value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+        self.stop(process)
+
 
 def threads(process):
     """How many threads `process` has (Linux)."""
@@ -514,10 +534,70 @@ class TextfileTests(TestCase):
             samples, 'gocept_runner_conflicts_total', worker=worker))
         self.assertEqual(0, value(samples, 'gocept_runner_last_run_success',
                                   worker=worker))
-        # Items committed: that was a success of the job's work.
-        self.assertLess(abs(time.time() - value(
+        # An item failed: the run did not succeed, though others committed.
+        self.assertEqual(0, value(
             samples, 'gocept_runner_last_success_timestamp_seconds',
-            worker=worker)), 60)
+            worker=worker))
+
+    def test_a_batch_whose_items_all_failed_keeps_the_last_success(self):
+        started = time.time()
+        self.assertEqual(0, self.run_job('batch').returncode)
+        worker = f'{MODULE}.batch'
+        first = read(self.path)
+        self.assertEqual(1, value(first, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        success = value(first, 'gocept_runner_last_success_timestamp_seconds',
+                        worker=worker)
+        self.assertLessEqual(started, success)
+        result = self.runner.run(
+            'batch', '--once', '--metrics-file', self.path,
+            env={'JOB_FAILS': 'yes'})
+        self.assertEqual(1, result.returncode, result.stdout)
+        second = read(self.path)
+        self.assertEqual(3, value(second, 'gocept_runner_items_total',
+                                  worker=worker, outcome='failed'))
+        # Its tick committed: there was nothing to commit but the items.
+        self.assertEqual(1, value(second, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='committed'))
+        self.assertEqual(0, value(second, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertEqual(success, value(
+            second, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+
+    def test_a_run_that_reached_a_limit_is_no_success(self):
+        # Its tick committed, but the exit status is 75: a supervisor is to
+        # start the job again.
+        self.assertEqual(0, self.run_job('job').returncode)
+        worker = f'{MODULE}.job'
+        success = value(read(self.path),
+                        'gocept_runner_last_success_timestamp_seconds',
+                        worker=worker)
+        result = self.runner.run('job', '--once', '--max-ticks', '1',
+                                 '--metrics-file', self.path)
+        self.assertEqual(75, result.returncode, result.stdout)
+        samples = read(self.path)
+        self.assertEqual(1, value(samples, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='committed'))
+        self.assertEqual(0, value(samples, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertEqual(success, value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+
+    def test_a_doomed_run_is_a_success(self):
+        # Its exit status is 0: the worker chose not to commit.
+        started = time.time()
+        self.assertEqual(0, self.run_job('doomed').returncode)
+        samples = read(self.path)
+        worker = f'{MODULE}.doomed'
+        self.assertEqual(1, value(samples, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='doomed'))
+        self.assertEqual(1, value(samples, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertLessEqual(started, value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
 
     def test_a_run_that_fails_before_its_loop_writes_the_file(self):
         with open(os.path.join(self.dir, 'zope.conf'), 'a') as f:
