@@ -11,21 +11,22 @@ import inspect
 import math
 import os
 import re
-import signal
 import sys
 import textwrap
 import traceback
 
-import transaction.interfaces
-
 from gocept.runner import assembly
 from gocept.runner import host
-from gocept.runner import outage
 from gocept.runner import signals
+from gocept.runner import status
 from gocept.runner.config import ConfigurationError
-from gocept.runner.filestorage import disk_full
-from gocept.runner.limits import LIMITS
-from gocept.runner.lock import AlreadyRunning
+from gocept.runner.status import EX_FAILURE  # noqa: F401 (API)
+from gocept.runner.status import EX_INTERRUPTED  # noqa: F401 (API)
+from gocept.runner.status import EX_OK  # noqa: F401 (API)
+from gocept.runner.status import EX_TEMPFAIL  # noqa: F401 (API)
+from gocept.runner.status import EX_USAGE
+from gocept.runner.status import exit_status
+from gocept.runner.status import process_status as host_status
 
 
 # The environment variable naming zope.conf when -C/--config is not given.
@@ -39,21 +40,9 @@ DEFAULT_CONFIG = os.path.join(HERE, 'default.conf')
 # A word of the command line that names a worker.
 WORKER_NAME = re.compile(r'[A-Za-z_][\w.]*:[A-Za-z_][\w.]*')
 
-# Exit statuses (the last two as in sysexits.h).
-EX_OK = 0
-EX_FAILURE = 1
-EX_USAGE = 2
-EX_TEMPFAIL = 75
-EX_INTERRUPTED = 128 + signal.SIGINT
-
 EPILOG = f"""\
 zope.conf is the file given by -C/--config, else the one ${CONFIG_VARIABLE}
-names.  Exit status: 0 when done (or stopped by SIGTERM or SIGHUP), the
-worker's own SystemExit code, 1 when a single run failed or the program failed
-before its main loop, 2 for a usage or configuration error, 75 when another
-process holds the lock file or the database, or when the loop reached its
-max_ticks, max_runtime or max_memory (restart it), 130 when SIGINT (Ctrl-C)
-stopped a single run before it committed."""
+names.  {status.describe()}"""
 
 
 def program(decorator, worker):
@@ -291,22 +280,6 @@ def _make_var(zope_conf):
         os.makedirs('var', exist_ok=True)
 
 
-def exit_status(loop):
-    """The exit status of a program whose MainLoop `loop` has finished."""
-    if loop.exit_code is not None:
-        return loop.exit_code
-    if loop.stopped_because in LIMITS:
-        return EX_TEMPFAIL
-    if (loop.once and not loop.committed and
-            loop.stopped_because in ('signal', 'KeyboardInterrupt') and
-            loop.signal in (None, signal.SIGINT)):
-        # Ctrl-C stopped a job before it was done, as a shell reports it.
-        return EX_INTERRUPTED
-    if loop.once and (loop.failed or loop.items_failed):
-        return EX_FAILURE
-    return EX_OK
-
-
 def resolve(name):
     """The callable that ``MODULE:FUNCTION`` names.
 
@@ -336,16 +309,6 @@ def resolve(name):
     return obj
 
 
-def host_status(host):
-    """The exit status of a program whose Host `host` has finished: 75
-    if it reached a limit, else the first of its workers' that is not 0."""
-    if host.stopped_because in LIMITS:
-        return EX_TEMPFAIL
-    statuses = [exit_status(worker.loop) for worker in host.workers
-                if worker.loop is not None]
-    return next((status for status in statuses if status), EX_OK)
-
-
 def _execute(prog, debug, run_loop, exiting=False, status_of=exit_status):
     """Call `run_loop`; return the exit status (`status_of` what it
     returned).
@@ -359,32 +322,11 @@ def _execute(prog, debug, run_loop, exiting=False, status_of=exit_status):
     except Exception as error:
         if debug:
             traceback.print_exc()
-        status, message = _failure(error)
+        code, message = status.failure(error)
         # One line, whatever the message looks like.
         print(f'{prog}: {" ".join(message.split())}', file=sys.stderr)
-        return status
+        return code
     return status_of(loop)
-
-
-def _failure(error):
-    """The exit status and message for `error`, which ended the program."""
-    if isinstance(error, AlreadyRunning):
-        return EX_TEMPFAIL, str(error)
-    if isinstance(error, ConfigurationError):
-        if _transient(error.__cause__):
-            # Not 2: nothing in the configuration is to be fixed, and a
-            # supervisor should try again.
-            return EX_FAILURE, str(error)
-        return EX_USAGE, str(error)
-    return EX_FAILURE, f'{type(error).__name__}: {error}'
-
-
-def _transient(error):
-    """Whether `error` is a condition that may pass: a storage server that
-    is down (ZEO's ClientDisconnected, a PostgreSQL server out of reach), a
-    full disk."""
-    return (isinstance(error, transaction.interfaces.TransientError) or
-            disk_full(error) or outage.unavailable(error))
 
 
 class _ArgumentParser(argparse.ArgumentParser):

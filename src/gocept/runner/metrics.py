@@ -14,6 +14,7 @@ This needs the ``metrics`` extra (prometheus_client).
 """
 
 import importlib.metadata
+import io
 import ipaddress
 import logging
 import math
@@ -31,6 +32,7 @@ from bisect import bisect_left
 
 from gocept.runner.config import ConfigurationError
 from gocept.runner.middleware import Middleware
+from gocept.runner.status import exit_status
 from gocept.runner.wakeup import Wakeup
 
 
@@ -43,7 +45,7 @@ except ImportError:  # the extra is not installed
     prometheus_client = None
 
 
-log = logging.getLogger('gocept.runner.runner')
+log = logging.getLogger(__name__)
 
 MISSING = ('Metrics need the metrics extra of gocept.runner (prometheus_client'
            ' is not installed): pip install "gocept.runner[metrics]"')
@@ -62,6 +64,10 @@ TICK_OUTCOMES = {'committed': 'committed', 'doomed': 'doomed',
 ITEM_OUTCOMES = ('committed', 'failed', 'conflict')
 
 LAST_SUCCESS = 'gocept_runner_last_success_timestamp_seconds'
+
+# Seconds the server waits for each part of a client's request (and for the
+# client to take the answer) before it closes the connection.
+CLIENT_TIMEOUT = 10
 
 VERSION = importlib.metadata.version('gocept.runner')
 
@@ -138,26 +144,29 @@ class Measure(Middleware):
         # cumulative; the last is +Inf's), and their sum.
         self.durations = [0] * len(BUCKETS)
         self.duration_sum = 0.0
-        # When a tick last committed in this run (Unix time), else None;
-        # the last success the metrics give (also of a run before).
+        # When this run last succeeded (Unix time), else None; the last
+        # success the metrics give (also of a run before).  A tick
+        # succeeds when it commits (or the worker dooms it) and no item of
+        # it fails; a once run when its tick succeeds and its exit status
+        # is 0, which is known at its end.
         self.succeeded_at = None
         self.last_success = 0
-        self.last_outcome = None
-        self.items_failed = False
+        # When the last tick succeeded, else None; the exit status of a
+        # once run that has ended, else None.
+        self.tick_succeeded_at = None
+        self.once_status = None
         # The last run (for the file): success, end, duration.
         self.last_run = None
         self.outage = None
 
     def before_loop(self, loop):
         self.worker = self.worker or dotted_name(loop.worker)
-        self.last_outcome = None
-        self.items_failed = False
-        self.succeeded_at = None
+        self.succeeded_at = self.tick_succeeded_at = self.once_status = None
         self.outage = loop.outage
 
     def after_tick(self, loop, tick):
         # On the path of every tick: kept short.
-        outcome = self.last_outcome = tick.outcome
+        outcome = tick.outcome
         self.ticks[outcome] += 1
         if tick.conflicts:
             self.conflicts += tick.conflicts
@@ -165,24 +174,31 @@ class Measure(Middleware):
         self.durations[bisect_left(BUCKETS, seconds)] += 1
         self.duration_sum += seconds
         items = tick.items
-        committed = outcome == 'committed'
+        items_failed = False
         if items is not None and (items.committed or items.failed):
             self.items['committed'] += items.committed
             self.items['failed'] += items.failed - items.conflicted
             self.items['conflict'] += items.conflicted
             self.conflicts += items.conflicts
-            committed = committed or items.committed > 0
-            self.items_failed = items.failed > 0
+            items_failed = items.failed > 0
+        if outcome in ('committed', 'doomed') and not items_failed:
+            self.tick_succeeded_at = time.time()
+            if not loop.once:
+                self.succeeded_at = self.last_success = self.tick_succeeded_at
         else:
-            self.items_failed = False
-        if committed:
-            self.succeeded_at = self.last_success = time.time()
+            self.tick_succeeded_at = None
+
+    def after_loop(self, loop):
+        if loop.once:
+            self.once_status = exit_status(loop)
+            if self.succeeded():
+                self.succeeded_at = self.last_success = self.tick_succeeded_at
 
     def succeeded(self):
-        """Whether the run succeeded: its last tick committed (or was
-        doomed) and no item of it failed."""
-        return (self.last_outcome in ('committed', 'doomed') and
-                not self.items_failed)
+        """Whether the run succeeded: its last tick did and, if it is a once
+        run, its exit status is 0."""
+        return (self.tick_succeeded_at is not None and
+                self.once_status in (None, 0))
 
 
 class Exporter(Middleware):
@@ -204,7 +220,10 @@ class Exporter(Middleware):
         self.server = None
         # When the run began (Unix time).
         self.started = None
-        self.registry = prometheus_client.CollectorRegistry()
+        # auto_describe: the process's collector has no describe(); its
+        # names are those of what it collects.
+        self.registry = prometheus_client.CollectorRegistry(
+            auto_describe=True)
         self.registry.register(_Collector(self.measures))
         prometheus_client.ProcessCollector(
             namespace='gocept_runner', registry=self.registry)
@@ -261,15 +280,15 @@ class Exporter(Middleware):
         """End the run of every Measure and write the metrics to `path`,
         atomically (a WARNING if that fails).
 
-        A worker whose run failed without a success keeps the last success
-        that the file of the run before gives for its label.
+        A worker whose run had no success keeps the last success that the
+        file of the run before gives for its label.
         """
         now = time.time()
         failed = []
         for measure in self.measures:
-            success = measure.succeeded()
-            measure.last_run = (success, now, now - (self.started or now))
-            if not success and measure.succeeded_at is None:
+            measure.last_run = (measure.succeeded(), now,
+                                now - (self.started or now))
+            if measure.succeeded_at is None:
                 failed.append(measure)
         if failed:
             previous = self.previous_successes()
@@ -329,7 +348,7 @@ class Metrics(Measure):
     def __enter__(self):
         self.entered = True
         self.written = False
-        self.last_outcome = None
+        self.succeeded_at = self.tick_succeeded_at = None
         self.exporter.started = time.time()
         return self
 
@@ -348,6 +367,7 @@ class Metrics(Measure):
         self.exporter.serve()
 
     def after_loop(self, loop):
+        super().after_loop(loop)
         self.exporter.stop_serving()
         if self.path is not None:
             self.write()
@@ -370,6 +390,17 @@ class _Collector:
         measures = [m for m in list(self.measures) if m.worker is not None]
         if not measures:
             return []
+        ended = [m for m in measures if m.last_run is not None]
+        return self._families(measures, ended, runs=bool(ended))
+
+    def describe(self):
+        """Every family that `collect` gives, without samples: a registry
+        selects series by their names (``/metrics?name[]=NAME``)."""
+        return self._families([], [], runs=True)
+
+    def _families(self, measures, ended, runs):
+        """The families with samples of `measures`; those of the last run
+        (with samples of `ended`) if `runs`."""
         core = prometheus_client.core
         families = []
 
@@ -405,7 +436,7 @@ class _Collector:
             durations.add_metric([measure.worker], buckets,
                                  measure.duration_sum)
         family(core.GaugeMetricFamily, LAST_SUCCESS,
-               'When a tick last committed (Unix time).',
+               'When the worker last succeeded (Unix time).',
                lambda m: m.last_success)
         family(core.GaugeMetricFamily, 'gocept_runner_storage_unavailable',
                'Whether the loop backs off from a storage outage (1) or not'
@@ -422,8 +453,7 @@ class _Collector:
                 items.add_metric([measure.worker, outcome], number)
         family(core.InfoMetricFamily, 'gocept_runner',
                'The version of gocept.runner.', lambda m: {'version': VERSION})
-        ended = [m for m in measures if m.last_run is not None]
-        if ended:
+        if runs:
             family(core.GaugeMetricFamily, 'gocept_runner_last_run_success',
                    'Whether the last run succeeded (1) or failed (0).',
                    lambda m: 1 if m.last_run[0] else 0, of=ended)
@@ -495,6 +525,10 @@ class _HTTPServer(socketserver.ThreadingMixIn,
     # A thread for each scrape: a client slow to send its request holds no
     # other one up.
     daemon_threads = True
+    # The kernel's queue of connections not yet accepted.  socketserver's 5
+    # overflows in a burst of connects (a port scan, probes), and a scrape
+    # behind them waits for its connect to be retried, a second or more.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address, family):
         self.address_family = family
@@ -506,14 +540,40 @@ class _HTTPServer(socketserver.ThreadingMixIn,
         self.server_name, self.server_port = self.server_address[:2]
         self.setup_environ()
 
+    def handle_error(self, request, client_address):
+        # socketserver's prints a traceback on stderr: for a client that
+        # sent nothing before the timeout, reset its connection, ...
+        error = sys.exc_info()[1]
+        self.failed(client_address, f'{type(error).__name__}: {error}')
+
+    def failed(self, client_address, reason):
+        """A request from `client_address` failed for `reason`: what a
+        client does is no news (a DEBUG line)."""
+        log.debug('A metrics request from %s failed: %s',
+                  _netloc(*client_address[:2]), reason)
+
 
 class _Scrape(wsgiref.simple_server.WSGIRequestHandler):
 
-    # Seconds a client that sends nothing keeps its thread.
-    timeout = 10
+    def setup(self):
+        self.timeout = CLIENT_TIMEOUT  # as it is now, not at the import
+        super().setup()
+        # wsgi.errors: where wsgiref writes the traceback of a request
+        # whose answer failed (prometheus_client cannot read its Accept
+        # header, the client does not take the answer).
+        self.errors = io.StringIO()
+
+    def get_stderr(self):
+        return self.errors
+
+    def handle(self):
+        super().handle()
+        traceback = self.errors.getvalue().splitlines()
+        if traceback:
+            self.server.failed(self.client_address, traceback[-1])
 
     def log_message(self, format, *args):
-        pass  # a scrape is no news
+        pass  # a scrape is no news, nor is a bad request
 
 
 def _own_file_table(keep):

@@ -17,7 +17,7 @@ from gocept.runner.middleware import Middleware
 from gocept.runner.retry import Backoff
 
 
-log = logging.getLogger('gocept.runner.runner')
+log = logging.getLogger(__name__)
 
 # First and longest pause (seconds) between ticks while the storage is
 # unavailable.

@@ -12,6 +12,14 @@ import gocept.runner
 from gocept.runner.tests.programs import report
 
 
+if os.environ.get('METRICS_CLIENT_TIMEOUT'):
+    # The tests of clients that send nothing wait for the server's timeout:
+    # a shorter one (the module is imported before the server starts).
+    import gocept.runner.metrics
+    gocept.runner.metrics.CLIENT_TIMEOUT = float(
+        os.environ['METRICS_CLIENT_TIMEOUT'])
+
+
 def root():
     return zope.component.hooks.getSite()._p_jar.root()
 
@@ -90,6 +98,20 @@ def job():
     count()
     if os.environ.get('JOB_FAILS'):
         fail()
+
+
+def doomed():
+    """Count, then doom the transaction (it is aborted)."""
+    count()
+    transaction.doom()
+
+
+@gocept.runner.transaction_per_item
+def batch():
+    """A batch of three items, each a `job`: all commit, or all fail if
+    $JOB_FAILS is set."""
+    for name in ('one', 'two', 'three'):
+        yield name, job
 
 
 @gocept.runner.transaction_per_item

@@ -137,7 +137,7 @@ def wait_for_output(read, text, timeout=30):
 
 
 # What a program logs when it meets a storage outage.
-OUTAGE = 'WARNING gocept.runner.runner Storage unavailable'
+OUTAGE = 'WARNING gocept.runner.outage Storage unavailable'
 
 
 REPORT = os.environ.get('RUNNER_TEST_REPORT')

@@ -118,13 +118,13 @@ class DiskFullTests(unittest.TestCase):
                    'ticks while the disk is full')
         self.assertIsNone(process.poll())
         self.assertEqual(
-            ['WARNING gocept.runner.runner Storage unavailable (OSError:'
+            ['WARNING gocept.runner.outage Storage unavailable (OSError:'
              ' [Errno 28] No space left on device), transaction of worker'
              f' {program} aborted; trying again until it is back'],
             self.lines('WARNING'))
         self.free()
         self.wait_for_commits(3)
-        self.assertIn('INFO gocept.runner.runner Storage available again,'
+        self.assertIn('INFO gocept.runner.outage Storage available again,'
                       f' worker {program} goes on', self.output())
         self.fill()
         self.wait_for_warnings(2)

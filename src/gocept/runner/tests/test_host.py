@@ -506,11 +506,11 @@ class OutageTest(unittest.TestCase):
         met = 0
         for name in ('index', 'cleanup'):
             warnings = len(re.findall(
-                f'WARNING gocept.runner.runner Storage unavailable .*'
+                f'WARNING gocept.runner.outage Storage unavailable .*'
                 f' worker {name}', output))
             self.assertLessEqual(warnings, 1, output)
             self.assertEqual(warnings, output.count(
-                f'INFO gocept.runner.runner Storage available again, worker'
+                f'INFO gocept.runner.outage Storage available again, worker'
                 f' {name} goes on'), output)
             met += warnings
         self.assertGreater(met, 0, output)

@@ -196,9 +196,9 @@ class TextfileTests(TestCase):
         self.assertEqual(0, result.returncode, result.stdout)
         self.assertEqual(['succeeded'], programs.read_report(self.dir))
         self.assertEqual(
-            [f'WARNING gocept.runner.runner Cannot serve metrics on'
+            [f'WARNING gocept.runner.metrics Cannot serve metrics on'
              f' 127.0.0.1:{port}: Address already in use',
-             f'WARNING gocept.runner.runner Cannot write the metrics file'
+             f'WARNING gocept.runner.metrics Cannot write the metrics file'
              f' {path}: No such file or directory'], warnings(result))
         self.assertFalse(os.path.exists(os.path.dirname(path)))
 

@@ -3,14 +3,17 @@ own parser."""
 
 import logging
 import os
+import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+import urllib.parse
 import urllib.request
 
 import prometheus_client
@@ -39,9 +42,13 @@ def parse(text):
             for sample in family.samples}
 
 
-def scrape(port, host='127.0.0.1'):
+def scrape(port, host='127.0.0.1', names=None):
+    """The samples the server on `port` gives (of the series `names`, if
+    given, by Prometheus' own selection ``?name[]=NAME``)."""
+    query = '' if names is None else '?' + urllib.parse.urlencode(
+        [('name[]', name) for name in names])
     with urllib.request.urlopen(
-            f'http://{host}:{port}/metrics', timeout=10) as response:
+            f'http://{host}:{port}/metrics{query}', timeout=10) as response:
         return parse(response.read().decode('utf-8'))
 
 
@@ -171,7 +178,7 @@ class ServedTests(TestCase):
         warnings = [line for line in result.stdout.splitlines()
                     if line.startswith('WARNING')]
         self.assertEqual(
-            [f'WARNING gocept.runner.runner Cannot serve metrics on'
+            [f'WARNING gocept.runner.metrics Cannot serve metrics on'
              f' 127.0.0.1:{port}: Address already in use'], warnings)
 
     def test_a_named_interface(self):
@@ -254,6 +261,149 @@ class ServedTests(TestCase):
                 " --help)\n", result.stderr)
         self.assertEqual([], programs.read_report(self.dir))
         self.assertFalse(os.path.exists(os.path.join(self.dir, 'Data.fs')))
+
+    def test_series_selected_by_name(self):
+        # Prometheus' own selection, ?name[]=NAME, gives the samples of
+        # that name, the process's as the worker's, and no other.
+        port = testing.free_port()
+        runner, process = self.start_mixed(str(port))
+        programs.wait_for(self.dir, 'done', timeout=60)
+        samples = wait_for_scrape(port, runner, lambda samples: value(
+            samples, 'gocept_runner_tick_duration_seconds_count',
+            worker=f'{MODULE}.mixed') == 8)
+        names = {name for name, _ in samples}
+        self.assertLessEqual(
+            {'gocept_runner_ticks_total', 'gocept_runner_info',
+             'gocept_runner_tick_duration_seconds_bucket',
+             'gocept_runner_process_start_time_seconds'}, names)
+
+        def series(names):
+            return {key for key in samples if key[0] in names}
+        for name in names:
+            self.assertEqual(series({name}),
+                             set(scrape(port, names=[name])), name)
+        two = ['gocept_runner_items_total',
+               'gocept_runner_tick_duration_seconds_sum']
+        self.assertEqual(series(two), set(scrape(port, names=two)))
+        self.assertEqual({}, scrape(port, names=['gocept_runner_ticks']))
+        self.stop(process)
+
+    def test_a_tick_whose_items_failed_is_no_success(self):
+        runner = self.process()
+        runner.env['JOB_FAILS'] = 'yes'
+        port = testing.free_port()
+        process = runner.start('batch', '--ticks', '0.01', '--metrics',
+                               str(port))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        worker = f'{MODULE}.batch'
+        samples = wait_for_scrape(port, runner, lambda samples: (value(
+            samples, 'gocept_runner_items_total', worker=worker,
+            outcome='failed') or 0) >= 6)
+        # Its ticks committed (there was nothing to commit but the items).
+        self.assertLessEqual(2, value(samples, 'gocept_runner_ticks_total',
+                                      worker=worker, outcome='committed'))
+        self.assertEqual(0, value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+        self.stop(process)
+
+
+def threads(process):
+    """How many threads `process` has (Linux)."""
+    return len(os.listdir(f'/proc/{process.pid}/task'))
+
+
+class ClientTests(TestCase):
+    """Nothing a client of the server does is news: no line on the
+    runner's output (a DEBUG line at most), and scrapes are answered."""
+
+    def start(self):
+        """The runner and the process of the worker `success`, which ticks
+        once, serving its metrics (with a client timeout of half a second
+        instead of ten); and the server's port."""
+        runner = self.process()
+        runner.env['METRICS_CLIENT_TIMEOUT'] = '0.5'
+        port = testing.free_port()
+        process = runner.start('success', '--ticks', '3600', '--metrics',
+                               str(port))
+        self.addCleanup(process.wait)
+        self.addCleanup(process.kill)
+        wait_for_scrape(port, runner)
+        return runner, process, port
+
+    def connect(self, port):
+        client = socket.create_connection(('127.0.0.1', port), timeout=30)
+        self.addCleanup(client.close)
+        return client
+
+    def test_clients_that_send_nothing(self):
+        # A port scanner, a load balancer's probe: each connection ends
+        # by the server's timeout.
+        runner, process, port = self.start()
+        clients = [self.connect(port) for _ in range(200)]
+        with selectors.DefaultSelector() as selector:
+            for client in clients:
+                selector.register(client, selectors.EVENT_READ)
+            deadline = time.monotonic() + 60
+            while selector.get_map():
+                self.assertLess(time.monotonic(), deadline)
+                for key, _ in selector.select(timeout=1):
+                    # The server closed it.
+                    self.assertEqual(b'', key.fileobj.recv(1))
+                    selector.unregister(key.fileobj)
+        self.assertEqual('', runner.output())
+        wait_for_scrape(port, runner)
+        self.stop(process)
+
+    @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux only')
+    def test_what_clients_send_or_break(self):
+        runner, process, port = self.start()
+        sent = [
+            b'GET /metrics HTTP/1.1\r\nHost: local',  # half a request
+            b'GET /metrics HTTP/1.1\r\nHost: local\r\n',  # no end
+            b'garbage\r\n\r\n',
+            b'\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03',  # TLS
+            b'\xff' * 70000 + b'\r\n',  # a request line too long
+            # What prometheus_client cannot read.
+            b'GET /metrics HTTP/1.1\r\nAccept: text/plain; version=x'
+            b'\r\n\r\n',
+        ]
+        for request in sent:
+            self.connect(port).sendall(request)
+        # Connections that end with a reset: before and after the request.
+        for request in (b'', b'GET /metrics HTTP/1.1\r\n\r\n'):
+            client = self.connect(port)
+            client.sendall(request)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                              struct.pack('ii', 1, 0))
+            client.close()
+        # The threads of all of them have ended: the runner's and the
+        # server's are left.
+        deadline = time.monotonic() + 30
+        while threads(process) > 2:
+            self.assertLess(time.monotonic(), deadline, runner.output())
+            time.sleep(0.02)
+        self.assertEqual('', runner.output())
+        wait_for_scrape(port, runner)
+        self.stop(process)
+
+    def test_a_scrape_during_a_burst_of_connects(self):
+        # Connects faster than the server accepts them fill a short listen
+        # queue, and a scrape behind them waits a second or more for its
+        # connection.  A few rounds: the server may have emptied the queue
+        # of the first in time.
+        runner, process, port = self.start()
+        for _ in range(3):
+            for _ in range(200):
+                client = socket.socket()
+                self.addCleanup(client.close)
+                client.setblocking(False)
+                client.connect_ex(('127.0.0.1', port))
+            started = time.monotonic()
+            scrape(port)
+            self.assertLess(time.monotonic() - started, 1)
+        self.stop(process)
 
 
 class OutageTests(TestCase):
@@ -384,10 +534,70 @@ class TextfileTests(TestCase):
             samples, 'gocept_runner_conflicts_total', worker=worker))
         self.assertEqual(0, value(samples, 'gocept_runner_last_run_success',
                                   worker=worker))
-        # Items committed: that was a success of the job's work.
-        self.assertLess(abs(time.time() - value(
+        # An item failed: the run did not succeed, though others committed.
+        self.assertEqual(0, value(
             samples, 'gocept_runner_last_success_timestamp_seconds',
-            worker=worker)), 60)
+            worker=worker))
+
+    def test_a_batch_whose_items_all_failed_keeps_the_last_success(self):
+        started = time.time()
+        self.assertEqual(0, self.run_job('batch').returncode)
+        worker = f'{MODULE}.batch'
+        first = read(self.path)
+        self.assertEqual(1, value(first, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        success = value(first, 'gocept_runner_last_success_timestamp_seconds',
+                        worker=worker)
+        self.assertLessEqual(started, success)
+        result = self.runner.run(
+            'batch', '--once', '--metrics-file', self.path,
+            env={'JOB_FAILS': 'yes'})
+        self.assertEqual(1, result.returncode, result.stdout)
+        second = read(self.path)
+        self.assertEqual(3, value(second, 'gocept_runner_items_total',
+                                  worker=worker, outcome='failed'))
+        # Its tick committed: there was nothing to commit but the items.
+        self.assertEqual(1, value(second, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='committed'))
+        self.assertEqual(0, value(second, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertEqual(success, value(
+            second, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+
+    def test_a_run_that_reached_a_limit_is_no_success(self):
+        # Its tick committed, but the exit status is 75: a supervisor is to
+        # start the job again.
+        self.assertEqual(0, self.run_job('job').returncode)
+        worker = f'{MODULE}.job'
+        success = value(read(self.path),
+                        'gocept_runner_last_success_timestamp_seconds',
+                        worker=worker)
+        result = self.runner.run('job', '--once', '--max-ticks', '1',
+                                 '--metrics-file', self.path)
+        self.assertEqual(75, result.returncode, result.stdout)
+        samples = read(self.path)
+        self.assertEqual(1, value(samples, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='committed'))
+        self.assertEqual(0, value(samples, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertEqual(success, value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
+
+    def test_a_doomed_run_is_a_success(self):
+        # Its exit status is 0: the worker chose not to commit.
+        started = time.time()
+        self.assertEqual(0, self.run_job('doomed').returncode)
+        samples = read(self.path)
+        worker = f'{MODULE}.doomed'
+        self.assertEqual(1, value(samples, 'gocept_runner_ticks_total',
+                                  worker=worker, outcome='doomed'))
+        self.assertEqual(1, value(samples, 'gocept_runner_last_run_success',
+                                  worker=worker))
+        self.assertLessEqual(started, value(
+            samples, 'gocept_runner_last_success_timestamp_seconds',
+            worker=worker))
 
     def test_a_run_that_fails_before_its_loop_writes_the_file(self):
         with open(os.path.join(self.dir, 'zope.conf'), 'a') as f:
@@ -406,7 +616,7 @@ class TextfileTests(TestCase):
         self.assertEqual(0, result.returncode, result.stdout)
         self.assertEqual(['succeeded'], programs.read_report(self.dir))
         self.assertEqual(
-            [f'WARNING gocept.runner.runner Cannot write the metrics file'
+            [f'WARNING gocept.runner.metrics Cannot write the metrics file'
              f' {self.path}: No such file or directory'],
             [line for line in result.stdout.splitlines()
              if line.startswith('WARNING')])
@@ -419,7 +629,7 @@ class TextfileTests(TestCase):
         result = self.run_job('failure')
         self.assertEqual(1, result.returncode, result.stdout)
         self.assertIn(
-            f'WARNING gocept.runner.runner Cannot write the metrics file'
+            f'WARNING gocept.runner.metrics Cannot write the metrics file'
             f' {self.path}: Permission denied', result.stdout)
         self.assertEqual([], os.listdir(os.path.dirname(self.path)))
 
@@ -429,7 +639,7 @@ class TextfileTests(TestCase):
         result = self.run_job('failure')
         self.assertEqual(1, result.returncode, result.stdout)
         self.assertIn(
-            f'WARNING gocept.runner.runner Cannot read the last success from'
+            f'WARNING gocept.runner.metrics Cannot read the last success from'
             f' the metrics file {self.path}: not metrics', result.stdout)
         self.assertEqual(0, value(
             read(self.path), 'gocept_runner_last_run_success',

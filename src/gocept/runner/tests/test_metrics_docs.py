@@ -3,6 +3,7 @@ as written there with promtool and a real Prometheus server (Debian's
 ``prometheus`` package; skipped where it is missing, but not in CI)."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from gocept.runner import testing
 from gocept.runner.tests import programs
 from gocept.runner.tests.test_metrics import MODULE
 from gocept.runner.tests.test_metrics import RunnerProcess
+from gocept.runner.tests.test_metrics import read
 from gocept.runner.tests.test_metrics import wait_for_scrape
 
 
@@ -96,6 +98,67 @@ class PromtoolTests(unittest.TestCase):
                       result.stderr)
         self.assertIn('alertname: JobNotSucceeding', result.stdout +
                       result.stderr)
+
+    def test_the_job_alert_fires_for_a_batch_whose_items_fail(self):
+        # The nightly batch succeeded 25 hours ago: the file of that run
+        # gives its last success (the one line this run reads of it).
+        # Tonight every item fails.
+        worker = f'{MODULE}.batch'
+        path = os.path.join(self.dir, 'nightly.prom')
+        success = time.time() - 25 * 3600
+        with open(path, 'w') as f:
+            f.write(f'gocept_runner_last_success_timestamp_seconds'
+                    f'{{worker="{worker}"}} {success!r}\n')
+        result = RunnerProcess(self.dir).run(
+            'batch', '--once', '--metrics-file', path,
+            env={'JOB_FAILS': 'yes'})
+        self.assertEqual(1, result.returncode, result.stdout)
+        samples = read(path)
+        # promtool's clock starts at Unix time 0, in steps of a minute: the
+        # file's times are moved by `offset`, so that the run ended in
+        # minute 60.  node_exporter gives the file from the next minute on,
+        # labelled with its target.
+        ended = samples['gocept_runner_last_run_timestamp_seconds',
+                        (('worker', worker),)]
+        offset = (math.floor(ended / 60) - 60) * 60
+        series = []
+        for (name, labels), number in sorted(samples.items()):
+            if name.endswith(('_timestamp_seconds', '_start_time_seconds')):
+                number -= offset
+            labels = dict(labels, job='node',
+                          instance='app1.example.com:9101')
+            series.append({
+                'series': name + '{' + ','.join(
+                    f'{key}="{label}"' for key, label in labels.items())
+                + '}',
+                'values': f'_x61 {number:f}x180'})
+        # 26 hours after the last success, in minutes of promtool's clock.
+        due = (success + 26 * 3600 - offset) / 60
+        summary = (f'{worker} on app1.example.com:9101 has not succeeded'
+                   ' for 26 hours')
+        test = {
+            'rule_files': ['gocept-runner.rules.yml'],
+            'evaluation_interval': '1m',
+            'tests': [{
+                'interval': '1m',
+                'input_series': series,
+                'alert_rule_test': [
+                    {'eval_time': f'{math.floor(due) - 1}m',
+                     'alertname': 'JobNotSucceeding', 'exp_alerts': []},
+                    {'eval_time': f'{math.ceil(due) + 1}m',
+                     'alertname': 'JobNotSucceeding',
+                     'exp_alerts': [{
+                         'exp_labels': {
+                             'severity': 'warning', 'job': 'node',
+                             'instance': 'app1.example.com:9101',
+                             'worker': worker},
+                         'exp_annotations': {'summary': summary}}]},
+                ]}]}
+        # JSON is YAML.
+        with open(os.path.join(self.dir, 'batch.test.yml'), 'w') as f:
+            json.dump(test, f, indent=2)
+        self.assertIn('SUCCESS', self.promtool(
+            'test', 'rules', 'batch.test.yml'))
 
     def test_what_a_runner_exposes_and_writes(self):
         runner = RunnerProcess(self.dir)

@@ -71,10 +71,10 @@ class OutageTests(unittest.TestCase):
             output, r'DEBUG gocept.runner.runner Tick \d+ of worker count:'
             r' storage unavailable in \d+\.\d+ s')
         self.assertIn(
-            'WARNING gocept.runner.runner Storage unavailable'
+            'WARNING gocept.runner.outage Storage unavailable'
             ' (ClientDisconnected), transaction of worker count aborted;'
             ' trying again until it is back', output)
-        self.assertIn('INFO gocept.runner.runner Storage available again,'
+        self.assertIn('INFO gocept.runner.outage Storage available again,'
                       ' worker count goes on', output)
         self.assertNotIn('ERROR', output)
         self.assertNotIn('Traceback', output)

@@ -108,11 +108,11 @@ class OutageTests(RelStorageTest):
                     if line.startswith('WARNING')]
         self.assertEqual(1, len(warnings), output)
         self.assertRegex(
-            warnings[0], r'^WARNING gocept.runner.runner Storage unavailable'
+            warnings[0], r'^WARNING gocept.runner.outage Storage unavailable'
             r' \(OperationalError: .*\), transaction of worker count aborted;'
             r' trying again until it is back$')
         self.assertEqual(
-            ['INFO gocept.runner.runner Storage available again, worker'
+            ['INFO gocept.runner.outage Storage available again, worker'
              ' count goes on',
              'INFO gocept.runner.runner Received signal 15, terminating.'],
             [line for line in runner_lines if line.startswith('INFO')])
@@ -181,7 +181,7 @@ class OutageTests(RelStorageTest):
         self.server.start()
         programs.wait_for_output(
             self.output,
-            'INFO gocept.runner.runner Storage available again')
+            'INFO gocept.runner.outage Storage available again')
         programs.wait_for_output(self.output, 'count 3\n')
         process.send_signal(signal.SIGTERM)
         self.assertEqual(0, process.wait(30), self.output())
