@@ -208,7 +208,7 @@ class Host:
             threads.append(thread)
         started = time.monotonic()
         try:
-            while any(thread.is_alive() for thread in threads):
+            while self._working():
                 self._wakeup.sleep(CHECK_INTERVAL)
                 self._log_signal()
                 if self._reopen:
@@ -217,15 +217,34 @@ class Host:
                     log.debug('Log files reopened')
                 self._check_limits(started)
         finally:
-            if any(thread.is_alive() for thread in threads):
+            if self._working():
                 self.stop('stop')  # the host itself failed
             for thread in threads:
                 thread.join()
             self._log_signal()
             self.notify.after_loop(self)
 
+    def _working(self):
+        # Whether a worker's thread has not ended.  Not Thread.is_alive(): a
+        # thread is alive a moment longer than it takes to wake the main
+        # thread, which would then sleep its CHECK_INTERVAL once more.
+        with self._lock:
+            return bool(self._active)
+
     def _work(self, worker, db):
         """The body of a worker's thread."""
+        try:
+            self._run_worker(worker, db)
+        finally:
+            with self._lock:
+                self._active.discard(worker)
+                self._ticked.discard(worker)
+            # The host ends with its last worker, whatever ended them.
+            self._wakeup.wake()
+
+    def _run_worker(self, worker, db):
+        """Run `worker`'s loop, and again after it failed, until it is done
+        or the host stops."""
         pause = RESTART_PAUSE
         while not self._stopping.is_set():
             connection = db.open()
@@ -253,9 +272,6 @@ class Host:
                 _clean_up(connection)
             self._stopping.wait(pause)
             pause = min(pause * 2, MAX_RESTART_PAUSE)
-        with self._lock:
-            self._active.discard(worker)
-            self._ticked.discard(worker)
 
     def _check_limits(self, started):
         if (self.max_runtime is not None and
