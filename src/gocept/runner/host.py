@@ -57,7 +57,8 @@ RESTART_PAUSE = 1
 #: The longest pause before a failed worker starts again (seconds).
 MAX_RESTART_PAUSE = 60
 
-# How often the host looks at max_runtime and max_memory (seconds).
+# How often the host looks at max_memory (seconds); at max_runtime, too,
+# and once more when it is up.
 CHECK_INTERVAL = 1
 
 
@@ -209,7 +210,7 @@ class Host:
         started = time.monotonic()
         try:
             while self._working():
-                self._wakeup.sleep(CHECK_INTERVAL)
+                self._wakeup.sleep(self._until_next_check(started))
                 self._log_signal()
                 if self._reopen:
                     self._reopen = False
@@ -272,6 +273,14 @@ class Host:
                 _clean_up(connection)
             self._stopping.wait(pause)
             pause = min(pause * 2, MAX_RESTART_PAUSE)
+
+    def _until_next_check(self, started):
+        # Seconds until the next look at the limits: CHECK_INTERVAL, or
+        # less when max_runtime ends sooner.
+        if self.max_runtime is None or self.stopped_because is not None:
+            return CHECK_INTERVAL
+        remaining = started + self.max_runtime - time.monotonic()
+        return max(0, min(remaining, CHECK_INTERVAL))
 
     def _check_limits(self, started):
         if (self.max_runtime is not None and

@@ -185,6 +185,18 @@ class EndTest(HostTest):
                          [w.loop.stopped_because for w in runner.workers])
         self.assertLess(ended - max(ticked.values()), self.LIMIT)
 
+    def test_at_the_end_of_max_runtime(self):
+        ticked = []
+
+        def idle():
+            ticked.append(time.monotonic())
+            return 3600
+
+        runner, ended = self.run_timed(idle, idle, max_runtime=0.2)
+        self.assertEqual('max_runtime', runner.stopped_because)
+        # Not at the host's next look at its limits (CHECK_INTERVAL).
+        self.assertLess(ended - min(ticked), 0.2 + self.LIMIT)
+
 
 class FailureTest(HostTest):
 
