@@ -4,6 +4,7 @@ import contextlib
 import functools
 
 from gocept.runner import environment
+from gocept.runner import limits
 from gocept.runner import lock
 from gocept.runner import signals
 from gocept.runner.runner import MainLoop
@@ -108,6 +109,7 @@ class appmain:
         settings = dict(self.options, ticks=self.ticks, once=self.once,
                         lock_file=self.lock_file)
         settings.update(overrides)
+        limits.check(settings)
         lock_file = settings.pop('lock_file')
         metrics = _metrics(settings, worker)
         with contextlib.ExitStack() as stack:

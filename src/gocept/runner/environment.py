@@ -21,6 +21,7 @@ from ZODB.POSException import ConflictError
 
 from gocept.runner import config
 from gocept.runner import filestorage
+from gocept.runner import limits
 from gocept.runner import lock
 from gocept.runner import outage
 from gocept.runner import retry
@@ -136,6 +137,7 @@ def run(worker, site_name, zope_conf, **loop_options):
     its item `site_name`, which must be a site.  `loop_options` are
     MainLoop's keyword arguments.
     """
+    limits.check(loop_options)
     with signals.handled(), init(site_name, zope_conf) as site:
         loop = MainLoop(check_site(site, site_name), worker=worker,
                         **loop_options)

@@ -38,6 +38,7 @@ import zope.component.hooks
 import zope.security.management
 
 from gocept.runner import environment
+from gocept.runner import limits
 from gocept.runner import lock
 from gocept.runner import signals
 from gocept.runner.config import ConfigurationError
@@ -83,6 +84,10 @@ class Worker:
             function = decorator.bind(function.__wrapped__)
         self.settings.update(settings)
         self.function = function
+        try:
+            limits.check(self.settings)
+        except ConfigurationError as e:
+            raise ConfigurationError(f'Worker {self.name}: {e}') from None
         self.site_name = site_name
         self.loop = None
         # The worker's gocept.runner.metrics.Measure, if the host has metrics.
@@ -125,6 +130,7 @@ class Host:
                         for w in workers]
         if not self.workers:
             raise ConfigurationError('No workers to run')
+        limits.check(dict(max_runtime=max_runtime, max_memory=max_memory))
         self.max_runtime = max_runtime
         self.max_memory = max_memory
         self.heartbeat = None if heartbeat is None else Heartbeat(heartbeat)

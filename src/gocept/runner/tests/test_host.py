@@ -227,6 +227,22 @@ class FailureTest(HostTest):
             self.assertIn(message, str(raised.exception))
         self.assertEqual([], ran)
 
+    def test_a_limit_that_is_not_a_positive_number_is_refused_at_once(self):
+        for options in [dict(max_runtime=0), dict(max_runtime=-1),
+                        dict(max_memory=float('nan'))]:
+            with self.subTest(**options):
+                with self.assertRaises(ConfigurationError):
+                    host.Host([lambda: None], **options)
+
+        def work():
+            pass
+        for settings in [dict(max_runtime=0), dict(max_ticks=0)]:
+            with self.subTest(**settings):
+                with self.assertRaises(ConfigurationError) as raised:
+                    host.Worker(work, **settings)
+                self.assertRegex(str(raised.exception),
+                                 r'^Worker .*work: max_\w+ must be a ')
+
     def test_a_failed_worker_starts_again_the_others_go_on(self):
         self.addCleanup(setattr, host, 'RESTART_PAUSE', host.RESTART_PAUSE)
         host.RESTART_PAUSE = 0.05
