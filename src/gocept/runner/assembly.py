@@ -10,6 +10,7 @@ import contextlib
 import logging
 
 from gocept.runner import environment
+from gocept.runner import limits
 from gocept.runner import lock
 from gocept.runner import process
 from gocept.runner import security
@@ -47,6 +48,10 @@ class Worker:
         self.settings.update(settings)
         self.function = function
         self.site_name = site_name
+        try:
+            limits.check(self.settings)
+        except ConfigurationError as e:
+            raise ConfigurationError(f'Worker {self.name}: {e}') from None
         # Its MainLoop, once `run` has made it; its metrics' Measure.
         self.loop = None
         self.measure = None
@@ -105,6 +110,7 @@ class Run:
         self.workers = list(workers)
         if not self.workers:
             raise ConfigurationError('No workers to run')
+        limits.check(dict(max_runtime=max_runtime, max_memory=max_memory))
         self.settings = _process_settings(self.workers, dict(
             max_runtime=max_runtime, max_memory=max_memory,
             heartbeat=heartbeat, metrics=metrics, metrics_file=metrics_file))
@@ -164,6 +170,7 @@ def run_worker(function, site_name, zope_conf, **settings):
 
     `settings` are those of a Worker: the loop's and the process's.
     """
+    limits.check(settings)
     process = run([Worker(function, site_name, **settings)],
                   environment.application(zope_conf))
     return process.loops[0]

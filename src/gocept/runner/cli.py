@@ -364,7 +364,7 @@ def _parser(prog, description, required=False):
         '--max-ticks', type=_positive_int, metavar='N',
         help='stop after N ticks, with exit status 75')
     parser.add_argument(
-        '--max-runtime', type=_seconds, metavar='SECONDS',
+        '--max-runtime', type=_runtime, metavar='SECONDS',
         help='stop after the tick that ends SECONDS after the start, with'
              ' exit status 75')
     parser.add_argument(
@@ -433,14 +433,27 @@ _YEAR = 365 * 24 * 60 * 60
 
 
 def _seconds(value):
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
+    seconds = _float(value)
     if not 0 <= seconds <= _YEAR:
         raise argparse.ArgumentTypeError(
             f'{value!r} is not a number of seconds from 0 to a year')
     return seconds
+
+
+def _runtime(value):
+    # Not 0: no tick would run (see gocept.runner.limits.check).
+    seconds = _float(value)
+    if not 0 < seconds <= _YEAR:
+        raise argparse.ArgumentTypeError(
+            f'{value!r} is not a number of seconds above 0, up to a year')
+    return seconds
+
+
+def _float(value):
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
 
 
 def _positive_int(value):

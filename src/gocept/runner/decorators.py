@@ -5,6 +5,7 @@ import functools
 
 from gocept.runner import assembly
 from gocept.runner import environment
+from gocept.runner import limits
 
 
 # The decorated worker was called without this argument.
@@ -108,6 +109,7 @@ class appmain:
         ``principal`` and the options).
         """
         settings = dict(self.settings(), **overrides)
+        limits.check(settings)
         worker = assembly.Worker(self.bind(worker, arguments), **settings)
         if 'principal' not in overrides:
             # Asked when the loop is made: from_config's reads the

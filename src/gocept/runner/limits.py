@@ -1,11 +1,13 @@
 """Limits after which a run stops, so that a fresh process takes over."""
 
 import logging
+import numbers
 import os
 import resource
 import sys
 import time
 
+from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.middleware import Middleware
 
 
@@ -25,6 +27,8 @@ class Limits(Middleware):
     """
 
     def __init__(self, max_ticks=None, max_runtime=None, max_memory=None):
+        check(dict(max_ticks=max_ticks, max_runtime=max_runtime,
+                   max_memory=max_memory))
         self.max_ticks = max_ticks
         self.max_runtime = max_runtime
         self.max_memory = max_memory
@@ -76,6 +80,42 @@ class Limits(Middleware):
         elif process.stopped_because is None:
             log.info('%s reached %s (%s), stopping.', who, reason, value)
             process.stop(reason)
+
+
+def check(options):
+    """Raise ConfigurationError if a limit among `options` (the keyword
+    arguments of MainLoop, say) is not a number above 0 (a whole one for
+    max_ticks).
+
+    With max_runtime 0 no tick would ever run: the program would end at
+    once with status 75, and its supervisor would start it again, for ever.
+    """
+    for name, kind, valid in _KINDS:
+        value = options.get(name)
+        if value is not None and not valid(value):
+            raise ConfigurationError(
+                f'{name} must be {kind} above 0, not {value!r}')
+
+
+def _positive(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return float(value) > 0
+    except OverflowError:  # an int too large for a float
+        return value > 0
+
+
+def _positive_whole(value):
+    try:
+        return _positive(value) and value == int(value)
+    except OverflowError:  # infinity
+        return False
+
+
+_KINDS = (('max_ticks', 'a whole number', _positive_whole),
+          ('max_runtime', 'a number of seconds', _positive),
+          ('max_memory', 'a number of bytes', _positive))
 
 
 def resident_memory():

@@ -17,6 +17,7 @@ import zope.component.interfaces
 from ZODB.POSException import ConflictError
 
 from gocept.runner import forks
+from gocept.runner import limits
 from gocept.runner import outage
 from gocept.runner import peritem
 from gocept.runner import process
@@ -24,7 +25,6 @@ from gocept.runner import retry
 from gocept.runner import security
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.limits import LIMITS  # noqa: F401 (part of the API)
-from gocept.runner.limits import Limits
 from gocept.runner.middleware import Hooks
 from gocept.runner.security import RunnerRequest  # noqa: F401 (3.x)
 from gocept.runner.security import lookup_principal  # noqa: F401
@@ -121,8 +121,9 @@ class MainLoop:
         self.once = once
         self.outage = outage.Outage()
         self.middleware = [self.outage, *middleware]
+        limits.check(dict(max_runtime=max_runtime, max_memory=max_memory))
         if max_ticks is not None:
-            self.middleware.append(Limits(max_ticks=max_ticks))
+            self.middleware.append(limits.Limits(max_ticks=max_ticks))
         # The settings of the process of its own (see __call__).
         self.options = dict(max_runtime=max_runtime, max_memory=max_memory,
                             heartbeat=heartbeat)

@@ -35,6 +35,10 @@ def index():
     _count('index')
 
 
+def archive():
+    _count('archive')
+
+
 def cleanup():
     _count('cleanup')
     return 0.05

@@ -43,6 +43,41 @@ class LimitOptionsTest(CommandLineTest):
                     f'{WORKERS}:count')
                 self.assertError(result, 2, option, repr(value))
 
+    def test_a_limit_that_lets_no_tick_run_is_a_usage_error(self):
+        # Not 75, which a supervisor answers with a fresh process, which
+        # would end at once again, for ever.
+        for program, *args in [
+                ('gocept-runner', f'{WORKERS}:count'),
+                ('gocept-runner', f'{WORKERS}:count', f'{WORKERS}:wait'),
+                (self.script('count_to_3'),)]:
+            for value in '0', 'nan':
+                with self.subTest(program=program, args=args, value=value):
+                    result = self.run_script(
+                        program, '-C', self.conf, '--max-runtime', value,
+                        *args)
+                    self.assertError(
+                        result, 2, 'argument --max-runtime', repr(value))
+                    self.assertEqual('', result.stdout)
+        self.assertFalse(os.path.exists(self.data_fs))
+
+    def test_a_decorator_s_limit_that_lets_no_tick_run(self):
+        line = 'max_runtime must be a number of seconds above 0, not 0'
+        for program, *args in [
+                (self.script('no_time'),),
+                ('gocept-runner', f'{WORKERS}:no_time'),
+                ('gocept-runner', f'{WORKERS}:count', f'{WORKERS}:no_time')]:
+            with self.subTest(program=program, args=args):
+                result = self.run_script(program, '-C', self.conf, *args)
+                self.assertError(result, 2, line)
+                self.assertEqual('', result.stdout)
+        self.assertFalse(os.path.exists(self.data_fs))
+        # The command line's limit replaces the decorator's.
+        result = self.run_script(
+            self.script('no_time'), '-C', self.conf, '--max-runtime', '60',
+            '--max-ticks', '1')
+        self.assertEqual(75, result.returncode, result.stderr)
+        self.assertEqual('count 1\n', result.stdout)
+
 
 class SizeTest(unittest.TestCase):
 

@@ -1,7 +1,11 @@
 """Bounded life and health signals: limits, heartbeat file, sd_notify."""
 
+import decimal
+import fractions
 import logging
+import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -12,7 +16,10 @@ import transaction
 import ZODB
 
 import gocept.runner
+from gocept.runner import assembly
 from gocept.runner import systemd
+from gocept.runner import testing
+from gocept.runner.config import ConfigurationError
 from gocept.runner.limits import resident_memory
 
 
@@ -38,6 +45,32 @@ class LoopTest(unittest.TestCase):
 
 
 class LimitTests(LoopTest):
+
+    # Limits that are not a positive number (of ticks: a whole one); with
+    # max_runtime 0 no tick would ever run.
+    # (A Decimal cannot be added to the float of a time.)
+    BAD = [('max_ticks', 0), ('max_ticks', -1), ('max_ticks', 1.5),
+           ('max_ticks', True), ('max_ticks', '5'),
+           ('max_runtime', 0), ('max_runtime', -1), ('max_runtime', math.nan),
+           ('max_runtime', '60'), ('max_runtime', decimal.Decimal(5)),
+           ('max_memory', 0), ('max_memory', -1), ('max_memory', math.nan)]
+
+    def test_a_limit_that_is_not_a_positive_number_is_refused(self):
+        for name, value in self.BAD:
+            with self.subTest(name=name, value=value):
+                with self.assertRaises(ConfigurationError) as raised:
+                    self.loop(**{name: value})
+                self.assertRegex(
+                    str(raised.exception),
+                    f'^{name} must be a .* above 0, not'
+                    f' {re.escape(repr(value))}$')
+        self.assertEqual([], self.ticks)
+
+    def test_positive_numbers_are_limits(self):
+        self.loop(max_ticks=1, max_runtime=0.001, max_memory=1)
+        self.loop(max_ticks=3.0, max_runtime=fractions.Fraction(1, 2),
+                  max_memory=5e8)
+        self.loop(max_runtime=math.inf)
 
     def test_max_ticks(self):
         loop = self.loop(max_ticks=5)
@@ -84,6 +117,32 @@ class LimitTests(LoopTest):
         ballast = bytearray(50 * 1024 * 1024)
         ballast[::4096] = b'x' * len(ballast[::4096])
         self.assertGreater(resident_memory(), before + 40 * 1024 * 1024)
+
+
+class RefusedLimitTests(unittest.TestCase):
+    """A limit that is not a positive number ends a run before anything is
+    set up."""
+
+    def test_the_decorators_and_run(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        conf = testing.write_zope_conf(directory)
+        ran = []
+
+        def work():
+            ran.append(1)
+
+        for decorator in [gocept.runner.appmain(max_runtime=0),
+                          gocept.runner.once(max_runtime=0),
+                          gocept.runner.appmain(max_ticks=0),
+                          gocept.runner.once(max_memory=-1)]:
+            with self.subTest(decorator=decorator.options):
+                with self.assertRaises(ConfigurationError):
+                    decorator(work)(None, conf)
+        with self.assertRaises(ConfigurationError):
+            assembly.run_worker(work, None, conf, ticks=1, max_runtime=0)
+        self.assertEqual([], ran)
+        self.assertFalse(os.path.exists(os.path.join(directory, 'Data.fs')))
 
 
 class HeartbeatTests(LoopTest):

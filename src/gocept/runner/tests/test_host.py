@@ -148,6 +148,57 @@ class IsolationTest(HostTest):
         self.assertEqual(['zope.mgr'], self.read_counts()['job_ran_as'])
 
 
+class EndTest(HostTest):
+    """The host ends as soon as its last worker has."""
+
+    # See StopTimeTest.
+    LIMIT = 0.5
+
+    def run_timed(self, *workers, **options):
+        """Run a Host of `workers` like run_host; return it and the time
+        (time.monotonic()) at which its run returned."""
+        ended = []
+
+        def run(runner):
+            runner.run(self.conf)
+            ended.append(time.monotonic())
+        runner = host.Host(workers, **options)
+        thread = threading.Thread(target=run, args=(runner,))
+        thread.start()
+        thread.join(TIMEOUT)
+        self.assertFalse(thread.is_alive(), 'the host did not end')
+        return runner, ended[0]
+
+    def test_when_every_worker_is_done(self):
+        ticked = {}
+
+        def exits():
+            # A few ticks first: the host's main thread waits by then.
+            ticked['exits'] = time.monotonic()
+            return gocept.runner.Exit if count('exits') == 5 else 0.01
+
+        @gocept.runner.once()
+        def job():
+            ticked['job'] = time.monotonic()
+
+        runner, ended = self.run_timed(exits, job)
+        self.assertEqual(['Exit', 'once'],
+                         [w.loop.stopped_because for w in runner.workers])
+        self.assertLess(ended - max(ticked.values()), self.LIMIT)
+
+    def test_at_the_end_of_max_runtime(self):
+        ticked = []
+
+        def idle():
+            ticked.append(time.monotonic())
+            return 3600
+
+        runner, ended = self.run_timed(idle, idle, max_runtime=0.2)
+        self.assertEqual('max_runtime', runner.stopped_because)
+        # Not at the host's next look at its limits (CHECK_INTERVAL).
+        self.assertLess(ended - min(ticked), 0.2 + self.LIMIT)
+
+
 class FailureTest(HostTest):
 
     def test_an_unknown_principal_ends_the_run_before_any_worker(self):
@@ -176,6 +227,22 @@ class FailureTest(HostTest):
                 runner.run(self.conf)
             self.assertIn(message, str(raised.exception))
         self.assertEqual([], ran)
+
+    def test_a_limit_that_is_not_a_positive_number_is_refused_at_once(self):
+        for options in [dict(max_runtime=0), dict(max_runtime=-1),
+                        dict(max_memory=float('nan'))]:
+            with self.subTest(**options):
+                with self.assertRaises(ConfigurationError):
+                    host.Host([lambda: None], **options)
+
+        def work():
+            pass
+        for settings in [dict(max_runtime=0), dict(max_ticks=0)]:
+            with self.subTest(**settings):
+                with self.assertRaises(ConfigurationError) as raised:
+                    host.Worker(work, **settings)
+                self.assertRegex(str(raised.exception),
+                                 r'^Worker .*work: max_\w+ must be a ')
 
     def test_a_failed_worker_starts_again_the_others_go_on(self):
         self.addCleanup(setattr, process, 'RESTART_PAUSE',
@@ -324,6 +391,47 @@ print('stopped because', runner.stopped_because, runner.signal, flush=True)
         finally:
             db.close()
         self.assertEqual(reported, stored)
+
+
+class StopTimeTest(unittest.TestCase):
+    """An idle host ends as soon as SIGTERM has ended its workers."""
+
+    TRIALS = 10
+    # A host that ends with its last worker takes tens of milliseconds
+    # (mostly the interpreter's own exit); one that sleeps its CHECK_INTERVAL
+    # after the workers ended takes a second.
+    LIMIT = 0.5
+
+    def test_SIGTERM_ends_an_idle_host_at_once(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        conf = write_zope_conf(directory, log=NO_LOG_OUTPUT)
+        output = os.path.join(directory, 'output')
+
+        def read():
+            with open(output) as f:
+                return f.read()
+
+        times = []
+        # One database for every trial: the counts go on.
+        for trial in range(1, self.TRIALS + 1):
+            with open(output, 'w') as f:
+                process = subprocess.Popen(
+                    [os.path.join(BIN, 'gocept-runner'), '-C', conf,
+                     f'{WORKERS}:index', f'{WORKERS}:archive',
+                     '--ticks', '3600'],
+                    cwd=directory, stdout=f, stderr=subprocess.STDOUT)
+            self.addCleanup(process.wait)
+            self.addCleanup(process.kill)
+            # Both loops run: each has committed a tick and sleeps an hour.
+            programs.wait_for_output(read, f'index {trial}\n')
+            programs.wait_for_output(read, f'archive {trial}\n')
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            self.assertEqual(0, process.wait(TIMEOUT), read())
+            times.append(time.monotonic() - sent)
+        self.assertLess(max(times), self.LIMIT,
+                        ' '.join(f'{t:.3f}' for t in times))
 
 
 class CommandLineTest(unittest.TestCase):

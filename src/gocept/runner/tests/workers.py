@@ -39,6 +39,12 @@ def count_to_3():
         return gocept.runner.Exit
 
 
+@gocept.runner.appmain(ticks=0.01, max_runtime=0)
+def no_time():
+    """Count, if its max_runtime gives it the time."""
+    count()
+
+
 @gocept.runner.appmain(ticks=3600)
 def wait():
     """Say so, then sleep an hour between ticks."""
