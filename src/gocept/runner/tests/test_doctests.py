@@ -63,5 +63,4 @@ def test_suite():
             '../host.rst',
             optionflags=FLAGS),
         OwnProcessDocTest('upgrading.rst'),
-        OwnProcessDocTest('tutorial.rst'),
     ])
