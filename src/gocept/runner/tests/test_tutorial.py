@@ -8,6 +8,7 @@ package index.  That takes a minute or so; it is done once, in one test.
 """
 
 import fnmatch
+import glob
 import os
 import re
 import shlex
@@ -21,15 +22,19 @@ import zc.lockfile
 
 from gocept.runner.tests import console
 from gocept.runner.tests.test_deployment import CHECKOUT
+from gocept.runner.tests.test_deployment import HERE
+from gocept.runner.tests.test_deployment import README
 
 
 TUTORIAL = os.path.join(CHECKOUT, 'docs', 'tutorial.rst')
+INDEX = os.path.join(CHECKOUT, 'docs', 'index.rst')
 # The project's files, which the page includes.
 PROJECT = os.path.join(CHECKOUT, 'docs', 'tutorial', 'myproject')
 
 # The reader clones the repository; the test copies this checkout instead.
 CLONE = 'git clone https://github.com/gocept/gocept.runner.git'
-# The first install command: pip, of the virtualenv, and the clone.
+# What the first install command of README.rst, docs/index.rst and the
+# tutorial may be: pip, of the virtualenv or not, and the clone.
 INSTALL = re.compile(r'^(\.venv/bin/)?pip install (\.|\.\.)/gocept\.runner$')
 CRONTAB = re.compile(r'^\s*\*/5 \* \* \* \* (.*)$', re.MULTILINE)
 # How the page tries the crontab line's command as cron runs it.
@@ -43,6 +48,35 @@ NOT_THE_READERS = {'PYTHONPATH', 'PYTHONHOME', 'PYTHONSTARTUP', 'VIRTUAL_ENV',
 def page():
     with open(TUTORIAL) as f:
         return f.read()
+
+
+def first_install_command(path):
+    """The first ``pip install`` command in the reST file `path`."""
+    with open(path) as f:
+        for line in f:
+            for match in re.finditer(r'(?:\S*/)?pip install [^`\s]+', line):
+                return match.group()
+    raise AssertionError(f'{path} has no pip install command')
+
+
+def install_commands():
+    """``(file, argument)`` for every ``pip install`` of gocept.runner in
+    README.rst and the documentation, lines joined."""
+    paths = [README] + glob.glob(os.path.join(CHECKOUT, 'docs', '**', '*.rst'),
+                                 recursive=True)
+    paths += glob.glob(os.path.join(HERE, '*.rst'))
+    found = []
+    for path in paths:
+        if os.sep + '_build' + os.sep in path:
+            continue
+        with open(path) as f:
+            text = ' '.join(f.read().split())
+        for argument in re.findall(
+                r'pip install (\'[^\']*\'|"[^"]*"|[^\s`]+)', text):
+            argument = argument.strip('\'"')
+            if 'gocept.runner' in argument:
+                found.append((os.path.relpath(path, CHECKOUT), argument))
+    return found
 
 
 def ignored_by_git(root):
@@ -78,6 +112,26 @@ class TutorialPageTest(unittest.TestCase):
     def setUp(self):
         if not os.path.exists(TUTORIAL):
             self.skipTest('docs/ is not beside the package (no checkout)')
+
+    def test_the_first_install_commands_install_from_the_clone(self):
+        # The README's, the front page's and the tutorial's: from a clone
+        # of the repository, which works before 4.0 is on the package
+        # index.
+        for path in (README, INDEX, TUTORIAL):
+            self.assertRegex(first_install_command(path), INSTALL, path)
+        self.assertEqual(
+            '.venv/bin/pip install ../gocept.runner',
+            first_install_command(TUTORIAL))
+
+    def test_no_install_command_fetches_3_0(self):
+        # Today pip finds 3.0 on the package index, without the extras of
+        # 4.0; or nothing, given ``>= 4.0``: that is for after the release.
+        commands = install_commands()
+        self.assertIn(('README.rst', './gocept.runner'), commands)
+        for path, argument in commands:
+            self.assertRegex(
+                argument, r'^(\.\.?/gocept\.runner(\[\w+\])?'
+                r'|gocept\.runner(\[\w+\])? >= 4\.0)$', path)
 
     def test_every_file_of_the_project_is_on_the_page(self):
         text = page()
