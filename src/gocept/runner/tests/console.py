@@ -18,7 +18,8 @@ import time
 import uuid
 
 
-DIRECTIVE = re.compile(r'^(\s*)\.\. code-block:: console\s*$')
+DIRECTIVE = re.compile(r'^(\s*)\.\. code-block::\s*(\S*)\s*$')
+OPTION = re.compile(r'^\s*:([\w-]+):\s*(.*)$')
 PROMPT = '$ '
 
 
@@ -34,9 +35,24 @@ class Step:
         return f'<Step line {self.line}: $ {self.command}>'
 
 
-def blocks(path):
-    """The console blocks of the reST file `path`: ``(line, lines)`` for
-    each, the number of its first line and its lines, dedented."""
+class Block:
+    """A ``.. code-block::`` of a page: its `language`, its `options`
+    (``caption`` and the like), the number of its first `line` and its
+    `lines`, dedented."""
+
+    def __init__(self, language, options, line, lines):
+        self.language = language
+        self.options = options
+        self.line = line
+        self.lines = lines
+
+    @property
+    def text(self):
+        return ''.join(line + '\n' for line in self.lines)
+
+
+def code_blocks(path):
+    """The code blocks of the reST file `path`, as Blocks."""
     with open(path) as f:
         lines = f.read().splitlines()
     found = []
@@ -47,8 +63,10 @@ def blocks(path):
         if match is None:
             continue
         indent = len(match.group(1))
-        # The directive's options, then its content.
-        while index < len(lines) and lines[index].strip().startswith(':'):
+        options = {}
+        while index < len(lines) and OPTION.match(lines[index]):
+            name, value = OPTION.match(lines[index]).groups()
+            options[name] = value
             index += 1
         start = index
         while index < len(lines) and (
@@ -63,31 +81,35 @@ def blocks(path):
             content.pop()
         margin = min(len(line) - len(line.lstrip())
                      for line in content if line.strip())
-        found.append((start + 1, [line[margin:] for line in content]))
+        found.append(Block(match.group(2), options, start + 1,
+                           [line[margin:] for line in content]))
     return found
+
+
+def session(block):
+    """The commands of the console `block` (a Block), as Steps."""
+    steps = []
+    for number, line in enumerate(block.lines, block.line):
+        if line.startswith(PROMPT):
+            steps.append(Step(line[len(PROMPT):], [], number))
+        elif not steps:
+            raise ValueError(
+                f'line {number}: a console block starts with output, not'
+                f' with a command: {line!r}')
+        elif steps[-1].command.endswith('\\') and not steps[-1].expected:
+            # A command continued on the next line.
+            steps[-1].command += '\n' + line
+        else:
+            steps[-1].expected.append(line)
+    for step in steps:
+        step.expected = ''.join(line + '\n' for line in step.expected)
+    return steps
 
 
 def sessions(path):
     """The console blocks of the reST file `path`, each a list of Steps."""
-    result = []
-    for first, lines in blocks(path):
-        steps = []
-        for number, line in enumerate(lines, first):
-            if line.startswith(PROMPT):
-                steps.append(Step(line[len(PROMPT):], [], number))
-            elif not steps:
-                raise ValueError(
-                    f'{path}, line {number}: a console block starts with'
-                    f' output, not with a command: {line!r}')
-            elif steps[-1].command.endswith('\\') and not steps[-1].expected:
-                # A command continued on the next line.
-                steps[-1].command += '\n' + line
-            else:
-                steps[-1].expected.append(line)
-        for step in steps:
-            step.expected = ''.join(line + '\n' for line in step.expected)
-        result.append(steps)
-    return result
+    return [session(block) for block in code_blocks(path)
+            if block.language == 'console']
 
 
 def steps(path):

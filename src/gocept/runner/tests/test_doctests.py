@@ -7,6 +7,9 @@ import sys
 import tempfile
 import unittest
 
+from gocept.runner.tests.docpage import DOCS
+from gocept.runner.tests.docpage import DocPageSuite
+
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +41,14 @@ class OwnProcessDocTest(unittest.TestCase):
 
 
 def test_suite():
-    return unittest.TestSuite([
+    suite = unittest.TestSuite()
+    if os.path.isdir(DOCS):
+        # The pages of docs/ that are doctests; not where the package is
+        # installed without its checkout.
+        suite.addTest(DocPageSuite(
+            'howto/instance.rst',
+        ))
+    suite.addTests([
         doctest.DocFileSuite(
             '../appmain.rst',
             '../mainloop.rst',
@@ -51,9 +61,6 @@ def test_suite():
             '../commandline.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
-            '../instance.rst',
-            optionflags=FLAGS),
-        doctest.DocFileSuite(
             '../zeo.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
@@ -64,3 +71,4 @@ def test_suite():
             optionflags=FLAGS),
         OwnProcessDocTest('upgrading.rst'),
     ])
+    return suite
