@@ -6,9 +6,9 @@ examples.  What only the test needs is in comments (``..`` followed by
 indented ``>>>`` lines), which doctest runs and Sphinx does not show.  Such
 a comment may call:
 
-``write(caption)``
+``write(caption, path=None)``
     write the listing of that caption into the working directory, as the
-    file the caption names; return its path.
+    file the caption names (or `path`); return its path.
 ``listing(caption)``
     the text of that listing.
 ``console()``
@@ -18,6 +18,10 @@ a comment may call:
 ``page.replace(old, new)``
     from now on, write `new` for `old` into files and commands (a server's
     port that the test chose, say).
+``install_scripts(caption)``
+    write the console scripts that the ``setup.py`` of that caption
+    declares into ``bin/``, as pip writes them when it installs the
+    package (which the shell finds in the working directory).
 ``directory``
     the working directory of the page's examples, a temporary directory,
     both of the doctest and of the shell.
@@ -30,11 +34,13 @@ the zope.conf most pages use.
 
 import doctest
 import os
+import re
 import shutil
 import sys
 import tempfile
 
 from gocept.runner.tests import console
+from gocept.runner.tests.test_cli import WRAPPER
 from gocept.runner.tests.test_deployment import CHECKOUT
 
 
@@ -42,15 +48,18 @@ DOCS = os.path.join(CHECKOUT, 'docs')
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
-def environment():
-    """The environment of a page's shell: the console scripts of the
-    Python that runs the tests come first on the PATH, and no zope.conf is
-    named by the environment."""
+def environment(directory):
+    """The environment of a page's shell in `directory`: the console
+    scripts of the Python that runs the tests come first on the PATH, the
+    packages of the page are found in `directory` as if they were
+    installed, and no zope.conf is named by the environment."""
     env = dict(os.environ)
     env.pop('GOCEPT_RUNNER_CONFIG', None)
     env['PATH'] = os.pathsep.join(
         [os.path.dirname(sys.executable), env.get('PATH', '')])
-    env['COLUMNS'] = '80'
+    env['PYTHONPATH'] = os.pathsep.join(
+        [directory] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env.update(COLUMNS='80', LC_ALL='C')
     return env
 
 
@@ -83,16 +92,27 @@ class Page:
         self.used.add(caption)
         return self._replaced(self.listings[caption].text)
 
-    def write(self, caption):
-        path = os.path.join(self.directory, caption)
+    def write(self, caption, path=None):
+        path = os.path.join(self.directory, path or caption)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
             f.write(self.listing(caption))
         return path
 
+    def install_scripts(self, caption):
+        os.makedirs(os.path.join(self.directory, 'bin'), exist_ok=True)
+        for name, module, function in re.findall(
+                r"'([\w-]+) = ([\w.]+):(\w+)'", self.listing(caption)):
+            path = os.path.join(self.directory, 'bin', name)
+            with open(path, 'w') as f:
+                f.write(WRAPPER.format(
+                    python=sys.executable, module=module, name=function))
+            os.chmod(path, 0o755)
+
     def console(self, timeout=300):
         if self.shell is None:
-            self.shell = console.Shell(self.directory, environment())
+            self.shell = console.Shell(self.directory,
+                                       environment(self.directory))
         steps = self.sessions.pop(0)
         checker = doctest.OutputChecker()
         for step, following in zip(steps, steps[1:] + [None]):
@@ -125,6 +145,7 @@ def setUp(test):
     test.globs.update(
         page=page, directory=directory, write=page.write,
         listing=page.listing, console=page.console,
+        install_scripts=page.install_scripts,
         _cwd=os.getcwd())
     os.chdir(directory)
 

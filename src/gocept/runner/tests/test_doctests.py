@@ -46,6 +46,7 @@ def test_suite():
         # The pages of docs/ that are doctests; not where the package is
         # installed without its checkout.
         suite.addTest(DocPageSuite(
+            'howto/console-scripts.rst',
             'howto/instance.rst',
         ))
     suite.addTests([
@@ -56,9 +57,6 @@ def test_suite():
             '../production.rst',
             '../queue.rst',
             '../transaction.rst',
-            optionflags=FLAGS),
-        doctest.DocFileSuite(
-            '../commandline.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
             '../zeo.rst',
