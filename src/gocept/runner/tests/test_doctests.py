@@ -46,6 +46,7 @@ def test_suite():
         # The pages of docs/ that are doctests; not where the package is
         # installed without its checkout.
         suite.addTest(DocPageSuite(
+            'howto/batches.rst',
             'howto/console-scripts.rst',
             'howto/instance.rst',
         ))
@@ -53,10 +54,8 @@ def test_suite():
         doctest.DocFileSuite(
             '../appmain.rst',
             '../mainloop.rst',
-            '../once.rst',
             '../production.rst',
             '../queue.rst',
-            '../transaction.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
             '../zeo.rst',
