@@ -49,11 +49,11 @@ def test_suite():
             'howto/batches.rst',
             'howto/console-scripts.rst',
             'howto/instance.rst',
+            'explanation/ticks.rst',
         ))
     suite.addTests([
         doctest.DocFileSuite(
             '../appmain.rst',
-            '../mainloop.rst',
             '../production.rst',
             '../queue.rst',
             optionflags=FLAGS),
