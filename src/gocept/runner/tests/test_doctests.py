@@ -49,12 +49,12 @@ def test_suite():
             'howto/batches.rst',
             'howto/console-scripts.rst',
             'howto/instance.rst',
+            'explanation/faults.rst',
             'explanation/ticks.rst',
         ))
     suite.addTests([
         doctest.DocFileSuite(
             '../appmain.rst',
-            '../production.rst',
             '../queue.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
