@@ -49,13 +49,13 @@ def test_suite():
             'howto/batches.rst',
             'howto/console-scripts.rst',
             'howto/instance.rst',
+            'howto/sharing-work.rst',
             'explanation/faults.rst',
             'explanation/ticks.rst',
         ))
     suite.addTests([
         doctest.DocFileSuite(
             '../appmain.rst',
-            '../queue.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
             '../zeo.rst',
