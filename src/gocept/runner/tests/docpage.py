@@ -15,6 +15,9 @@ a comment may call:
     run the page's next console block in the page's shell, and print where
     a command's output differs from the page, or where it failed without
     an ``echo $?`` after it that shows its exit status.
+``page.at_end(function)``
+    call `function` when the page ends, whether it passed or not (to stop a
+    server that the page's set-up started, say).
 ``page.replace(old, new)``
     from now on, write `new` for `old` into files and commands (a server's
     port that the test chose, say).
@@ -79,6 +82,10 @@ class Page:
         self.used = set()
         self.replacements = []
         self.shell = None
+        self.cleanups = []
+
+    def at_end(self, function):
+        self.cleanups.append(function)
 
     def replace(self, old, new):
         self.replacements.append((old, new))
@@ -129,6 +136,8 @@ class Page:
                 print(f'exited with status {status}:\n{output}')
 
     def close(self):
+        for function in reversed(self.cleanups):
+            function()
         if self.shell is not None:
             self.shell.close()
         unused = set(self.listings) - self.used

@@ -50,15 +50,13 @@ def test_suite():
             'howto/console-scripts.rst',
             'howto/instance.rst',
             'howto/sharing-work.rst',
+            'howto/zeo.rst',
             'explanation/faults.rst',
             'explanation/ticks.rst',
         ))
     suite.addTests([
         doctest.DocFileSuite(
             '../appmain.rst',
-            optionflags=FLAGS),
-        doctest.DocFileSuite(
-            '../zeo.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
             '../metrics.rst',
