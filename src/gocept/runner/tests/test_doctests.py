@@ -12,19 +12,18 @@ from gocept.runner.tests.docpage import DocPageSuite
 
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class OwnProcessDocTest(unittest.TestCase):
-    """A doctest that loads a site ZCML of its own, which a process loads
-    only once: run as ``python -m doctest`` in a process of its own."""
+    """A page of docs/ that loads a site ZCML of its own, which a process
+    loads only once: run as a doctest in a process of its own."""
 
-    def __init__(self, filename):
+    def __init__(self, path):
         super().__init__()
-        self.filename = filename
+        self.path = path
 
     def id(self):
-        return f'{__name__}.{self.filename}'
+        return f'{__name__}.{self.path}'
 
     __str__ = id
 
@@ -33,11 +32,18 @@ class OwnProcessDocTest(unittest.TestCase):
             # Not in the package directory: a module there would shadow a
             # top-level one of the same name (transaction).
             result = subprocess.run(
-                [sys.executable, '-m', 'doctest', '-o', 'ELLIPSIS',
-                 '-o', 'NORMALIZE_WHITESPACE',
-                 os.path.join(HERE, self.filename)],
+                [sys.executable, '-c', OWN_PROCESS, self.path],
                 cwd=directory, capture_output=True, text=True, timeout=300)
         self.assertEqual(0, result.returncode, result.stdout + result.stderr)
+
+
+OWN_PROCESS = """\
+import sys
+import unittest
+from gocept.runner.tests.docpage import DocPageSuite
+result = unittest.TextTestRunner().run(DocPageSuite(sys.argv[1]))
+sys.exit(not result.wasSuccessful())
+"""
 
 
 def test_suite():
@@ -54,6 +60,7 @@ def test_suite():
             'explanation/faults.rst',
             'explanation/ticks.rst',
         ))
+        suite.addTest(OwnProcessDocTest('howto/upgrading.rst'))
     suite.addTests([
         doctest.DocFileSuite(
             '../appmain.rst',
@@ -64,6 +71,5 @@ def test_suite():
         doctest.DocFileSuite(
             '../host.rst',
             optionflags=FLAGS),
-        OwnProcessDocTest('upgrading.rst'),
     ])
     return suite
