@@ -9,19 +9,14 @@ import ZConfig
 import ZConfig.components.logger.logger
 import zope.app.appsetup.product
 
+from gocept.runner.interfaces import ConfigurationError
+from gocept.runner.interfaces import MissingProductConfiguration
+
 
 log = logging.getLogger(__name__)
 
 # The zope.conf files that come with gocept.runner live here.
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class ConfigurationError(Exception):
-    """The runner cannot start: zope.conf, the site ZCML, the database, the
-    site or the principal is not what it needs.
-
-    The message names the problem (and the file and line where there is one).
-    """
 
 
 _schema = None
@@ -40,7 +35,8 @@ def load(path):
     """Read and validate the zope.conf at `path`; return its configuration.
 
     ``site_definition`` is the absolute path find_site_definition() gives.
-    Raises ConfigurationError naming the file (and line).
+    Raises ConfigurationError naming the file (and line), without the
+    chain of ZConfig's exceptions (which say no more than its message).
     """
     if os.path.isdir(path):
         raise ConfigurationError(
@@ -55,12 +51,12 @@ def load(path):
         conf, _ = ZConfig.loadConfig(schema(), path)
     except OSError as e:
         raise ConfigurationError(
-            f'Cannot read configuration file {path}: {e.strerror}') from e
+            f'Cannot read configuration file {path}: {e.strerror}') from None
     except UnicodeDecodeError as e:
         # In a file that `path` includes.
         raise ConfigurationError(
             f'Invalid configuration file {path} (or a file it includes):'
-            f' not UTF-8 text: {e}') from e
+            f' not UTF-8 text: {e}') from None
     except ZConfig.ConfigurationError as e:
         # The error may be in a file that `path` includes.
         where = e.url or path
@@ -69,7 +65,7 @@ def load(path):
         if getattr(e, 'lineno', None):
             where += f', line {e.lineno}'
         raise ConfigurationError(
-            f'Invalid configuration file {where}: {e.message}') from e
+            f'Invalid configuration file {where}: {e.message}') from None
     conf.site_definition = find_site_definition(conf.site_definition, path)
     _check_databases(path, conf)
     _check_log_files(path, conf)
@@ -153,7 +149,7 @@ def _check_utf8(path, data):
         line = data[:e.start].count(b'\n') + 1
         raise ConfigurationError(
             f'Invalid configuration file {path}, line {line}: not UTF-8 text'
-            f' (byte 0x{data[e.start]:02x})') from e
+            f' (byte 0x{data[e.start]:02x})') from None
 
 
 def _check_databases(path, conf):
@@ -233,12 +229,6 @@ def configure_logging(conf):
 def configure_products(conf):
     """Make the ``<product-config>`` sections of `conf` the product config."""
     zope.app.appsetup.product.setProductConfigurations(conf.product_config)
-
-
-class MissingProductConfiguration(ConfigurationError, KeyError):
-    """zope.conf has not the ``<product-config>`` section or key asked for."""
-
-    __str__ = ConfigurationError.__str__
 
 
 def from_config(section, variable):

@@ -3,8 +3,6 @@
 import contextlib
 import logging
 import os
-import random
-import time
 
 import transaction
 import transaction.interfaces
@@ -25,7 +23,9 @@ from gocept.runner import config
 from gocept.runner import filestorage
 from gocept.runner import lock
 from gocept.runner import outage
+from gocept.runner import retry
 from gocept.runner import signals
+from gocept.runner.interfaces import UnknownSite
 from gocept.runner.runner import MainLoop
 
 
@@ -98,20 +98,24 @@ def bootstrap(db):
     finally:
         transaction.abort()
         connection.close()
-    retry = Exception if new else transaction.interfaces.TransientError
-    for attempt in range(1, OPEN_ATTEMPTS + 1):
+    retryable = Exception if new else transaction.interfaces.TransientError
+
+    def notify():
         try:
             zope.event.notify(zope.processlifetime.DatabaseOpened(db))
             transaction.commit()
-            return
-        except Exception as e:
-            if os.getpid() != pid:
-                raise
-            transaction.abort()
-            if attempt == OPEN_ATTEMPTS or not isinstance(e, retry):
-                raise
-            log.debug('Preparing the new database again: %r', e)
-            time.sleep(random.uniform(0, 0.05 * attempt))
+        except Exception:
+            if os.getpid() == pid:
+                transaction.abort()
+            raise
+    retry.call(notify, OPEN_ATTEMPTS,
+               lambda e: os.getpid() == pid and isinstance(e, retryable),
+               _pauses())
+
+
+def _pauses():
+    # Between two attempts of processes racing to create a database.
+    return retry.Backoff(0.05, 1, jitter=True)
 
 
 def _abort_at_the_end():
@@ -159,12 +163,6 @@ def init(appname, configfile):
                 f'Unknown site {appname!r}: the root folder has no item of'
                 ' that name') from None
         yield item
-
-
-class UnknownSite(config.ConfigurationError, KeyError):
-    """The root folder has no item of the name given as site."""
-
-    __str__ = config.ConfigurationError.__str__
 
 
 def check_site(site, site_name):
@@ -353,19 +351,11 @@ def open_database(factory):
     (see gocept.runner.filestorage).
     """
     filestorage.check_section(factory)
-    for attempt in range(1, OPEN_ATTEMPTS + 1):
-        try:
-            db = factory.open()
-            break
-        except Exception as e:
-            # Processes opening a new database at once race to create its
-            # root object, and a RelStorage its tables; the losers find them
-            # created when they try again.  (Not attempts(): it would retry
-            # a missing ZEO server, too.)
-            if attempt == OPEN_ATTEMPTS or not _created_at_once(e):
-                raise
-            log.debug('Opening the database again: %s', e)
-            time.sleep(random.uniform(0, 0.05 * attempt))
+    # Processes opening a new database at once race to create its root
+    # object, and a RelStorage its tables; the losers find them created when
+    # they try again.  (Not transaction's attempts(): it would retry a
+    # missing ZEO server, too.)
+    db = retry.call(factory.open, OPEN_ATTEMPTS, _created_at_once, _pauses())
     filestorage.guard(db.storage)
     return db
 

@@ -24,7 +24,7 @@ from ZODB.FileStorage.FileStorage import TempFormatter
 from ZODB.FileStorage.format import TRANS_HDR
 from ZODB.FileStorage.format import TRANS_HDR_LEN
 
-from gocept.runner.config import ConfigurationError
+from gocept.runner.interfaces import DamagedFile
 
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 def disk_full(error):
     """Whether `error` says that the disk (or the user's quota) is full."""
     return isinstance(error, OSError) and error.errno in DISK_FULL
-
-
-class DamagedFile(ConfigurationError):
-    """A FileStorage is damaged: a person must repair it."""
 
 
 class FileStorage(ZODB.FileStorage.FileStorage):

@@ -7,15 +7,9 @@ import stat
 
 import zc.lockfile
 
-from gocept.runner.config import ConfigurationError
-
-
-class AlreadyRunning(Exception):
-    """Another process holds the lock file of the run."""
-
-
-class NotALockFile(ConfigurationError):
-    """The lock file path names a file that holds something else."""
+from gocept.runner.interfaces import AlreadyRunning
+from gocept.runner.interfaces import ConfigurationError
+from gocept.runner.interfaces import NotALockFile
 
 
 # What zc.lockfile writes: " <pid>\n", maybe with more on the line (a host

@@ -14,6 +14,7 @@ import time
 
 from gocept.runner.filestorage import disk_full
 from gocept.runner.middleware import Middleware
+from gocept.runner.retry import Backoff
 
 
 log = logging.getLogger('gocept.runner.runner')
@@ -46,8 +47,8 @@ class Outage(Middleware):
     """Backs off while the storage is unavailable."""
 
     def __init__(self):
-        # The pause before the next tick, while the storage is unavailable.
-        self.pause = None
+        # The pauses before the next ticks, while the storage is unavailable.
+        self.pauses = Backoff(*OUTAGE_PAUSE)
         # When the outage began (time.monotonic()), None while the storage
         # is available; the seconds of the outages that have ended.
         self.since = None
@@ -61,20 +62,17 @@ class Outage(Middleware):
 
     def after_tick(self, loop, tick):
         if tick.outcome == 'unavailable':
-            if self.pause is None:
+            if self.since is None:
                 log.warning(
                     'Storage unavailable (%s), transaction of worker %s'
                     ' aborted; trying again until it is back',
                     _describe(tick.error), loop.name)
-                self.pause = OUTAGE_PAUSE[0]
                 self.since = tick.started
-            else:
-                self.pause = min(2 * self.pause, OUTAGE_PAUSE[1])
-            tick.pause = self.pause
-        elif self.pause is not None and tick.outcome in (
+            tick.pause = next(self.pauses)
+        elif self.since is not None and tick.outcome in (
                 'committed', 'doomed', 'conflict'):
             log.info('Storage available again, worker %s goes on', loop.name)
-            self.pause = None
+            self.pauses.reset()
             self.past += tick.started - self.since
             self.since = None
 

@@ -33,7 +33,8 @@ def transaction_per_item(generator_function):
 
     An item is a callable, or a pair ``(description, callable)`` whose
     description (anything, shown with str()) names the item in every line
-    logged about it.  Each callable is called in a transaction of its own
+    logged about it; a bare callable is named by its qualified name (see
+    `name_of`).  Each callable is called in a transaction of its own
     and committed after it; what was changed before it (by the generator,
     or by the caller before the first item) is committed on its own first,
     and so is what the generator changed after the last item.  An item
@@ -115,7 +116,34 @@ def _split(item):
     """
     if isinstance(item, tuple) and len(item) == 2:
         return item
-    return item, item
+    return _Name(item), item
+
+
+class _Name:
+    """The name of an item without a description, made when logged."""
+
+    __slots__ = ('func',)
+
+    def __init__(self, func):
+        self.func = func
+
+    def __str__(self):
+        return name_of(self.func)
+
+
+def name_of(func):
+    """How a log line names the callable `func`: its qualified name, with
+    the arguments of a functools.partial; never an address."""
+    if isinstance(func, functools.partial):
+        arguments = [repr(arg) for arg in func.args] + [
+            f'{key}={value!r}' for key, value in func.keywords.items()]
+        return f'{name_of(func.func)}({", ".join(arguments)})'
+    name = getattr(func, '__qualname__', None)
+    if isinstance(name, str):
+        return name
+    if type(func).__repr__ is not object.__repr__:
+        return repr(func)  # an instance that says what it is
+    return type(func).__qualname__
 
 
 def _commit(stats, where, description):

@@ -24,6 +24,12 @@ class LoadTest(unittest.TestCase):
             f.write(text)
         return path
 
+    def write_bytes(self, data):
+        path = os.path.join(self.directory, 'zope.conf')
+        with open(path, 'wb') as f:
+            f.write(data)
+        return path
+
     def assertError(self, path, *parts):
         with self.assertRaises(gocept.runner.ConfigurationError) as err:
             config.load(path)
@@ -53,6 +59,21 @@ class LoadTest(unittest.TestCase):
     def test_eventlog_is_required(self):
         path = write_zope_conf(self.directory, log='')
         self.assertError(path, path, 'eventlog')
+
+    def test_a_python_caller_gets_one_exception_without_a_chain(self):
+        # ZConfig's own exceptions say no more than the message.
+        for path in (
+                write_zope_conf(self.directory, log=''),
+                self.write(f'site-definition {FTESTING_ZCML}\n<zodb>\n'),
+                self.write_bytes(b'site-definition \xff\n')):
+            with self.subTest(path=path):
+                with self.assertRaises(
+                        gocept.runner.ConfigurationError) as error:
+                    config.load(path)
+                # What a traceback shows of the chain (zope.testrunner
+                # changes the formatting of tracebacks, so not that).
+                self.assertIsNone(error.exception.__cause__)
+                self.assertTrue(error.exception.__suppress_context__)
 
     def test_accesslog_is_accepted_and_goes_to_accesslog_logger(self):
         log_file = os.path.join(self.directory, 'access.log')

@@ -1,6 +1,7 @@
 """What transaction_per_item tells about a run."""
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -21,6 +22,36 @@ from gocept.runner import peritem
 def restore(test, *names):
     for name in names:
         test.addCleanup(setattr, peritem, name, getattr(peritem, name))
+
+
+def process_item_7():
+    raise ValueError
+
+
+def process_item(number, force=False):
+    raise ValueError
+
+
+class Job:
+
+    def __call__(self):
+        raise ValueError
+
+    def run(self, *args):
+        raise ValueError
+
+    @staticmethod
+    def make():
+        return lambda: 1 / 0
+
+
+class Mail:
+
+    def __call__(self):
+        raise ValueError
+
+    def __repr__(self):
+        return '<Mail to bob>'
 
 
 class ProgressTests(unittest.TestCase):
@@ -75,19 +106,32 @@ class ProgressTests(unittest.TestCase):
                          error.getMessage())
         self.assertEqual('cannot do 2', str(error.exc_info[1]))
 
-    def test_a_bare_callable_is_named_by_its_repr(self):
-        def broken():
-            raise ValueError
-
+    def failed_items(self, *items):
         @gocept.runner.transaction_per_item
-        def items():
-            yield broken
+        def run():
+            yield from items
         with self.assertLogs('gocept.runner.peritem', logging.ERROR) as logs:
-            items()
-        self.assertRegex(
-            logs.records[0].getMessage(),
-            r'^Error in <function .*\.broken at 0x[0-9a-f]+>, transaction'
-            r' aborted$')
+            run()
+        return [record.getMessage() for record in logs.records]
+
+    def test_a_bare_callable_is_named_by_its_qualified_name(self):
+        self.assertEqual(
+            ['Error in process_item_7, transaction aborted',
+             'Error in Job.run, transaction aborted',
+             'Error in Job, transaction aborted',
+             'Error in Job.make.<locals>.<lambda>, transaction aborted'],
+            self.failed_items(process_item_7, Job().run, Job(), Job.make()))
+
+    def test_a_partial_is_named_with_its_arguments(self):
+        self.assertEqual(
+            ["Error in process_item(7, force=True), transaction aborted",
+             "Error in Job.run('x'), transaction aborted"],
+            self.failed_items(functools.partial(process_item, 7, force=True),
+                              functools.partial(Job().run, 'x')))
+
+    def test_an_object_with_a_repr_of_its_own_is_named_by_it(self):
+        self.assertEqual(['Error in <Mail to bob>, transaction aborted'],
+                         self.failed_items(Mail()))
 
     def test_a_long_run_logs_progress_and_summary_at_info(self):
         peritem.PROGRESS_INTERVAL = 0.1
