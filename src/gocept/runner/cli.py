@@ -442,8 +442,8 @@ def _seconds(value):
 
 def _runtime(value):
     # Not 0: no tick would run (see gocept.runner.limits.check).
-    seconds = _float(value)
-    if not 0 < seconds <= _YEAR:
+    seconds = _seconds(value)
+    if seconds == 0:
         raise argparse.ArgumentTypeError(
             f'{value!r} is not a number of seconds above 0, up to a year')
     return seconds

@@ -187,19 +187,6 @@ class WorkerExamplesTest(DocsTest):
         self.assertIn('Worker work reached max_runtime (0.1), stopping.',
                       result.stdout)
 
-    def test_a_job_that_declares_its_arguments(self):
-        code = readme_block('def ids(parser):', howto('console-scripts'))
-        self.assertIn('\n        ...\n', code)
-        code = 'import gocept.runner\n\n\n' + code.replace(
-            '\n        ...\n', '\n        print(id)\n')
-        result = self.run_worker(
-            'jobs', code, 'jobs:reindex', '--', '17', '42')
-        self.assertEqual(0, result.returncode, result.stderr)
-        self.assertEqual(['17', '42'], result.stdout.splitlines())
-        result = self.run_worker('jobs', code, 'jobs:reindex', '--', 'x')
-        self.assertEqual(2, result.returncode)
-        self.assertIn("argument ID: invalid int value: 'x'", result.stderr)
-
 
 class ReadmeLinksTest(unittest.TestCase):
     """README's links into the docs name pages that exist."""

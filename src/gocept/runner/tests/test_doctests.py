@@ -7,21 +7,23 @@ import sys
 import tempfile
 import unittest
 
+from gocept.runner.tests.docpage import DOCS
+from gocept.runner.tests.docpage import DocPageSuite
+
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class OwnProcessDocTest(unittest.TestCase):
-    """A doctest that loads a site ZCML of its own, which a process loads
-    only once: run as ``python -m doctest`` in a process of its own."""
+    """A page of docs/ that loads a site ZCML of its own, which a process
+    loads only once: run as a doctest in a process of its own."""
 
-    def __init__(self, filename):
+    def __init__(self, path):
         super().__init__()
-        self.filename = filename
+        self.path = path
 
     def id(self):
-        return f'{__name__}.{self.filename}'
+        return f'{__name__}.{self.path}'
 
     __str__ = id
 
@@ -30,31 +32,38 @@ class OwnProcessDocTest(unittest.TestCase):
             # Not in the package directory: a module there would shadow a
             # top-level one of the same name (transaction).
             result = subprocess.run(
-                [sys.executable, '-m', 'doctest', '-o', 'ELLIPSIS',
-                 '-o', 'NORMALIZE_WHITESPACE',
-                 os.path.join(HERE, self.filename)],
+                [sys.executable, '-c', OWN_PROCESS, self.path],
                 cwd=directory, capture_output=True, text=True, timeout=300)
         self.assertEqual(0, result.returncode, result.stdout + result.stderr)
 
 
+OWN_PROCESS = """\
+import sys
+import unittest
+from gocept.runner.tests.docpage import DocPageSuite
+result = unittest.TextTestRunner().run(DocPageSuite(sys.argv[1]))
+sys.exit(not result.wasSuccessful())
+"""
+
+
 def test_suite():
-    return unittest.TestSuite([
+    suite = unittest.TestSuite()
+    if os.path.isdir(DOCS):
+        # The pages of docs/ that are doctests; not where the package is
+        # installed without its checkout.
+        suite.addTest(DocPageSuite(
+            'howto/batches.rst',
+            'howto/console-scripts.rst',
+            'howto/instance.rst',
+            'howto/sharing-work.rst',
+            'howto/zeo.rst',
+            'explanation/faults.rst',
+            'explanation/ticks.rst',
+        ))
+        suite.addTest(OwnProcessDocTest('howto/upgrading.rst'))
+    suite.addTests([
         doctest.DocFileSuite(
             '../appmain.rst',
-            '../mainloop.rst',
-            '../once.rst',
-            '../production.rst',
-            '../queue.rst',
-            '../transaction.rst',
-            optionflags=FLAGS),
-        doctest.DocFileSuite(
-            '../commandline.rst',
-            optionflags=FLAGS),
-        doctest.DocFileSuite(
-            '../instance.rst',
-            optionflags=FLAGS),
-        doctest.DocFileSuite(
-            '../zeo.rst',
             optionflags=FLAGS),
         doctest.DocFileSuite(
             '../metrics.rst',
@@ -62,6 +71,5 @@ def test_suite():
         doctest.DocFileSuite(
             '../host.rst',
             optionflags=FLAGS),
-        OwnProcessDocTest('upgrading.rst'),
-        OwnProcessDocTest('tutorial.rst'),
     ])
+    return suite
