@@ -153,7 +153,6 @@ class Process:
                 loop()
                 break
             except Exception:
-                loop.failures += 1
                 pause = next(pauses)
                 log.exception('Worker %s failed; starting it again in %s'
                               ' seconds', loop.name, pause)

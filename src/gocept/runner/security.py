@@ -47,11 +47,19 @@ def lookup_principal(principal_id):
 
 def begin(principal):
     """Begin the interaction of a tick that runs as `principal` (a
-    principal object; None: no interaction)."""
+    principal object; None: no interaction).
+
+    Return whether an interaction was left open (by the worker of the tick
+    before, say): it is ended first.
+    """
+    left_open = zope.security.management.queryInteraction() is not None
+    if left_open:
+        end()
     if principal is not None:
         request = RunnerRequest()
         request.setPrincipal(principal)
         zope.security.management.newInteraction(request)
+    return left_open
 
 
 def end():

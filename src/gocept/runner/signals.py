@@ -130,6 +130,20 @@ class Signals(Middleware):
                 debug.debug('Log files reopened')
 
 
+def received(loop, signum, frame):
+    """What a handler that a program installed itself does for `loop`
+    (``signal.signal(signal.SIGTERM, loop.stopMainLoop)``, as 3.x programs
+    do): what the process's own would do, or, if the loop does not run,
+    stop it now."""
+    if loop.process is not None:
+        loop.process.signals.handle(signum, frame)
+    else:
+        loop.signal = signum
+        loop.stop('signal')
+        # Nothing would log it later.
+        log.info('Received signal %s, terminating.', signum)
+
+
 # The Signals of the run in progress in this process, if any.
 _current = None
 

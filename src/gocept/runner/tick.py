@@ -1,0 +1,185 @@
+"""One tick: the worker called in a transaction of its own.
+
+A tick begins a transaction, calls the worker and commits (through
+gocept.runner.retry, which tries a conflict again); its `outcome` says how
+that went, and what went wrong is logged here.
+"""
+
+import logging
+import math
+import numbers
+import os
+import time
+
+import transaction
+from ZODB.POSException import ConflictError
+
+from gocept.runner import forks
+from gocept.runner import outage
+from gocept.runner import peritem
+from gocept.runner import retry
+
+
+# The loop's logger: these lines are the ones the first gocept.runner
+# wrote, and documents and log filters name it.
+log = logging.getLogger('gocept.runner.runner')
+
+
+class _Exit:
+    """A worker returns ``gocept.runner.Exit`` to end the main loop."""
+
+    def __repr__(self):
+        return 'gocept.runner.Exit'
+
+
+Exit = _Exit()
+
+# The longest pause between two ticks (seconds): a year.  A longer one, or
+# one that is not a number of seconds at all, is a worker's mistake.
+MAX_PAUSE = 365 * 24 * 3600
+
+# What a tick's `outcome` may be.
+OUTCOMES = ('committed', 'doomed', 'error', 'conflict', 'unavailable',
+            'aborted')
+
+
+class Tick:
+    """One call of a loop's worker and its transaction.
+
+    `outcome` is one of 'committed', 'doomed' (the worker doomed the
+    transaction, which was aborted), 'error' (the worker or the commit
+    failed), 'conflict' (after the retries), 'unavailable' (the storage),
+    'aborted' (by SystemExit or KeyboardInterrupt).  `items` counts what
+    transaction_per_item did in it (a peritem.Collector).
+    """
+
+    def __init__(self, number):
+        self.number = number
+        self.outcome = None
+        self.error = None
+        self.result = None
+        # How many conflicts were retried; how many there were in all.
+        self.retried = 0
+        self.conflicts = 0
+        self.items = peritem.Collector()
+        # Seconds to sleep before the next tick.
+        self.pause = 0
+        # When the tick began and ended (time.monotonic()).
+        self.started = time.monotonic()
+        self.ended = None
+        self._returned = self._doomed = False
+
+    def run(self, loop):
+        """Call the worker of `loop` with the loop's steps `begin`,
+        `commit` and `abort`; set the outcome, the result and the pause."""
+        with self.items:
+            try:
+                self.result, self.retried = retry.run(
+                    lambda: self._call(loop), begin=lambda: self._begin(loop),
+                    commit=loop.commit, abort=loop.abort,
+                    # Items that transaction_per_item committed must never
+                    # run again.
+                    may_retry=lambda: self.items.committed == 0,
+                    failed=self._failed)
+            except (SystemExit, KeyboardInterrupt) as e:
+                self.outcome, self.error = 'aborted', e
+                loop.exit_code = getattr(e, 'code', None)
+                loop.stop(type(e).__name__)
+            except BaseException as e:
+                self.error, self.pause = e, loop.ticks
+                self.outcome = self._log(e, loop.name)
+            else:
+                self.outcome = 'doomed' if self._doomed else 'committed'
+                if self.result is Exit:
+                    loop.stop('Exit')
+                else:
+                    self.pause = loop.pause(self.result)
+        self.ended = time.monotonic()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug('Tick %s of worker %s: %s in %.3f s', self.number,
+                      loop.name, self.describe(), self.ended - self.started)
+
+    def _begin(self, loop):
+        self._doomed = False
+        loop.begin()
+
+    def _call(self, loop):
+        self._returned = False
+        pid = os.getpid()
+        loop.in_worker = True
+        try:
+            result = loop.worker()
+        except BaseException as e:
+            loop.in_worker = False
+            if os.getpid() != pid:
+                forks.end_child(e)
+            raise
+        loop.in_worker = False
+        if os.getpid() != pid:
+            forks.end_child(None)
+        self._returned = True
+        self._doomed = transaction.isDoomed()
+        return result
+
+    def _failed(self, error):
+        if isinstance(error, ConflictError):
+            self.conflicts += 1
+
+    def _log(self, error, name):
+        """Log why the tick failed; return its outcome."""
+        if outage.unavailable(error):
+            return 'unavailable'  # the Outage middleware logs it
+        if isinstance(error, ConflictError):
+            if self.items.committed:
+                log.warning(
+                    'Conflict in worker %s, transaction aborted and not'
+                    ' tried again: items of transaction_per_item committed'
+                    ' in it: %s', name, error)
+            else:
+                log.warning('Conflict in worker %s, transaction aborted after'
+                            ' %s attempts: %s', name, retry.ATTEMPTS, error)
+            return 'conflict'
+        if self._returned:
+            log.exception('Error committing the transaction of worker %s',
+                          name)
+        else:
+            log.exception('Error in worker %s, transaction aborted', name)
+        return 'error'
+
+    def describe(self):
+        """The outcome in words, for the tick's line at DEBUG."""
+        if self.outcome == 'committed' and self.retried:
+            return f'committed after {self.retried} conflicts'
+        if self.outcome == 'unavailable':
+            return 'storage unavailable'
+        if self.outcome == 'aborted':
+            return f'aborted by {type(self.error).__name__}'
+        return self.outcome
+
+
+def pause_after(result, ticks):
+    """The seconds to sleep after a tick whose worker returned `result`,
+    and the worker's mistake, if it made one (else None).
+
+    None, True and False mean `ticks`; a number of seconds (int, float,
+    Decimal, Fraction, ...) is taken as it is.  Anything else is a mistake,
+    replaced by `ticks` if it is 'not a number' or 'NaN', by 0 if it is
+    'negative', by MAX_PAUSE if it is 'longer than a year' (infinity, too).
+    """
+    if result is None or isinstance(result, bool):
+        return ticks, None
+    if not isinstance(result, numbers.Number):
+        return ticks, 'not a number'
+    try:
+        value = float(result)
+    except OverflowError:
+        value = math.inf
+    except (TypeError, ValueError):  # a complex number, sNaN
+        value = math.nan
+    if math.isnan(value):
+        return ticks, 'NaN'
+    if value < 0:
+        return 0, 'negative'
+    if value > MAX_PAUSE:
+        return MAX_PAUSE, 'longer than a year'
+    return value, None
