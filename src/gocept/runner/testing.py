@@ -1,5 +1,5 @@
 """Helpers for testing runners: zope.conf files, real ZEO and PostgreSQL
-servers.
+servers, the layers of the slow tests.
 
 The ZEO server needs the ``zeo`` extra (the ZEO package); the PostgreSQL
 server needs PostgreSQL installed and the ``relstorage`` extra.
@@ -43,6 +43,42 @@ def write_zope_conf(directory, zodb=None, log=LOG_TO_STDOUT, extra='',
     with open(path, 'w') as f:
         f.write(f'site-definition {site_zcml}\n{zodb}{log}{extra}')
     return path
+
+
+class SubprocessLayer:
+    """A zope.testrunner layer of the tests that start programs in
+    processes of their own (runner programs, ``gocept-runner``, a server
+    of their own) and wait for them.
+
+    It sets nothing up: it only keeps them out of ``zope-testrunner
+    --unit``, the tests of the loop and its middleware that run in
+    seconds.
+    """
+
+    @classmethod
+    def setUp(cls):
+        pass
+
+    @classmethod
+    def tearDown(cls):
+        pass
+
+
+class DocsLayer:
+    """A zope.testrunner layer of the pages of the documentation that run
+    as a reader runs them: their shell sessions, the tutorial with its
+    virtualenv and ``pip install``, the deployment guides.
+
+    Like SubprocessLayer, it sets nothing up.
+    """
+
+    @classmethod
+    def setUp(cls):
+        pass
+
+    @classmethod
+    def tearDown(cls):
+        pass
 
 
 def free_port():

@@ -16,6 +16,7 @@ import ZODB.FileStorage
 
 import gocept.runner.cli
 import gocept.runner.tests.workers
+from gocept.runner import testing
 
 
 BIN = os.path.dirname(sys.executable)
@@ -47,6 +48,7 @@ site-definition {site}
 
 
 class CommandLineTest(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()

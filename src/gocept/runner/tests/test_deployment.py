@@ -23,6 +23,7 @@ import ZODB
 import ZODB.FileStorage
 
 import gocept.runner
+from gocept.runner import testing
 from gocept.runner.tests.test_cli import WORKERS
 from gocept.runner.tests.test_cli import WRAPPER
 
@@ -82,6 +83,7 @@ def readme_block(first_line, readme=README, after=None):
 
 
 class DeploymentTest(unittest.TestCase):
+    layer = testing.DocsLayer
 
     def setUp(self):
         if not os.path.isdir(HOWTO):
@@ -406,6 +408,8 @@ class CronTest(DeploymentTest):
 class CommandLineTest(unittest.TestCase):
     """The guide to console scripts: the cleanup job, its site ZCML and
     zope.conf, in /srv/app, run by its crontab line."""
+
+    layer = testing.DocsLayer
 
     def setUp(self):
         if not os.path.isdir(HOWTO):

@@ -64,6 +64,8 @@ class DocsTest(unittest.TestCase):
 class ExampleTest(DocsTest):
     """The example of README.rst and of the front page of the docs."""
 
+    layer = gocept.runner.testing.DocsLayer
+
     def assertCounts(self, path):
         code = python_block(path)
         self.assertIn('def count():', code)
@@ -89,6 +91,7 @@ class ExampleTest(DocsTest):
 
 
 class LoggingTest(DocsTest):
+    layer = gocept.runner.testing.DocsLayer
 
     def test_the_zope_conf_of_the_guide(self):
         self.write('zope.conf', readme_block(
@@ -154,6 +157,8 @@ class ZEOGuideTest(DocsTest):
 
 class WorkerExamplesTest(DocsTest):
     """The workers of the guides, run with a zope.conf of the tests."""
+
+    layer = gocept.runner.testing.DocsLayer
 
     def setUp(self):
         super().setUp()

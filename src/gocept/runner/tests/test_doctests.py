@@ -7,6 +7,7 @@ import sys
 import tempfile
 import unittest
 
+from gocept.runner import testing
 from gocept.runner.tests.docpage import DOCS
 from gocept.runner.tests.docpage import DocPageSuite
 
@@ -17,6 +18,8 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 class OwnProcessDocTest(unittest.TestCase):
     """A page of docs/ that loads a site ZCML of its own, which a process
     loads only once: run as a doctest in a process of its own."""
+
+    layer = testing.DocsLayer
 
     def __init__(self, path):
         super().__init__()
@@ -53,18 +56,24 @@ def test_suite():
         # installed without its checkout.
         suite.addTest(DocPageSuite(
             'howto/batches.rst',
-            'howto/console-scripts.rst',
-            'howto/instance.rst',
             'howto/sharing-work.rst',
-            'howto/zeo.rst',
             'explanation/faults.rst',
             'explanation/ticks.rst',
         ))
+        # Those that run shell sessions, or a server.
+        shell = DocPageSuite(
+            'howto/console-scripts.rst',
+            'howto/instance.rst',
+            'howto/zeo.rst',
+        )
+        shell.layer = testing.DocsLayer
+        suite.addTest(shell)
         suite.addTest(OwnProcessDocTest('howto/upgrading.rst'))
+    # The seed's doctest starts its runner as a program, too.
+    appmain = doctest.DocFileSuite('../appmain.rst', optionflags=FLAGS)
+    appmain.layer = testing.DocsLayer
     suite.addTests([
-        doctest.DocFileSuite(
-            '../appmain.rst',
-            optionflags=FLAGS),
+        appmain,
         doctest.DocFileSuite(
             '../metrics.rst',
             optionflags=FLAGS),

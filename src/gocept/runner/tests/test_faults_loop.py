@@ -198,6 +198,7 @@ def _kill(process):
 
 
 class FaultTest(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def assertClean(self, run):
         """No traceback on stdout/stderr, no ERROR in the log."""

@@ -18,6 +18,7 @@ from ZODB.FileStorage.format import TRANS_HDR
 from ZODB.FileStorage.format import TRANS_HDR_LEN
 
 from gocept.runner import outage
+from gocept.runner import testing
 from gocept.runner.tests import programs
 
 
@@ -53,6 +54,8 @@ class DiskFullTests(unittest.TestCase):
 
     Data.fs is on a tmpfs of its own, which only root can mount.
     """
+
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         if os.geteuid() != 0:
@@ -173,6 +176,8 @@ class UnavailableTests(unittest.TestCase):
 
 class DamagedFileTests(unittest.TestCase):
     """A Data.fs that opening would cut is refused and left as it is."""
+
+    layer = testing.SubprocessLayer
 
     TRANSACTIONS = 60
 

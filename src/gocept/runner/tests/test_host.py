@@ -337,6 +337,8 @@ def count(name):
 class SignalTest(unittest.TestCase):
     """A real process hosting two workers gets a real SIGTERM."""
 
+    layer = testing.SubprocessLayer
+
     PROGRAM = """\
 import sys
 import zope.component.hooks
@@ -396,6 +398,8 @@ print('stopped because', runner.stopped_because, runner.signal, flush=True)
 class StopTimeTest(unittest.TestCase):
     """An idle host ends as soon as SIGTERM has ended its workers."""
 
+    layer = testing.SubprocessLayer
+
     TRIALS = 10
     # A host that ends with its last worker takes tens of milliseconds
     # (mostly the interpreter's own exit); one that sleeps its CHECK_INTERVAL
@@ -436,6 +440,8 @@ class StopTimeTest(unittest.TestCase):
 
 class CommandLineTest(unittest.TestCase):
     """``gocept-runner`` with several workers, as a real process."""
+
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()
@@ -555,6 +561,8 @@ ZDAEMON_CONF = """\
 
 class OutageTest(unittest.TestCase):
     """Every worker of a host waits for its ZEO server on its own."""
+
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()

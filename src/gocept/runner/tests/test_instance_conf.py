@@ -10,6 +10,7 @@ import unittest
 
 import gocept.runner
 from gocept.runner import config
+from gocept.runner import testing
 from gocept.runner.testing import FTESTING_ZCML
 from gocept.runner.testing import write_zope_conf
 
@@ -239,6 +240,8 @@ with environment.application(sys.argv[1]):
 
 class DevmodeTest(InstanceTest):
     """The site ZCML loaded in a process of its own."""
+
+    layer = testing.SubprocessLayer
 
     def run_program(self, devmode):
         with open(self.path('etc', 'site.zcml'), 'w') as f:

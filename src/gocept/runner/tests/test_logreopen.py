@@ -7,10 +7,12 @@ import tempfile
 import time
 import unittest
 
+from gocept.runner import testing
 from gocept.runner.tests import programs
 
 
 class LogReopenTest(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()

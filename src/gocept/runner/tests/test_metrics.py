@@ -111,6 +111,7 @@ def wait_for_scrape(port, runner, condition=bool, host='127.0.0.1',
 
 
 class TestCase(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()

@@ -48,6 +48,7 @@ def find(program):
 
 
 class PromtoolTests(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.promtool_path = find('promtool')
@@ -186,6 +187,8 @@ class PromtoolTests(unittest.TestCase):
 class PrometheusTests(unittest.TestCase):
     """A real Prometheus server with metrics.rst's configuration scrapes a
     running runner on 127.0.0.1."""
+
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.prometheus = find('prometheus')

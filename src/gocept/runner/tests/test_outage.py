@@ -16,6 +16,7 @@ from gocept.runner.tests import programs
 
 
 class OutageTests(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()

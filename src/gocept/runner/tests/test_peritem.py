@@ -17,6 +17,7 @@ import transaction
 
 import gocept.runner
 from gocept.runner import peritem
+from gocept.runner import testing
 
 
 def restore(test, *names):
@@ -194,6 +195,7 @@ print('done', flush=True)
 
 
 class TerminalTests(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def test_a_terminal_shows_a_progress_line_and_no_info_lines(self):
         directory = tempfile.mkdtemp()

@@ -216,6 +216,8 @@ class BatchTests(unittest.TestCase):
 class ProgramTests(unittest.TestCase):
     """A ``once`` program whose items failed exits 1, as cron must see."""
 
+    layer = testing.SubprocessLayer
+
     def run_program(self, name):
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
@@ -297,6 +299,8 @@ class TwoProcessesTests(unittest.TestCase):
 
 class OutageTests(unittest.TestCase):
     """The ZEO server goes away in the middle of a batch."""
+
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         directory = tempfile.mkdtemp()

@@ -279,6 +279,8 @@ class StartTests(RelStorageTest):
 class LayerTests(unittest.TestCase):
     """The PostgreSQL layer runs for anybody, wherever the checkout is."""
 
+    layer = testing.SubprocessLayer
+
     def test_a_server_starts_with_TMPDIR_in_a_private_directory(self):
         if testing.postgresql_bin() is None:
             self.skipTest('PostgreSQL is not installed')

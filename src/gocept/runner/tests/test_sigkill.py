@@ -11,6 +11,7 @@ import unittest
 import ZODB
 import ZODB.scripts.fstest
 
+from gocept.runner import testing
 from gocept.runner.tests import programs
 
 
@@ -27,6 +28,7 @@ RECOVERY = (
 
 
 class SIGKILLTests(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp()

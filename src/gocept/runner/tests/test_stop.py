@@ -8,10 +8,12 @@ import unittest
 
 import ZODB
 
+from gocept.runner import testing
 from gocept.runner.tests import programs
 
 
 class StopTests(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.new_directory()

@@ -10,10 +10,12 @@ import ZEO.ClientStorage
 import ZODB
 from ZEO.Exceptions import ClientDisconnected
 
+from gocept.runner import testing
 from gocept.runner.testing import ZEOServer
 
 
 class ZEOServerTest(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def setUp(self):
         self.directory = tempfile.mkdtemp()

@@ -12,6 +12,7 @@ import transaction
 
 import gocept.runner
 import gocept.runner.peritem
+from gocept.runner import testing
 
 
 # Written as 3.x code: the compat module is imported before `transaction`.
@@ -41,6 +42,7 @@ print(sorted(db.open().root().items()))
 
 
 class CompatTests(unittest.TestCase):
+    layer = testing.SubprocessLayer
 
     def run_python(self, code, *args, cwd=None):
         return subprocess.run(

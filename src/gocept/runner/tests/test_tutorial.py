@@ -20,6 +20,7 @@ import unittest
 
 import zc.lockfile
 
+from gocept.runner import testing
 from gocept.runner.tests import console
 from gocept.runner.tests.test_deployment import CHECKOUT
 from gocept.runner.tests.test_deployment import HERE
@@ -156,6 +157,8 @@ class MistakeFromPythonTest(unittest.TestCase):
     """Called from Python, a mistake in zope.conf is one exception: one
     traceback, whose last line is the page's, nothing chained to it."""
 
+    layer = testing.DocsLayer
+
     def test_the_traceback_is_one_exception(self):
         if not os.path.exists(TUTORIAL):
             self.skipTest('docs/ is not beside the package (no checkout)')
@@ -186,6 +189,7 @@ class MistakeFromPythonTest(unittest.TestCase):
 
 
 class TutorialTest(unittest.TestCase):
+    layer = testing.DocsLayer
 
     def setUp(self):
         if not os.path.exists(TUTORIAL):
