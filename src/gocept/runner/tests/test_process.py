@@ -1,0 +1,328 @@
+"""A process runs main loops: one in the calling thread, several in
+threads; on a FileStorage on disk."""
+
+import threading
+import time
+import unittest
+
+import persistent.mapping
+import transaction
+
+import gocept.runner
+from gocept.runner import process
+from gocept.runner import signals
+from gocept.runner.config import ConfigurationError
+from gocept.runner.health import Heartbeat
+from gocept.runner.health import SystemdNotify
+from gocept.runner.limits import Limits
+from gocept.runner.middleware import Middleware
+from gocept.runner.process import Process
+from gocept.runner.tests.fakeloop import FakeLoop
+from gocept.runner.tests.fakeloop import Recorder
+from gocept.runner.tests.fakeloop import root
+
+
+TIMEOUT = 30
+
+
+class Work:
+    """A worker that counts its ticks in an object of its own (its commits
+    do not conflict with another's) and notes where it ran; `then(work)`,
+    if given, runs after each tick's count."""
+
+    def __init__(self, name, then=None):
+        self.__qualname__ = name
+        self.then = then
+        self.loop = None
+        self.threads = []
+        self.connections = []
+        self.ticked = threading.Event()
+
+    def __call__(self):
+        app = self.loop.app
+        app[self.__qualname__]['count'] += 1
+        self.threads.append(threading.current_thread())
+        self.connections.append(app._p_jar)
+        self.ticked.set()
+        if self.then is not None:
+            return self.then(self)
+
+
+class StartFails(Middleware):
+    """A loop's middleware whose before_loop fails `times` times."""
+
+    def __init__(self, times):
+        self.times = times
+        self.failed = threading.Event()
+
+    def before_loop(self, loop):
+        if self.times:
+            self.times -= 1
+            self.failed.set()
+            raise RuntimeError('cannot start')
+
+
+class ProcessTest(unittest.TestCase):
+
+    def setUp(self):
+        self.app = root(self)
+
+    def loop(self, name, ticks=0, then=None, **options):
+        self.app[name] = persistent.mapping.PersistentMapping(count=0)
+        transaction.commit()
+        work = Work(name, then)
+        work.loop = gocept.runner.MainLoop(self.app, ticks, work, **options)
+        return work.loop
+
+    def counts(self):
+        """The counts of the loops that ticked."""
+        transaction.abort()  # see what the loops committed
+        return {name: counter['count'] for name, counter in self.app.items()
+                if counter['count']}
+
+    def run_in_thread(self, runner, started=()):
+        """Run `runner` (a Process) in a thread; return it when it has
+        ended.  `started` are Events to wait for before that."""
+        thread = threading.Thread(target=runner.run)
+        thread.start()
+        self.addCleanup(thread.join, TIMEOUT)
+        for event in started:
+            self.assertTrue(event.wait(TIMEOUT))
+        return thread
+
+    def join(self, thread):
+        thread.join(TIMEOUT)
+        self.assertFalse(thread.is_alive(), 'the process did not end')
+
+
+class OneLoopTest(ProcessTest):
+
+    def test_runs_in_the_calling_thread_as_its_main_loop(self):
+        seen = []
+
+        def then(work):
+            seen.append((work.loop.process, work.loop.process.main_loop))
+        loop = self.loop('a', then=then, max_ticks=2)
+        runner = Process([loop])
+        self.assertIs(runner, runner.run())
+        self.assertEqual([threading.main_thread()] * 2, loop.worker.threads)
+        self.assertEqual([(runner, loop)] * 2, seen)
+        self.assertEqual([self.app._p_jar] * 2, loop.worker.connections)
+        self.assertEqual({'a': 2}, self.counts())
+        self.assertIsNone(loop.process)
+        self.assertIsNone(runner.main_loop)
+        self.assertFalse(runner.running)
+        self.assertIsNone(runner.stopped_because)
+        self.assertEqual('max_ticks', loop.stopped_because)
+
+    def test_outside_the_main_thread_it_is_no_main_loop(self):
+        seen = []
+
+        def then(work):
+            seen.append(work.loop.process.main_loop)
+            return gocept.runner.Exit
+        loop = self.loop('a', then=then)
+        runner = Process([loop])
+        self.join(self.run_in_thread(runner))
+        self.assertEqual([None], seen)
+        self.assertEqual('Exit', loop.stopped_because)
+
+    def test_its_error_goes_through_and_the_process_ends(self):
+        recorder = Recorder()
+        loop = self.loop('a', middleware=[StartFails(1)])
+        runner = Process([loop], [recorder])
+        with self.assertRaises(RuntimeError):
+            runner.run()
+        self.assertEqual([], loop.worker.threads)
+        self.assertEqual(['before_process', 'before_loop', 'after_process'],
+                         [hook for hook, _ in recorder.calls])
+        self.assertFalse(runner.running)
+        self.assertIsNone(loop.process)
+
+    def test_a_fake_loop(self):
+        recorder = Recorder()
+        loop = FakeLoop('a', outcomes=['committed'] * 2)
+        Process([loop], [recorder]).run()
+        self.assertEqual(['before_loop', 'before_tick', 'after_tick',
+                          'before_tick', 'after_tick', 'after_loop'],
+                         recorder.of('a'))
+        self.assertEqual(['before_process', 'after_process'],
+                         recorder.of(None))
+
+
+class SeveralLoopsTest(ProcessTest):
+
+    def test_each_runs_in_a_thread_and_connection_of_its_own(self):
+        # All three are in a tick at once: a connection that one loop has
+        # closed is not another's.
+        together = threading.Barrier(3, timeout=TIMEOUT)
+
+        def then(work):
+            together.wait()
+        loops = [self.loop(name, max_ticks=2, then=then) for name in 'abc']
+        runner = Process(loops)
+        runner.run()
+        threads = {loop.name: set(loop.worker.threads) for loop in loops}
+        self.assertEqual(
+            {name: {f'gocept.runner {name}'} for name in 'abc'},
+            {name: {t.name for t in found} for name, found in threads.items()})
+        self.assertEqual(3, len(set.union(*threads.values())))
+        connections = {c for loop in loops for c in loop.worker.connections}
+        self.assertEqual(3, len(connections))
+        self.assertNotIn(self.app._p_jar, connections)
+        self.assertEqual({'a': 2, 'b': 2, 'c': 2}, self.counts())
+        self.assertIsNone(runner.stopped_because)
+        self.assertEqual(['max_ticks'] * 3,
+                         [loop.stopped_because for loop in loops])
+        # Each loop's connection is closed when its thread ends.
+        self.assertEqual([None] * 3,
+                         [c.opened for c in connections])
+        self.assertEqual([None] * 3, [loop.process for loop in loops])
+
+    def test_the_pool_has_a_connection_for_each_and_the_main_thread(self):
+        db = self.app._p_jar.db()
+        db.setPoolSize(1)
+        Process([self.loop(name, max_ticks=1) for name in 'abc']).run()
+        self.assertEqual(4, db.getPoolSize())
+
+    def test_the_process_ends_when_the_last_loop_has_ended(self):
+        once = self.loop('once', once=True)
+        three = self.loop('three', max_ticks=3)
+        runner = Process([once, three])
+        runner.run()
+        self.assertEqual({'once': 1, 'three': 3}, self.counts())
+        self.assertEqual(('once', 'max_ticks'),
+                         (once.stopped_because, three.stopped_because))
+        self.assertIsNone(runner.stopped_because)
+
+    def test_stop_ends_every_loop_at_once(self):
+        # They sleep an hour after each tick.
+        loops = [self.loop(name, ticks=3600) for name in 'abc']
+        runner = Process(loops)
+        thread = self.run_in_thread(
+            runner, [loop.worker.ticked for loop in loops])
+        runner.stop()
+        self.join(thread)
+        self.assertEqual('stop', runner.stopped_because)
+        self.assertEqual(['stop'] * 3,
+                         [loop.stopped_because for loop in loops])
+        self.assertEqual({'a': 1, 'b': 1, 'c': 1}, self.counts())
+
+    def test_the_first_reason_to_stop_is_kept(self):
+        def then(work):
+            work.loop.process.stop('max_runtime')
+            work.loop.process.stop('stop')
+        loops = [self.loop('a', then=then), self.loop('b', ticks=3600)]
+        runner = Process(loops)
+        runner.run()
+        self.assertEqual('max_runtime', runner.stopped_because)
+        self.assertEqual(['max_runtime'] * 2,
+                         [loop.stopped_because for loop in loops])
+
+    def test_wake_wakes_every_loop_which_sleeps_on(self):
+        recorder = Recorder()
+        loops = [self.loop(name, ticks=3600) for name in 'ab']
+        runner = Process(loops, [recorder])
+        thread = self.run_in_thread(
+            runner, [loop.worker.ticked for loop in loops])
+        runner.wake()
+        deadline = time.monotonic() + TIMEOUT
+        while len(recorder.of('a') + recorder.of('b')) < 8:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        self.assertTrue(all(loop.running for loop in loops))
+        runner.stop()
+        self.join(thread)
+        for name in 'ab':
+            self.assertEqual(['before_loop', 'before_tick', 'after_tick',
+                              'after_wakeup', 'after_wakeup', 'after_loop'],
+                             recorder.of(name))
+
+    def test_a_failing_loop_starts_again_after_pauses_that_double(self):
+        for name, value in (('RESTART_PAUSE', 0.01),
+                            ('MAX_RESTART_PAUSE', 0.04)):
+            self.addCleanup(setattr, process, name, getattr(process, name))
+            setattr(process, name, value)
+        failing = self.loop('failing', max_ticks=2,
+                            middleware=[StartFails(4)])
+        other = self.loop('other', max_ticks=2)
+        with self.assertLogs('gocept.runner.process', 'ERROR') as logs:
+            Process([failing, other]).run()
+        self.assertEqual(
+            [f'Worker failing failed; starting it again in {pause} seconds'
+             for pause in (0.01, 0.02, 0.04, 0.04)],
+            [r.getMessage() for r in logs.records])
+        self.assertIn('RuntimeError: cannot start', logs.output[0])
+        self.assertEqual({'failing': 2, 'other': 2}, self.counts())
+
+    def test_a_loop_that_failed_is_not_started_again_once_stopped(self):
+        self.addCleanup(setattr, process, 'RESTART_PAUSE',
+                        process.RESTART_PAUSE)
+        process.RESTART_PAUSE = 3600
+
+        start_fails = StartFails(1)
+
+        def then(work):
+            # The other loop waits for its restart.
+            self.assertTrue(start_fails.failed.wait(TIMEOUT))
+            work.loop.process.stop()
+        failing = self.loop('failing', middleware=[start_fails])
+        other = self.loop('other', then=then)
+        runner = Process([failing, other])
+        with self.assertLogs('gocept.runner.process', 'ERROR'):
+            self.join(self.run_in_thread(runner))
+        self.assertEqual({'other': 1}, self.counts())
+
+
+class MiddlewareTest(ProcessTest):
+    """The process's own middleware."""
+
+    def test_before_process_fails_before_any_tick(self):
+        class Refuses(Middleware):
+            def before_process(self, process):
+                raise ConfigurationError('no')
+        recorder = Recorder()
+        loops = [self.loop(name, max_ticks=1) for name in 'ab']
+        with self.assertRaises(ConfigurationError):
+            Process(loops, [recorder, Refuses()]).run()
+        self.assertEqual({}, self.counts())
+        self.assertEqual(['before_process', 'after_process'],
+                         [hook for hook, _ in recorder.calls])
+
+    def test_an_error_after_the_process_is_logged_and_the_rest_goes_on(self):
+        class Fails(Middleware):
+            def after_process(self, process):
+                raise RuntimeError('after')
+
+            def __repr__(self):
+                return '<Fails>'
+        recorder = Recorder()
+        runner = Process([self.loop('a', max_ticks=1)], [Fails(), recorder])
+        with self.assertLogs('gocept.runner.process', 'ERROR') as logs:
+            runner.run()
+        self.assertEqual(['Error in after_process of <Fails>'],
+                         [r.getMessage() for r in logs.records])
+        self.assertEqual('after_process', recorder.calls[-1][0])
+
+    def test_the_signals_come_first(self):
+        class Looks(Middleware):
+            def before_process(self, process):
+                self.hooks = process.hooks()
+        looks = Looks()
+        Process([FakeLoop()], [looks]).run()
+        self.assertEqual(2, len(looks.hooks))
+        self.assertIsInstance(looks.hooks[0], signals.Signals)
+        self.assertIs(looks, looks.hooks[1])
+
+    def test_the_middleware_of_the_settings(self):
+        def kinds(**settings):
+            return [type(m) for m in process.middleware(**settings)]
+        self.assertEqual([SystemdNotify], kinds())
+        self.assertEqual([Limits, SystemdNotify], kinds(max_runtime=5))
+        self.assertEqual([Limits, SystemdNotify], kinds(max_memory=5))
+        self.assertEqual([Heartbeat, SystemdNotify], kinds(heartbeat='h'))
+        limits, heartbeat, _ = process.middleware(
+            max_runtime=5, max_memory=6, heartbeat='h')
+        self.assertEqual((5, 6, None), (limits.max_runtime, limits.max_memory,
+                                        limits.max_ticks))
+        self.assertEqual('h', heartbeat.path)
