@@ -1,13 +1,9 @@
-"""Bounded life and health signals: limits, heartbeat file, sd_notify."""
+"""Telling supervisors that the process is alive: the heartbeat file and
+systemd's notifications."""
 
-import decimal
-import fractions
 import logging
-import math
 import os
-import re
 import shutil
-import socket
 import tempfile
 import time
 import unittest
@@ -16,11 +12,13 @@ import transaction
 import ZODB
 
 import gocept.runner
-from gocept.runner import assembly
-from gocept.runner import systemd
-from gocept.runner import testing
 from gocept.runner.config import ConfigurationError
-from gocept.runner.limits import resident_memory
+from gocept.runner.health import Heartbeat
+from gocept.runner.health import Rounds
+from gocept.runner.health import SystemdNotify
+from gocept.runner.process import Process
+from gocept.runner.tests.fakeloop import FakeLoop
+from gocept.runner.tests.test_systemd import NotifySocket
 
 
 class LoopTest(unittest.TestCase):
@@ -42,107 +40,6 @@ class LoopTest(unittest.TestCase):
 
     def loop(self, ticks=0, **options):
         return gocept.runner.MainLoop(self.root, ticks, self.count, **options)
-
-
-class LimitTests(LoopTest):
-
-    # Limits that are not a positive number (of ticks: a whole one); with
-    # max_runtime 0 no tick would ever run.
-    # (A Decimal cannot be added to the float of a time.)
-    BAD = [('max_ticks', 0), ('max_ticks', -1), ('max_ticks', 1.5),
-           ('max_ticks', True), ('max_ticks', '5'),
-           ('max_runtime', 0), ('max_runtime', -1), ('max_runtime', math.nan),
-           ('max_runtime', '60'), ('max_runtime', decimal.Decimal(5)),
-           ('max_memory', 0), ('max_memory', -1), ('max_memory', math.nan)]
-
-    def test_a_limit_that_is_not_a_positive_number_is_refused(self):
-        for name, value in self.BAD:
-            with self.subTest(name=name, value=value):
-                with self.assertRaises(ConfigurationError) as raised:
-                    self.loop(**{name: value})
-                self.assertRegex(
-                    str(raised.exception),
-                    f'^{name} must be a .* above 0, not'
-                    f' {re.escape(repr(value))}$')
-        self.assertEqual([], self.ticks)
-
-    def test_positive_numbers_are_limits(self):
-        self.loop(max_ticks=1, max_runtime=0.001, max_memory=1)
-        self.loop(max_ticks=3.0, max_runtime=fractions.Fraction(1, 2),
-                  max_memory=5e8)
-        self.loop(max_runtime=math.inf)
-
-    def test_max_ticks(self):
-        loop = self.loop(max_ticks=5)
-        with self.assertLogs('gocept.runner', logging.INFO) as logs:
-            loop.run()
-        self.assertEqual('max_ticks', loop.stopped_because)
-        self.assertEqual(5, self.root['count'])
-        self.assertEqual(
-            ['Worker LoopTest.count reached max_ticks (5), stopping.'],
-            [r.getMessage() for r in logs.records])
-
-    def test_max_runtime_ends_a_long_sleep(self):
-        loop = self.loop(ticks=3600, max_runtime=0.3)
-        started = time.monotonic()
-        with self.assertLogs('gocept.runner', logging.INFO):
-            loop.run()
-        self.assertEqual('max_runtime', loop.stopped_because)
-        self.assertEqual(1, self.root['count'])
-        self.assertLess(time.monotonic() - started, 2)
-        self.assertGreaterEqual(time.monotonic() - started, 0.3)
-
-    def test_max_memory(self):
-        loop = self.loop(max_memory=resident_memory() * 4, max_ticks=3)
-        with self.assertLogs('gocept.runner', logging.INFO):
-            loop.run()
-        self.assertEqual('max_ticks', loop.stopped_because)
-        loop = self.loop(max_memory=resident_memory() // 2)
-        with self.assertLogs('gocept.runner', logging.INFO) as logs:
-            loop.run()
-        self.assertEqual('max_memory', loop.stopped_because)
-        self.assertEqual(4, self.root['count'])
-        self.assertIn('reached max_memory', logs.records[0].getMessage())
-
-    def test_the_first_reason_is_kept(self):
-        def worker():
-            self.count()
-            return gocept.runner.Exit
-        loop = gocept.runner.MainLoop(self.root, 0, worker, max_ticks=1)
-        loop.run()
-        self.assertEqual('Exit', loop.stopped_because)
-
-    def test_resident_memory_is_the_rss_in_bytes(self):
-        before = resident_memory()
-        ballast = bytearray(50 * 1024 * 1024)
-        ballast[::4096] = b'x' * len(ballast[::4096])
-        self.assertGreater(resident_memory(), before + 40 * 1024 * 1024)
-
-
-class RefusedLimitTests(unittest.TestCase):
-    """A limit that is not a positive number ends a run before anything is
-    set up."""
-
-    def test_the_decorators_and_run(self):
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
-        conf = testing.write_zope_conf(directory)
-        ran = []
-
-        def work():
-            ran.append(1)
-
-        for decorator in [gocept.runner.appmain(max_runtime=0),
-                          gocept.runner.once(max_runtime=0),
-                          gocept.runner.appmain(max_ticks=0),
-                          gocept.runner.once(max_memory=-1)]:
-            with self.subTest(decorator=decorator.options):
-                with self.assertRaises(ConfigurationError):
-                    decorator(work)(None, conf)
-        with self.assertRaises(ConfigurationError):
-            assembly.run_worker(work, None, conf, ticks=1, max_runtime=0)
-        self.assertEqual([], ran)
-        self.assertFalse(os.path.exists(os.path.join(directory, 'Data.fs')))
 
 
 class HeartbeatTests(LoopTest):
@@ -170,33 +67,7 @@ class HeartbeatTests(LoopTest):
         self.assertEqual([], self.ticks)
 
 
-class SystemdTests(LoopTest):
-
-    def listen(self, address):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.addCleanup(sock.close)
-        sock.bind(address)
-        sock.settimeout(5)
-        self.set_notify_socket(
-            address if address[0] != '\0' else '@' + address[1:])
-        return sock
-
-    def set_notify_socket(self, value):
-        old = os.environ.get('NOTIFY_SOCKET')
-        os.environ['NOTIFY_SOCKET'] = value
-        if old is None:
-            self.addCleanup(os.environ.pop, 'NOTIFY_SOCKET')
-        else:
-            self.addCleanup(os.environ.__setitem__, 'NOTIFY_SOCKET', old)
-
-    def received(self, sock):
-        messages = []
-        sock.setblocking(False)
-        try:
-            while True:
-                messages.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return messages
+class SystemdTests(NotifySocket, LoopTest):
 
     def test_the_loop_notifies_ready_watchdog_and_stopping(self):
         sock = self.listen(f'{self.dir}/notify')
@@ -204,16 +75,6 @@ class SystemdTests(LoopTest):
         self.assertEqual(
             ['READY=1', 'WATCHDOG=1', 'WATCHDOG=1', 'WATCHDOG=1',
              'STOPPING=1'], self.received(sock))
-
-    def test_an_abstract_socket(self):
-        name = f'\0gocept.runner.test.{os.getpid()}'
-        sock = self.listen(name)
-        self.assertTrue(systemd.notify('READY=1'))
-        self.assertEqual(['READY=1'], self.received(sock))
-
-    def test_without_notify_socket_nothing_is_sent(self):
-        self.set_notify_socket('')
-        self.assertFalse(systemd.notify('READY=1'))
 
     def test_a_socket_that_is_gone_does_not_stop_the_loop(self):
         self.set_notify_socket(f'{self.dir}/gone')
@@ -223,3 +84,148 @@ class SystemdTests(LoopTest):
         self.assertEqual('max_ticks', loop.stopped_because)
         self.assertEqual(4, len(logs.records))
         self.assertIn("Cannot notify '/", logs.records[0].getMessage())
+
+
+def process_of(*loops):
+    """A Process of fake `loops`, which run."""
+    process = Process(loops)
+    for loop in loops:
+        loop.process = process
+        loop.running = True
+    return process
+
+
+class RoundsTest(unittest.TestCase):
+
+    def test_a_single_loop_completes_a_round_with_each_tick(self):
+        rounds = Rounds()
+        rounds.begin(['a'])
+        self.assertEqual([True] * 3, [rounds.ticked('a') for _ in range(3)])
+
+    def test_a_round_is_complete_when_every_loop_has_ticked(self):
+        rounds = Rounds()
+        rounds.begin(['a', 'b', 'c'])
+        self.assertEqual([False, False, False, True, False],
+                         [rounds.ticked(loop) for loop in 'aabca'])
+        self.assertEqual([False, True], [rounds.ticked(loop) for loop in 'bc'])
+
+    def test_a_loop_that_ends_leaves_the_rounds(self):
+        rounds = Rounds()
+        rounds.begin(['a', 'b', 'c'])
+        self.assertFalse(rounds.ticked('a'))
+        self.assertFalse(rounds.ended('b'))
+        self.assertTrue(rounds.ended('c'))  # a has ticked
+        self.assertTrue(rounds.ticked('a'))
+        self.assertFalse(rounds.ended('a'))  # none is left
+
+    def test_a_loop_that_starts_again_joins_them(self):
+        rounds = Rounds()
+        rounds.begin(['a', 'b'])
+        rounds.ended('b')
+        self.assertTrue(rounds.ticked('a'))
+        rounds.started('b')
+        self.assertFalse(rounds.ticked('a'))
+        self.assertTrue(rounds.ticked('b'))
+
+
+class HeartbeatTest(unittest.TestCase):
+    """Heartbeat on fake loops, with a real file."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.path = os.path.join(self.dir, 'var', 'heartbeat')
+        os.mkdir(os.path.dirname(self.path))
+        self.a, self.b = FakeLoop('a'), FakeLoop('b')
+        self.heartbeat = Heartbeat(self.path)
+        self.heartbeat.before_process(process_of(self.a, self.b))
+        self.heartbeat.before_loop(self.a)
+        self.heartbeat.before_loop(self.b)
+
+    def beaten(self):
+        """Whether the file was touched since the last call."""
+        beaten = os.stat(self.path).st_mtime > 0
+        os.utime(self.path, (0, 0))
+        return beaten
+
+    def test_the_process_writes_it_when_it_starts(self):
+        self.assertTrue(self.beaten())
+        heartbeat = Heartbeat(os.path.join(self.dir, 'no', 'heartbeat'))
+        with self.assertRaises(ConfigurationError) as raised:
+            heartbeat.before_process(process_of(FakeLoop()))
+        self.assertEqual(
+            f'Cannot write the heartbeat file {self.dir}/no/heartbeat:'
+            ' No such file or directory', str(raised.exception))
+
+    def test_it_beats_when_every_loop_has_ended_a_tick(self):
+        self.beaten()
+        beats = []
+        for loop in self.a, self.a, self.b, self.b:
+            self.heartbeat.after_tick(loop, loop.tick())
+            beats.append(self.beaten())
+        self.assertEqual([False, False, True, False], beats)
+        self.heartbeat.after_loop(self.a)
+        self.assertTrue(self.beaten())
+        self.heartbeat.after_tick(self.b, self.b.tick())
+        self.assertTrue(self.beaten())
+
+    def test_a_file_that_cannot_be_written_later_is_one_warning(self):
+        shutil.rmtree(os.path.dirname(self.path))
+        with self.assertLogs('gocept.runner.health', 'INFO') as logs:
+            for _ in range(3):
+                self.heartbeat.beat()
+            os.mkdir(os.path.dirname(self.path))
+            self.heartbeat.beat()
+            self.heartbeat.beat()
+        self.assertEqual(
+            [('WARNING', f'Cannot write the heartbeat file {self.path}: No'
+                         ' such file or directory'),
+             ('INFO', f'The heartbeat file {self.path} is written again')],
+            [(r.levelname, r.getMessage()) for r in logs.records])
+        self.assertTrue(self.beaten())
+
+
+class SystemdNotifyTest(NotifySocket, unittest.TestCase):
+    """SystemdNotify on fake loops, with a real socket."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+
+    def test_ready_when_every_loop_runs_watchdog_after_each_round(self):
+        sock = self.listen(f'{self.dir}/notify')
+        loops = [FakeLoop(name) for name in 'abc']
+        process = process_of(*loops)
+        notify = SystemdNotify()
+        self.addCleanup(notify.notify.close)
+        notify.before_process(process)
+        sent = []
+        for loop in loops:
+            notify.before_loop(loop)
+            sent.append(self.received(sock))
+        self.assertEqual([[], [], ['READY=1']], sent)
+        for loop in [*loops, *loops[:2]]:
+            notify.after_tick(loop, loop.tick())
+            sent.append(self.received(sock))
+        self.assertEqual([[], [], ['WATCHDOG=1'], [], []], sent[3:])
+        # One that ends may complete a round; one that starts again is no
+        # news.
+        notify.after_loop(loops[2])
+        self.assertEqual(['WATCHDOG=1'], self.received(sock))
+        notify.before_loop(loops[2])
+        self.assertEqual([], self.received(sock))
+        notify.after_process(process)
+        self.assertEqual(['STOPPING=1'], self.received(sock))
+
+    def test_a_process_of_one_fake_loop(self):
+        sock = self.listen(f'{self.dir}/notify')
+        loop = FakeLoop(outcomes=['committed', 'error'])
+        Process([loop], [SystemdNotify()]).run()
+        self.assertEqual(['READY=1', 'WATCHDOG=1', 'WATCHDOG=1',
+                          'STOPPING=1'], self.received(sock))
+
+    def test_without_notify_socket_it_does_nothing(self):
+        self.set_notify_socket('')
+        loop = FakeLoop()
+        Process([loop], [SystemdNotify()]).run()
+        self.assertEqual('Exit', loop.stopped_because)
