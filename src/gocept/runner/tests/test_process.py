@@ -1,6 +1,10 @@
 """A process runs main loops: one in the calling thread, several in
 threads; on a FileStorage on disk."""
 
+import os
+import shutil
+import signal
+import tempfile
 import threading
 import time
 import unittest
@@ -20,6 +24,7 @@ from gocept.runner.process import Process
 from gocept.runner.tests.fakeloop import FakeLoop
 from gocept.runner.tests.fakeloop import Recorder
 from gocept.runner.tests.fakeloop import root
+from gocept.runner.tests.test_systemd import NotifySocket
 
 
 TIMEOUT = 30
@@ -326,3 +331,142 @@ class MiddlewareTest(ProcessTest):
         self.assertEqual((5, 6, None), (limits.max_runtime, limits.max_memory,
                                         limits.max_ticks))
         self.assertEqual('h', heartbeat.path)
+
+
+class FailsAfterTick(Middleware):
+
+    def after_tick(self, loop, tick):
+        raise RuntimeError('fails')
+
+    def __repr__(self):
+        return '<FailsAfterTick>'
+
+
+class SameMiddleware(NotifySocket):
+    """The same middleware given to a process of LOOPS loops: one in the
+    main thread (a single runner) or three in threads (a host).  What is
+    not the same is said by the subclass."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        for signum in signal.SIGTERM, signal.SIGINT:
+            self.addCleanup(signal.signal, signum, signal.getsignal(signum))
+
+    def loops(self, ticks=0, then=None, **options):
+        return [self.loop(name, ticks, then, **options)
+                for name in 'abc'[:self.LOOPS]]
+
+    def kill(self, signum):
+        # Only if the process handles it: not to end the test run.
+        self.assertIsNot(signal.SIG_DFL, signal.getsignal(signum))
+        os.kill(os.getpid(), signum)
+
+    def test_every_hook_for_every_loop_the_heartbeat_and_systemd(self):
+        sock = self.listen(f'{self.dir}/notify')
+        heartbeat = os.path.join(self.dir, 'heartbeat')
+        # The loops tick in step: each round of ticks is complete before
+        # the next begins.
+        in_step = threading.Barrier(self.LOOPS, timeout=TIMEOUT)
+
+        def then(work):
+            in_step.wait()
+        loops = self.loops(then=then, max_ticks=3)
+        recorder = Recorder()
+        runner = Process(loops, [recorder, Heartbeat(heartbeat),
+                                 SystemdNotify()])
+        started = time.time()
+        runner.run()
+        for loop in loops:
+            self.assertEqual(
+                ['before_loop', *['before_tick', 'after_tick'] * 3,
+                 'after_loop'], recorder.of(loop.name))
+            self.assertEqual('max_ticks', loop.stopped_because)
+            [thread] = set(loop.worker.threads)
+            self.assertEqual(self.IN_MAIN_THREAD,
+                             thread is threading.main_thread())
+        self.assertEqual(['before_process', 'after_process'],
+                         recorder.of(None))
+        self.assertIsNone(runner.stopped_because)
+        self.assertEqual({loop.name: 3 for loop in loops}, self.counts())
+        self.assertGreaterEqual(os.stat(heartbeat).st_mtime, started - 1)
+        self.assertEqual(['READY=1', *['WATCHDOG=1'] * 3, 'STOPPING=1'],
+                         self.received(sock))
+
+    def test_the_limits_of_the_process_stop_every_loop(self):
+        loops = self.loops(ticks=0.01)
+        runner = Process(loops, [Limits(max_runtime=0.2)])
+        with self.assertLogs('gocept.runner', 'INFO') as logs:
+            runner.run()
+        self.assertEqual('max_runtime', runner.stopped_because)
+        self.assertEqual(['max_runtime'] * self.LOOPS,
+                         [loop.stopped_because for loop in loops])
+        self.assertEqual(
+            [f'{self.WHO} reached max_runtime (0.2), stopping.'],
+            [r.getMessage() for r in logs.records])
+
+    def test_a_stop_signal_stops_every_loop_after_its_tick(self):
+        def then(work):
+            if work.loop.name == 'a' and len(work.threads) == 2:
+                self.kill(signal.SIGTERM)
+        loops = self.loops(ticks=0.01, then=then)
+        runner = Process(loops)
+        with self.assertLogs('gocept.runner', 'INFO') as logs:
+            runner.run()
+        self.assertEqual(('signal', signal.SIGTERM),
+                         (runner.stopped_because, runner.signal))
+        self.assertEqual([('signal', signal.SIGTERM)] * self.LOOPS,
+                         [(loop.stopped_because, loop.signal)
+                          for loop in loops])
+        self.assertEqual(['Received signal 15, terminating.'],
+                         [r.getMessage() for r in logs.records])
+        # Each tick that ran committed.
+        self.assertEqual(
+            {loop.name: len(loop.worker.threads) for loop in loops},
+            self.counts())
+        self.assertEqual(2, self.counts()['a'])
+
+    def test_SIGINT_stops_every_loop(self):
+        ended = []
+
+        def then(work):
+            if work.loop.name == 'a':
+                self.kill(signal.SIGINT)
+                ended.append(True)
+        loops = self.loops(ticks=0.01, then=then)
+        runner = Process(loops)
+        with self.assertLogs('gocept.runner', 'INFO'):
+            runner.run()
+        self.assertEqual(('signal', signal.SIGINT),
+                         (runner.stopped_because, runner.signal))
+        self.assertEqual(['signal'] * self.LOOPS,
+                         [loop.stopped_because for loop in loops])
+        # A worker in the main thread is interrupted, as by Ctrl-C.
+        interrupted = self.IN_MAIN_THREAD
+        self.assertEqual([] if interrupted else [True], ended)
+        self.assertEqual(0 if interrupted else 1,
+                         self.counts().get('a', 0))
+
+    def test_a_failing_middleware_is_an_error_once_per_loop(self):
+        loops = self.loops(max_ticks=3)
+        with self.assertLogs('gocept.runner.middleware', 'DEBUG') as logs:
+            Process(loops, [FailsAfterTick()]).run()
+        self.assertEqual({loop.name: 3 for loop in loops}, self.counts())
+        self.assertEqual(
+            ['DEBUG'] * 2 * self.LOOPS + ['ERROR'] * self.LOOPS,
+            sorted(r.levelname for r in logs.records))
+
+
+class OneLoopMiddlewareTest(SameMiddleware, ProcessTest):
+
+    LOOPS = 1
+    IN_MAIN_THREAD = True
+    WHO = 'Worker a'
+
+
+class ThreeLoopsMiddlewareTest(SameMiddleware, ProcessTest):
+
+    LOOPS = 3
+    IN_MAIN_THREAD = False
+    WHO = 'Host'
