@@ -186,8 +186,12 @@ class RunTest(unittest.TestCase):
 
     def test_a_worker_that_cannot_be_made_ends_the_run_before_any_tick(self):
         ticks = []
+
+        def tick():
+            ticks.append(1)
         with self.assertRaises(UnknownSite):
-            assembly.run([Worker(ticks.append), Worker(work, 'nosuch')],
+            assembly.run([Worker(tick, once=True),
+                          Worker(work, 'nosuch', once=True)],
                          self.application())
         self.assertEqual(['set up', 'closed'], self.steps)
         self.assertEqual([], ticks)

@@ -91,6 +91,8 @@ class ProcessTest(unittest.TestCase):
         thread = threading.Thread(target=runner.run)
         thread.start()
         self.addCleanup(thread.join, TIMEOUT)
+        # A test that failed leaves no loop running.
+        self.addCleanup(lambda: [loop.stop() for loop in runner.loops])
         for event in started:
             self.assertTrue(event.wait(TIMEOUT))
         return thread
@@ -134,7 +136,7 @@ class OneLoopTest(ProcessTest):
 
     def test_its_error_goes_through_and_the_process_ends(self):
         recorder = Recorder()
-        loop = self.loop('a', middleware=[StartFails(1)])
+        loop = self.loop('a', max_ticks=1, middleware=[StartFails(1)])
         runner = Process([loop], [recorder])
         with self.assertRaises(RuntimeError):
             runner.run()
@@ -219,7 +221,7 @@ class SeveralLoopsTest(ProcessTest):
             work.loop.process.stop('stop')
         loops = [self.loop('a', then=then), self.loop('b', ticks=3600)]
         runner = Process(loops)
-        runner.run()
+        self.join(self.run_in_thread(runner))
         self.assertEqual('max_runtime', runner.stopped_because)
         self.assertEqual(['max_runtime'] * 2,
                          [loop.stopped_because for loop in loops])
@@ -354,8 +356,10 @@ class SameMiddleware(NotifySocket):
         for signum in signal.SIGTERM, signal.SIGINT:
             self.addCleanup(signal.signal, signum, signal.getsignal(signum))
 
-    def loops(self, ticks=0, then=None, **options):
-        return [self.loop(name, ticks, then, **options)
+    def loops(self, ticks=0, then=None, max_ticks=1000, **options):
+        # At most a thousand ticks: a test whose loops are not stopped
+        # fails instead of running for ever.
+        return [self.loop(name, ticks, then, max_ticks=max_ticks, **options)
                 for name in 'abc'[:self.LOOPS]]
 
     def kill(self, signum):
