@@ -58,6 +58,7 @@ def test_suite():
             'howto/sharing-work.rst',
             'howto/zeo.rst',
             'explanation/faults.rst',
+            'explanation/runtime.rst',
             'explanation/ticks.rst',
         ))
         suite.addTest(OwnProcessDocTest('howto/upgrading.rst'))
