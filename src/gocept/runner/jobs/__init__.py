@@ -5,6 +5,7 @@ See docs/reference/jobs.rst for the contract.
 
 from gocept.runner.jobs.lookup import NoResult
 from gocept.runner.jobs.lookup import NoSite
+from gocept.runner.jobs.lookup import get
 from gocept.runner.jobs.lookup import result
 from gocept.runner.jobs.lookup import status
 from gocept.runner.jobs.registry import job
@@ -17,6 +18,7 @@ __all__ = [
     'NoResult',
     'NoSite',
     'TimeLimitExceeded',
+    'get',
     'job',
     'result',
     'status',

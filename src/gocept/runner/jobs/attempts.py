@@ -17,9 +17,10 @@ from gocept.runner import retry
 
 log = logging.getLogger('gocept.runner.jobs')
 
-# Seconds before a failed job runs again, the first time (a job's
-# retry_pause); the pause doubles with each retry up to MAX_RETRY_PAUSE.
+#: Seconds before a failed job runs again, the first time (the default of
+#: a job's retry_pause); the pause doubles with each retry.
 RETRY_PAUSE = 10
+#: The longest pause before a failed job runs again, in seconds.
 MAX_RETRY_PAUSE = 3600
 
 

@@ -31,7 +31,8 @@ from gocept.runner.jobs import store
 
 log = logging.getLogger('gocept.runner.jobs')
 
-# Seconds between two heartbeats (and sweeps), at most.
+#: Seconds between two heartbeats (and sweeps) of a worker process, at
+#: most (a quarter of Jobs.dead_after, if that is shorter).
 BEAT = 5
 # Seconds a worker waits for the first heartbeat of its process.
 START_TIMEOUT = 10

@@ -22,14 +22,17 @@ from gocept.runner.jobs import record
 from gocept.runner.queue import RANDOM_BITS
 
 
-# The key of the Jobs container in the root of its database.
+#: The key of the Jobs container in the root of its database.
 ROOT_KEY = 'gocept.runner.jobs'
+#: How many BTrees pending jobs are spread over.
 SHARDS = 64
-# Seconds without a heartbeat after which a worker process is held dead.
+#: Seconds without a heartbeat after which a worker process is held dead
+#: (the default of Jobs.dead_after).
 DEAD_AFTER = 60
-# Seconds a done job (and its result) is kept.
+#: Seconds a done job (and its result) is kept (the default of
+#: Jobs.keep_done).
 KEEP_DONE = 24 * 3600
-# Done jobs removed in one transaction, at most.
+#: Done jobs removed in one transaction, at most.
 EXPIRE_BATCH = 1000
 
 _LOW_BITS = (1 << RANDOM_BITS) - 1

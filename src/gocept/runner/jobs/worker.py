@@ -48,8 +48,8 @@ from gocept.runner.tick import Exit
 
 log = logging.getLogger('gocept.runner.jobs')
 
-# Seconds an idle worker waits before it looks for due jobs again (less,
-# when one is due earlier).
+#: Seconds an idle worker waits before it looks for due jobs again (less,
+#: when one is due earlier).
 POLL = 1
 # The product-config section and its key that name the modules of job
 # functions for a worker to import.
