@@ -84,6 +84,13 @@ def run_away(counter):
     spin(30)
 
 
+@job(retries=0)
+def long_run(counter):
+    """Change `counter`, then compute for 30 seconds."""
+    counter.count += 1
+    spin(30)
+
+
 @job
 def add(a, b=0):
     return a + b

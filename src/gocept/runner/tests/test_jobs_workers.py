@@ -307,6 +307,43 @@ class Scenarios:
                 self.assertGreaterEqual(attempt.started, job.eta)
                 self.assertLess(attempt.started, job.eta + 1)
 
+    def test_sigint_interrupts_a_job_in_the_main_thread(self):
+        with self.client() as client:
+            counter, = client.counters(1)
+            job_id = jobprograms.long_run.delay(counter)
+            transaction.commit()
+        worker = self.start()
+        deadline = time.monotonic() + TIMEOUT
+        while f'{job_id}: attempt 1 started' not in self.output():
+            self.assertLess(time.monotonic(), deadline, self.output())
+            time.sleep(0.05)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGINT)
+        self.assertGreaterEqual(self.wait(worker), 0)
+        self.assertLess(time.monotonic() - started, 10)
+        with self.client() as client:
+            job = client.record(job_id)
+            # Queued again at once, not counted: not the job's fault.
+            self.assertEqual('pending', job.state)
+            self.assertEqual(['interrupted'],
+                             [attempt.outcome for attempt in job.attempts])
+            self.assertEqual(0, job.tries)
+            self.assertEqual(0, client.counters_of()[0].count)
+
+    def test_status_while_workers_run(self):
+        if not self.shared:
+            self.skipTest('One process at a time opens a FileStorage')
+        worker = self.start()
+        with self.client() as client:
+            job_id = jobprograms.add.apply_async((2,), {'b': 3},
+                                                 countdown=1)
+            transaction.commit()
+            self.assertEqual('delayed', jobs.status(job_id))
+            client.wait(lambda: jobs.status(job_id) == 'done', 30)
+            self.assertEqual(5, jobs.result(job_id))
+        worker.send_signal(signal.SIGTERM)
+        self.assertEqual(0, self.wait(worker))
+
     def test_sigterm_loses_no_job(self):
         count = 2 if self.shared else 1
         with self.client() as client:
@@ -350,18 +387,6 @@ class ZEOTest(Scenarios, unittest.TestCase):
 
     def zodb_section(self):
         return self.layer.server.zodb_section()
-
-    def test_status_while_workers_run(self):
-        worker = self.start()
-        with self.client() as client:
-            job_id = jobprograms.add.apply_async((2,), {'b': 3},
-                                                 countdown=1)
-            transaction.commit()
-            self.assertEqual('delayed', jobs.status(job_id))
-            client.wait(lambda: jobs.status(job_id) == 'done', 30)
-            self.assertEqual(5, jobs.result(job_id))
-        worker.send_signal(signal.SIGTERM)
-        self.assertEqual(0, self.wait(worker))
 
 
 class RelStorageTest(Scenarios, unittest.TestCase):
