@@ -96,7 +96,7 @@ class Jobs(persistent.Persistent):
         job.state, job.shard, job.key = record.PENDING, index, key
 
     def requeue(self, job, eta):
-        """Queue `job` again for `eta` (in another shard, at random)."""
+        """Queue `job` again for `eta` (in a shard chosen at random)."""
         job.eta = eta
         self._queue(job, random.randrange(len(self._pending)))
 
