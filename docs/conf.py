@@ -10,7 +10,7 @@ import os
 import sys
 
 
-# argparsers.py, beside this file.
+# argparsers.py and exitstatuses.py, beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -24,6 +24,7 @@ release = importlib.metadata.version('gocept.runner')
 version = release
 
 extensions = [
+    'exitstatuses',
     'sphinx.ext.autodoc',
     'sphinxarg.ext',
 ]

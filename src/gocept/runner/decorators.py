@@ -6,6 +6,8 @@ import functools
 from gocept.runner import assembly
 from gocept.runner import environment
 from gocept.runner import limits
+from gocept.runner import programs
+from gocept.runner.arguments import parse_arguments
 
 
 # The decorated worker was called without this argument.
@@ -18,10 +20,10 @@ class appmain:
     The decorated function is called as ``worker(appname, configfile)``:
     `appname` names the item of the root folder to use as site (None for the
     root folder itself), `configfile` is the path of the zope.conf to set up
-    (see `application`).  Called with no arguments (as a console script), it
-    is a program: see gocept.runner.cli.  With a `principal` (an id, or a
-    callable returning one, such as from_config's) every tick runs as that
-    principal.  With a `lock_file`, a call holds that lock while it runs
+    (see `application`).  Called with no arguments (as a console script),
+    it is a program: see gocept.runner.programs.  With a `principal` (an id,
+    or a callable returning one, such as from_config's) every tick runs as
+    that principal.  With a `lock_file`, a call holds that lock while it runs
     (see gocept.runner.lock).  The `options` (`max_ticks`, `max_runtime`,
     `max_memory`, `heartbeat`, `middleware`) are passed on to MainLoop;
     `metrics` ([HOST:]PORT to serve Prometheus metrics on) and
@@ -71,10 +73,7 @@ class appmain:
             appname = site_name if appname is _ARGV else appname
             configfile = zope_conf if configfile is _ARGV else configfile
             if appname is _ARGV and configfile is _ARGV:
-                # Imported here: argparse and inspect would cost the
-                # start-up of every runner that is not a program.
-                from gocept.runner import cli
-                cli.program(self, worker)  # exits
+                programs.program(self, worker)  # exits
             if appname is _ARGV or configfile is _ARGV:
                 raise TypeError(
                     f'{worker.__name__}() takes appname and configfile, or'
@@ -90,8 +89,7 @@ class appmain:
         if self.arguments is None:
             return worker
         if arguments is None:
-            from gocept.runner import cli
-            arguments = cli.parse_arguments(self.arguments, [])
+            arguments = parse_arguments(self.arguments, [])
         return _called_with(worker, arguments)
 
     def settings(self):

@@ -6,7 +6,7 @@ import os.path
 import zope.component.hooks
 
 import gocept.runner
-import gocept.runner.cli
+import gocept.runner.arguments
 
 
 log = logging.getLogger(__name__)
@@ -43,5 +43,5 @@ def count_on():
 def main():
     """``runexample``: run count() as a program, with the bundled
     example.conf unless -C/--config or $GOCEPT_RUNNER_CONFIG name another."""
-    os.environ.setdefault(gocept.runner.cli.CONFIG_VARIABLE, CONFIG)
+    os.environ.setdefault(gocept.runner.arguments.CONFIG_VARIABLE, CONFIG)
     count()

@@ -1,7 +1,9 @@
 """Exit statuses: how a program tells its supervisor how the run went.
 
-STATUSES is the one table of them: ``--help``, the reference page and the
-how-tos are made from it or checked against it.
+STATUSES is the one table of them: ``--help`` says them from it
+(`describe`), the reference page's table is made from it (the Sphinx
+extension docs/exitstatuses.py), and a test checks what the documentation
+says of exit statuses against it (tests/test_exit_status_docs.py).
 """
 
 import signal
@@ -15,14 +17,19 @@ from gocept.runner.limits import LIMITS
 from gocept.runner.outage import unavailable
 
 
-# Exit statuses (the last two as in sysexits.h).
+#: Done, or stopped by a signal to stop.
 EX_OK = 0
+#: A single run failed, or the program did before its main loop.
 EX_FAILURE = 1
+#: A usage or configuration error: a person must fix it (argparse's).
 EX_USAGE = 2
+#: Try again later (sysexits.h's EX_TEMPFAIL): a supervisor restarts it.
 EX_TEMPFAIL = 75
+#: SIGINT stopped a single run, as a shell reports it.
 EX_INTERRUPTED = 128 + signal.SIGINT
 
-# Each status and what it means, in the words of ``--help``.
+#: Each status and what it means, in the words of ``--help``: ``(status,
+#: text)``, where the status None is the worker's own SystemExit code.
 STATUSES = (
     (EX_OK, 'when done (or stopped by SIGTERM or SIGHUP)'),
     (None, "the worker's own SystemExit code"),

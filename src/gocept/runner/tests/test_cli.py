@@ -14,7 +14,7 @@ import zc.lockfile
 import ZODB
 import ZODB.FileStorage
 
-import gocept.runner.cli
+import gocept.runner.arguments
 import gocept.runner.tests.workers
 from gocept.runner import testing
 
@@ -213,7 +213,7 @@ class DecoratedWorkerTest(CommandLineTest):
     def test_version_of_another_distribution(self):
         # The console script "zope-testrunner" belongs to zope.testrunner.
         self.assertRegex(
-            gocept.runner.cli._version('zope-testrunner'),
+            gocept.runner.arguments.version('zope-testrunner'),
             r'^zope-testrunner \(zope.testrunner [^ ]+,'
             r' gocept.runner [^ ]+\)$')
 

@@ -4,7 +4,7 @@ import argparse
 import os
 import unittest
 
-import gocept.runner.cli
+import gocept.runner.arguments
 from gocept.runner.tests.test_cli import WORKERS
 from gocept.runner.tests.test_cli import CommandLineTest
 
@@ -82,7 +82,7 @@ class LimitOptionsTest(CommandLineTest):
 class SizeTest(unittest.TestCase):
 
     def test_sizes(self):
-        size = gocept.runner.cli._bytes
+        size = gocept.runner.arguments.size_in_bytes
         self.assertEqual(1000, size('1000'))
         self.assertEqual(2048, size('2k'))
         self.assertEqual(512 * 1024 ** 2, size('512M'))

@@ -58,6 +58,7 @@ def test_suite():
             'howto/batches.rst',
             'howto/sharing-work.rst',
             'explanation/faults.rst',
+            'explanation/runtime.rst',
             'explanation/ticks.rst',
         ))
         # Those that run shell sessions, or a server.

@@ -1,0 +1,233 @@
+"""Where jobs are kept: one Jobs container per database.
+
+Every object here is written by as few writers as possible, so that
+workers and the code that puts jobs seldom conflict: the container never
+changes once made (its settings aside); pending jobs wait in shards, as in
+gocept.runner.queue; a job's record is written only by the worker that
+runs it; each worker process has a record that only its heartbeat writes,
+and each of its workers a record that only that worker writes.  (A BTree
+that many write at once would conflict whenever one of them empties it.)
+"""
+
+import os
+import random
+import socket
+import time
+
+import BTrees.LOBTree
+import BTrees.OOBTree
+import persistent
+
+from gocept.runner.jobs import record
+from gocept.runner.queue import RANDOM_BITS
+
+
+#: The key of the Jobs container in the root of its database.
+ROOT_KEY = 'gocept.runner.jobs'
+#: How many BTrees pending jobs are spread over.
+SHARDS = 64
+#: Seconds without a heartbeat after which a worker process is held dead
+#: (the default of Jobs.dead_after).
+DEAD_AFTER = 60
+#: Seconds a done job (and its result) is kept (the default of
+#: Jobs.keep_done).
+KEEP_DONE = 24 * 3600
+#: Done jobs removed in one transaction, at most.
+EXPIRE_BATCH = 1000
+
+_LOW_BITS = (1 << RANDOM_BITS) - 1
+
+
+def _key(seconds):
+    """The smallest key of a job due at `seconds` since the epoch."""
+    return int(seconds * 1_000_000) << RANDOM_BITS
+
+
+def _seconds(key):
+    return (key >> RANDOM_BITS) / 1_000_000
+
+
+class Jobs(persistent.Persistent):
+    """The jobs of a database: pending, running, done and failed.
+
+    A pending job waits in one of `shards` BTrees under a key made of its
+    eta (in microseconds) and random low bits; a worker takes the earliest
+    due job of the next shard that has one (see `take`).  A job not yet
+    due is skipped, so delayed jobs and jobs waiting for their retry wait
+    in the same place.  `dead_after` and `keep_done` (seconds) are stored
+    with the container once set on it, for every worker to read.
+    """
+
+    dead_after = DEAD_AFTER
+    keep_done = KEEP_DONE
+
+    def __init__(self, shards=SHARDS):
+        if shards < 1:
+            raise ValueError(f'Jobs need at least one shard, not {shards}')
+        self._pending = tuple(
+            BTrees.LOBTree.LOBTree() for _ in range(shards))
+        # When each done job ends its time (a key as above) -> its id,
+        # in as many shards.
+        self._done = tuple(BTrees.LOBTree.LOBTree() for _ in range(shards))
+        self._records = BTrees.OOBTree.OOBTree()
+        self._failed = BTrees.OOBTree.OOBTree()
+        # The worker processes: a key -> a ProcessRecord.
+        self._processes = BTrees.OOBTree.OOBTree()
+
+    def __len__(self):
+        """How many jobs are pending (reads every shard)."""
+        return sum(len(shard) for shard in self._pending)
+
+    def get(self, job_id):
+        """The record of the job `job_id`, or None."""
+        return self._records.get(job_id)
+
+    def put(self, job):
+        """Keep `job` (a new Job) and queue it for its eta."""
+        self._records[job.id] = job
+        self._queue(job, random.randrange(len(self._pending)))
+
+    def _queue(self, job, index):
+        shard = self._pending[index]
+        key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
+        while key in shard:
+            key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
+        shard[key] = job
+        job.state, job.shard, job.key = record.PENDING, index, key
+
+    def requeue(self, job, eta):
+        """Queue `job` again for `eta` (in a shard chosen at random)."""
+        job.eta = eta
+        self._queue(job, random.randrange(len(self._pending)))
+
+    def take(self, now):
+        """Remove the next job due at `now` from its shard and return it,
+        and None; or None and when the next job is due (None if none is
+        pending).
+
+        Each connection goes round the shards like the hand of a clock, as
+        gocept.runner.queue.Queue's take does, so that workers seldom meet
+        at a shard; after a commit that failed, its hand steps back.
+        """
+        count = len(self._pending)
+        hand = getattr(self, '_v_hand', None)
+        if hand is None:
+            hand = random.randrange(count)
+        due = _key(now) | _LOW_BITS
+        next_key = None
+        for step in range(count):
+            index = (hand + step) % count
+            shard = self._pending[index]
+            if not shard:
+                continue
+            key = shard.minKey()
+            if key > due:
+                if next_key is None or key < next_key:
+                    next_key = key
+                continue
+            self._v_hand = (index + 1) % count
+            if self._p_jar is not None:
+                self._p_jar.transaction_manager.get().addAfterCommitHook(
+                    self._step_back_unless, (index,))
+            job = shard.pop(key)
+            job.key = None
+            return job, None
+        return None, None if next_key is None else _seconds(next_key)
+
+    def _step_back_unless(self, committed, index):
+        if not committed:
+            count = len(self._pending)
+            self._v_hand = (index - random.randint(1, max(1, count // 2))
+                            ) % count
+
+    def done(self, job, now):
+        """Keep the done `job` for `keep_done` seconds from `now`."""
+        job.state = record.DONE
+        # The shard it was taken from: workers seldom take from the same.
+        shard = self._done[job.shard % len(self._done)]
+        key = _key(now) | random.getrandbits(RANDOM_BITS)
+        while key in shard:
+            key += 1
+        shard[key] = job.id
+
+    def fail(self, job):
+        """Keep `job` among the failed jobs."""
+        job.state = record.FAILED
+        self._failed[job.id] = job
+
+    def failed(self):
+        """The failed jobs, by id."""
+        return self._failed.values()
+
+    def expire(self, now, limit=EXPIRE_BATCH):
+        """Remove up to `limit` done jobs whose time to be kept is over;
+        return how many."""
+        oldest = _key(now - self.keep_done) | _LOW_BITS
+        removed = 0
+        for shard in self._done:
+            while shard and removed < limit and shard.minKey() <= oldest:
+                job_id = shard.pop(shard.minKey())
+                job = self._records.get(job_id)
+                if job is not None and job.state == record.DONE:
+                    del self._records[job_id]
+                removed += 1
+        return removed
+
+    def processes(self):
+        """The records of the worker processes, by key."""
+        return self._processes
+
+    def running(self):
+        """The running jobs, each with the WorkerRecord that runs it."""
+        for process in self._processes.values():
+            for worker in process.workers.values():
+                if worker.job is not None:
+                    yield worker.job, worker
+
+
+class ProcessRecord(persistent.Persistent):
+    """A worker process.  Its heartbeat (and nothing else) writes it every
+    few seconds: when it has not for `Jobs.dead_after` seconds, the
+    process is held dead and its running jobs failed."""
+
+    def __init__(self, key):
+        self.key = key
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started = self.seen = time.time()
+        # The workers of the process: a key -> a WorkerRecord.
+        self.workers = BTrees.OOBTree.OOBTree()
+
+    def __repr__(self):
+        return f'<ProcessRecord {self.key}>'
+
+
+class WorkerRecord(persistent.Persistent):
+    """A worker (a loop) of a process, written only by that worker: the
+    job it runs, if any, and the number of its attempt."""
+
+    job = None
+    attempt = None
+
+    def __init__(self, key):
+        self.key = key
+
+    def __repr__(self):
+        return f'<WorkerRecord {self.key}>'
+
+
+def process_key():
+    """A key of this process unique among all hosts and times."""
+    return (f'{socket.gethostname()}:{os.getpid()}:'
+            f'{random.getrandbits(32):08x}')
+
+
+def jobs_of(connection, create=False):
+    """The Jobs container of the database of `connection`; None if there
+    is none yet, unless `create` makes one (in the current transaction).
+    """
+    root = connection.root()
+    jobs = root.get(ROOT_KEY)
+    if jobs is None and create:
+        jobs = root[ROOT_KEY] = Jobs()
+    return jobs

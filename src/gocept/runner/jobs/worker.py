@@ -1,0 +1,320 @@
+"""The worker: a main loop that takes a due job per tick and runs it.
+
+A job runs in three transactions of its own, all annotated with its name
+and id (and with its principal as the user):
+
+1. The take: the job leaves its shard, is marked running and gains an
+   attempt, which is committed before the job runs, so that a job that
+   kills its process has its attempt counted.  A conflict is tried again
+   at once and is no attempt.
+2. The run: the job's function is called (in an interaction of the
+   principal who put it, within its time limit), and its changes commit
+   together with its 'done' mark and its result: its effects on the
+   database happen once or not at all.  A conflict is tried again at once
+   (gocept.runner.retry.run); when it goes on, the attempt ends as a
+   'conflict', which does not count against the job's retries.
+3. Only when the run failed: the attempt's error and traceback are
+   recorded, and the job is queued again or failed (see
+   gocept.runner.jobs.attempts).
+
+Every log line about a job names it by name and id.
+"""
+
+import logging
+import threading
+import time
+import traceback
+
+import transaction
+import zope.app.appsetup.product
+import zope.component.hooks
+from ZODB.POSException import ConflictError
+from ZODB.utils import tid_repr
+
+from gocept.runner import assembly
+from gocept.runner import outage
+from gocept.runner import retry
+from gocept.runner import security
+from gocept.runner.decorators import appmain
+from gocept.runner.jobs import attempts
+from gocept.runner.jobs import liveness
+from gocept.runner.jobs import registry
+from gocept.runner.jobs import store
+from gocept.runner.jobs.timelimit import TimeLimitExceeded
+from gocept.runner.jobs.timelimit import time_limit
+from gocept.runner.middleware import Middleware
+from gocept.runner.tick import Exit
+
+
+log = logging.getLogger('gocept.runner.jobs')
+
+#: Seconds an idle worker waits before it looks for due jobs again (less,
+#: when one is due earlier).
+POLL = 1
+# The product-config section and its key that name the modules of job
+# functions for a worker to import.
+PRODUCT_CONFIG = 'gocept.runner.jobs'
+
+# The JobWorker of the loop that runs in this thread.
+_current = threading.local()
+
+
+class NotOurs(Exception):
+    """The job was taken from this worker (its process was held dead)."""
+
+
+class JobWorker:
+    """What one main loop does with jobs: its worker record, the job it
+    runs (see the module)."""
+
+    def __init__(self, loop, connection, liveness, burst=False):
+        self.loop = loop
+        self.connection = connection
+        self.liveness = liveness
+        self.burst = burst
+        self.key = f'{liveness.key}/{threading.get_native_id()}'
+        # The WorkerRecord of the last take.
+        self.record = None
+
+    def tick(self):
+        """Take a due job and run it; return the seconds to wait before
+        the next tick."""
+        self.loop.in_worker = False
+        try:
+            # The first attempt in the tick's transaction.
+            taken, _ = retry.run(self._take)
+        except ConflictError:
+            log.debug('Worker %s: conflicts taking a job; looking again',
+                      self.key)
+            return 0
+        for ending in self._endings:
+            ending.log()
+        what, value = taken
+        if what == 'idle':
+            return value
+        if what == 'exit':
+            return Exit
+        if what == 'taken':
+            job, function = value
+            self._run(job, function)
+        return 0
+
+    def _jobs(self):
+        return store.jobs_of(self.connection)
+
+    def _record(self, jobs):
+        """This worker's record, made if need be; None while its process
+        is not registered."""
+        process = jobs.processes().get(self.liveness.key)
+        if process is None:
+            return None
+        worker = process.workers.get(self.key)
+        if worker is None:
+            worker = process.workers[self.key] = store.WorkerRecord(self.key)
+        return worker
+
+    def _take(self):
+        """Transaction 1: take a due job (see the module)."""
+        self._endings = []
+        now = time.time()
+        jobs = self._jobs()
+        worker = None if jobs is None else self._record(jobs)
+        if worker is None:
+            return 'idle', POLL
+        if worker.job is not None:
+            # Left running when the storage went away in its run.
+            job, number = worker.job, worker.attempt
+            worker.job = worker.attempt = None
+            if job.runs_in(self.key, number):
+                self._endings.append(attempts.end(
+                    jobs, job, 'interrupted', now,
+                    'its worker lost the storage while it ran'))
+        job, next_due = jobs.take(now)
+        if job is None and self.burst and not jobs and not any(
+                jobs.running()):
+            return 'exit', None
+        if job is None:
+            pause = POLL if next_due is None else next_due - now
+            return 'idle', max(0, min(POLL, pause))
+        annotate(job, 'take')
+        function = registry.lookup_function(job.name)
+        if function is None:
+            self._endings.append(attempts.refuse(jobs, job, self.key, now))
+            return 'refused', job
+        job.begin_attempt(self.key, now)
+        worker.job, worker.attempt = job, len(job.attempts)
+        self.record = worker
+        return 'taken', (job, function)
+
+    def _run(self, job, function):
+        """Transactions 2 and 3: run `job`; record how it went."""
+        number = len(job.attempts)
+        # The job was last written by the take.
+        taken_in = tid_repr(job._p_serial)
+        log.debug('Job %s: attempt %s started by worker %s', job.describe(),
+                  number, self.key)
+        started = time.monotonic()
+        try:
+            retry.run(
+                lambda: self._call(job, function, taken_in),
+                begin=lambda: self._begin_run(job, number))
+        except NotOurs:
+            log.warning('Job %s was taken from worker %s, whose process was'
+                        ' held dead; it goes on elsewhere', job.describe(),
+                        self.key)
+        except BaseException as error:
+            if outage.unavailable(error):
+                raise  # the loop waits for the storage; see _take
+            self._failed(job, number, error, taken_in)
+            if isinstance(error, KeyboardInterrupt):
+                raise
+        else:
+            log.debug('Job %s done in %.3f seconds', job.describe(),
+                      time.monotonic() - started)
+        finally:
+            self._restore_interaction()
+
+    def _begin_run(self, job, number):
+        transaction.begin()
+        if not job.runs_in(self.key, number):
+            raise NotOurs(job.id)
+        annotate(job, 'run')
+
+    def _call(self, job, function, taken_in):
+        if job.principal is not None:
+            security.begin(security.lookup_principal(job.principal))
+        self.loop.in_worker = True
+        try:
+            with time_limit(job.time_limit):
+                result = function.function(*job.args, **job.kwargs)
+        finally:
+            self.loop.in_worker = False
+        now = time.time()
+        job.result = result
+        job.end_attempt('done', now, transaction=taken_in)
+        self._jobs().done(job, now)
+        self.record.job = self.record.attempt = None
+        return result
+
+    def _restore_interaction(self):
+        # The rest of the tick runs as the loop's principal again.
+        security.begin(self.loop.principal)
+
+    def _failed(self, job, number, error, taken_in):
+        """Transaction 3: record the failed attempt of `job`."""
+        outcome, line = describe(error, job)
+        text = ''.join(traceback.format_exception(error))
+        endings = []
+
+        def record():
+            endings.clear()
+            if not job.runs_in(self.key, number):
+                return
+            annotate(job, 'record the attempt of')
+            endings.append(attempts.end(
+                self._jobs(), job, outcome, time.time(), line, text,
+                taken_in))
+            self.record.job = self.record.attempt = None
+        retry.run(record, begin=transaction.begin)
+        for ending in endings:
+            ending.log()
+
+    def unregister(self):
+        """Remove the worker's record, unless it has a job left (when the
+        storage went away, say: then its process's end leaves it)."""
+        def unregister():
+            jobs = self._jobs()
+            if jobs is None:
+                return
+            process = jobs.processes().get(self.liveness.key)
+            worker = None if process is None else process.workers.get(
+                self.key)
+            if worker is not None and worker.job is None:
+                del process.workers[self.key]
+        try:
+            retry.run(unregister, begin=transaction.begin)
+        except Exception:
+            log.warning('Worker %s: cannot remove its record', self.key,
+                        exc_info=True)
+            transaction.abort()
+
+
+def annotate(job, what):
+    """Annotate the current transaction with `what` it does to `job`."""
+    txn = transaction.get()
+    txn.note(f'gocept.runner.jobs: {what} job {job.describe()}')
+    if job.principal is not None:
+        txn.setUser(job.principal)
+    txn.extension['job_id'] = job.id
+    txn.extension['job_name'] = job.name
+
+
+def describe(error, job):
+    """The outcome of an attempt that raised `error`, and the error in
+    one line."""
+    if isinstance(error, TimeLimitExceeded):
+        return 'time limit', (
+            f'ran past its time limit of {job.time_limit:g} seconds')
+    if isinstance(error, ConflictError):
+        outcome = 'conflict'
+    elif isinstance(error, KeyboardInterrupt):
+        outcome = 'interrupted'
+    else:
+        outcome = 'error'
+    return outcome, ' '.join(f'{type(error).__name__}: {error}'.split())
+
+
+class WorkerMiddleware(Middleware):
+    """The middleware of a loop of `work`: it imports the modules of job
+    functions that zope.conf names, keeps its process's heartbeat going
+    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker.
+
+    With `burst`, the loop ends when no job is pending or running.
+    """
+
+    def __init__(self, burst=False):
+        self.burst = burst
+
+    def before_loop(self, loop):
+        config = zope.app.appsetup.product.getProductConfiguration(
+            PRODUCT_CONFIG) or {}
+        registry.import_modules(
+            config.get('modules', '').split(),
+            f'<product-config {PRODUCT_CONFIG}>, modules')
+        connection = zope.component.hooks.getSite()._p_jar
+        heartbeat = liveness.acquire(connection.db())
+        _current.worker = JobWorker(loop, connection, heartbeat, self.burst)
+
+    def after_loop(self, loop):
+        worker = getattr(_current, 'worker', None)
+        if worker is None:
+            return
+        _current.worker = None
+        try:
+            worker.unregister()
+        finally:
+            liveness.release(worker.liveness)
+
+
+@appmain(ticks=POLL, middleware=[WorkerMiddleware()])
+def work():
+    """Take the due jobs of the database, one per tick, and run them."""
+    worker = getattr(_current, 'worker', None)
+    if worker is None:
+        raise RuntimeError(
+            'gocept.runner.jobs.work runs in a loop made with its own'
+            ' settings (gocept-runner, gocept.runner.jobs.workers)')
+    return worker.tick()
+
+
+def workers(count=1, burst=False, **settings):
+    """`count` workers of `work` for gocept.runner.assembly.run, which runs
+    them in one process (in threads, if more than one), with `settings`
+    (those of assembly.Worker).  With `burst`, each ends when no job is
+    pending or running."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f'count must be a whole number above 0, not'
+                         f' {count!r}')
+    middleware = [WorkerMiddleware(burst=burst)]
+    return [assembly.Worker(work, middleware=middleware, **settings)
+            for _ in range(count)]

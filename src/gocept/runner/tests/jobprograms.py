@@ -1,0 +1,233 @@
+"""Job functions, job workers as processes of their own, and a client of
+their database for the tests of gocept.runner.jobs.
+
+Run workers as ``python -m gocept.runner.tests.jobprograms ZOPE_CONF
+[KEY=VALUE...]``: ``workers=N`` loops in threads (1: in the main thread),
+``burst=1`` to end when no job is left, and the process settings of
+gocept.runner.assembly.Run (``max_runtime=...``).  The exit status is the
+process's (see gocept.runner.status).
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import BTrees.OOBTree
+import persistent
+import transaction
+import ZODB
+import ZODB.config
+import zope.app.appsetup.bootstrap
+import zope.component.hooks
+import zope.processlifetime
+
+from gocept.runner import assembly
+from gocept.runner import environment
+from gocept.runner import jobs
+from gocept.runner import status
+from gocept.runner import testing
+from gocept.runner.jobs import job
+from gocept.runner.jobs import store
+from gocept.runner.tests import programs
+
+
+MODULE = 'gocept.runner.tests.jobprograms'
+
+
+class Counter(persistent.Persistent):
+    """How often the job that got it as its argument ran to its commit."""
+
+    count = 0
+
+
+def root():
+    return zope.component.hooks.getSite()._p_jar.root()
+
+
+@job(retries=0)
+def mark(counter):
+    """Count a run in `counter` (a Counter of this job's own)."""
+    counter.count += 1
+
+
+@job(retries=0)
+def slow_mark(counter, seconds=0.02):
+    """Like `mark`, after `seconds` of work in Python."""
+    spin(seconds)
+    counter.count += 1
+
+
+@job(retries=2, retry_pause=0.3)
+def fail(token):
+    """Raise, always."""
+    raise ValueError(f'boom {token}')
+
+
+@job(retries=1, retry_pause=0.1)
+def kill_process(counter):
+    """Kill the worker process the job runs in (as the OOM killer would),
+    after a change that must not be stored."""
+    counter.count += 1
+    transaction.savepoint()
+    os.kill(os.getpid(), signal.SIGKILL)
+    spin(30)
+
+
+@job(retries=0, time_limit=0.5)
+def run_away(counter):
+    """Change `counter`, then compute for 30 seconds (in Python, so that
+    the time limit reaches it)."""
+    counter.count += 1
+    spin(30)
+
+
+@job(retries=0)
+def long_run(counter):
+    """Change `counter`, then compute for 30 seconds."""
+    counter.count += 1
+    spin(30)
+
+
+@job
+def add(a, b=0):
+    return a + b
+
+
+def not_a_job(counter):
+    """A function of a job module that is not decorated."""
+    counter.count += 1
+
+
+def spin(seconds):
+    """Work in Python for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+def write_zope_conf(directory, zodb=None, extra=''):
+    """Write zope.conf for workers into `directory` (DEBUG to the file
+    ``output`` there); return its path."""
+    return testing.write_zope_conf(
+        directory, zodb=zodb,
+        log=programs.LOG.format(level='DEBUG', log='STDOUT'),
+        site_zcml=programs.MINIMAL_ZCML, extra=extra)
+
+
+def start(directory, **settings):
+    """Start a worker process on the zope.conf in `directory`; return the
+    Popen.  Its output is appended to the file ``output`` there."""
+    args = [sys.executable, '-m', MODULE,
+            os.path.join(directory, 'zope.conf')]
+    args.extend(f'{key}={value}' for key, value in settings.items())
+    with open(os.path.join(directory, 'output'), 'ab') as output:
+        return subprocess.Popen(args, stdout=output, stderr=output)
+
+
+def output(directory):
+    with open(os.path.join(directory, 'output')) as f:
+        return f.read()
+
+
+class Client:
+    """A connection of the test to the database of the workers, with the
+    root folder as its site (as a Zope request has)."""
+
+    def __init__(self, db):
+        self.db = db
+        zope.app.appsetup.bootstrap.bootStrapSubscriber(
+            zope.processlifetime.DatabaseOpened(db))
+        self.connection = db.open()
+        self.root = self.connection.root()
+        zope.component.hooks.setSite(self.root['Application'])
+
+    @classmethod
+    def open(cls, storage):
+        return cls(ZODB.DB(storage))
+
+    def close(self):
+        zope.component.hooks.setSite(None)
+        transaction.abort()
+        self.connection.close()
+        self.db.close()
+
+    def jobs(self):
+        """The Jobs container (made if need be)."""
+        return store.jobs_of(self.connection, create=True)
+
+    def fresh(self):
+        """The Jobs container, in a new transaction."""
+        transaction.begin()
+        return self.jobs()
+
+    def set(self, **settings):
+        """Store settings of the Jobs container (dead_after=1, say)."""
+        container = self.fresh()
+        for name, value in settings.items():
+            setattr(container, name, value)
+        transaction.commit()
+
+    def counters(self, count, name='counters'):
+        """`count` new Counters, kept in the root under `name`."""
+        counters = self.root[name] = BTrees.OOBTree.OOBTree()
+        for number in range(count):
+            counters[number] = Counter()
+        return list(counters.values())
+
+    def counters_of(self, name='counters'):
+        """The Counters kept under `name`, fresh."""
+        transaction.begin()
+        return list(self.root[name].values())
+
+    def record(self, job_id):
+        """The record of the job `job_id`, fresh."""
+        return self.fresh().get(job_id)
+
+    def wait(self, condition, timeout=60, message=''):
+        """Wait until `condition()` (called in a fresh transaction) is
+        true; return its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            transaction.begin()
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f'Timed out after {timeout} s {message}')
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def client(zodb_section):
+    """A Client on the database of the ``<zodb>`` section `zodb_section`,
+    closed at the end."""
+    connected = Client(ZODB.config.databaseFromString(zodb_section))
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+def run(zope_conf, workers=1, burst=False, **settings):
+    """Run `workers` job workers on `zope_conf`; return the Process."""
+    return assembly.run(jobs.workers(workers, burst=burst),
+                        environment.application(zope_conf), **settings)
+
+
+def main(argv):
+    settings = dict(arg.split('=', 1) for arg in argv[1:])
+    settings = {key: float(value) for key, value in settings.items()}
+    settings['workers'] = int(settings.get('workers', 1))
+    settings['burst'] = bool(settings.get('burst', 0))
+    process = run(argv[0], **settings)
+    sys.exit(status.process_status(process))
+
+
+if __name__ == '__main__':
+    # The job functions are registered under this module's name, not
+    # __main__'s.
+    from gocept.runner.tests.jobprograms import main as main_of_module
+    main_of_module(sys.argv[1:])

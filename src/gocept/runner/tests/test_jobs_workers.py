@@ -1,0 +1,405 @@
+"""Job workers as real processes on a FileStorage, a ZEO server and a
+PostgreSQL server (RelStorage): each job's effects commit once, failures
+are retried and recorded, dead workers and run-away jobs are dealt with.
+
+The test puts the jobs through a client of the database of its own and
+looks at the records and the jobs' effects there; on a FileStorage, which
+one process at a time may open, only while no worker runs.
+"""
+
+import collections
+import contextlib
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import unittest
+import uuid
+
+import transaction
+
+from gocept.runner import jobs
+from gocept.runner import testing
+from gocept.runner.jobs import store
+from gocept.runner.jobs.record import Job
+from gocept.runner.tests import jobprograms
+
+
+class ProcessLayer:
+    """Tests that start worker processes (and take some seconds each)."""
+
+    __bases__ = ()
+    __name__ = 'JobProcessLayer'
+    __module__ = __name__
+
+    @classmethod
+    def setUp(cls):
+        pass
+
+    @classmethod
+    def tearDown(cls):
+        pass
+
+
+PROCESS_LAYER = ProcessLayer()
+
+# Seconds a test waits for its workers, at most.
+TIMEOUT = 120
+JOBS = 2000
+# Seconds after which a silent worker process is held dead: short, but
+# not so short that a busy machine makes a live one seem dead.
+DEAD_AFTER = 3
+
+
+class Scenarios:
+    """What every storage must do; a subclass says which storage."""
+
+    # Whether the test may look at the database while workers run, and
+    # whether several processes may share it.
+    shared = True
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='gocept.runner.jobs.')
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.processes = []
+        self.addCleanup(self.kill_processes)
+        jobprograms.write_zope_conf(self.dir, self.zodb_section())
+        # A fresh container: the server may have others' jobs.
+        with self.client() as client:
+            transaction.begin()
+            client.root[store.ROOT_KEY] = store.Jobs()
+            transaction.commit()
+
+    def kill_processes(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    @contextlib.contextmanager
+    def client(self):
+        with jobprograms.client(self.zodb_section()) as c:
+            yield c
+
+    def start(self, **settings):
+        process = jobprograms.start(self.dir, **settings)
+        self.processes.append(process)
+        return process
+
+    def run_workers(self, processes=1, **settings):
+        """Run `processes` burst worker processes until they end; return
+        their exit statuses."""
+        running = [self.start(burst=1, **settings)
+                   for _ in range(processes)]
+        return [self.wait(process) for process in running]
+
+    def wait(self, process, timeout=TIMEOUT):
+        try:
+            return process.wait(timeout)
+        except Exception:
+            raise AssertionError(
+                f'Worker still running after {timeout} s:\n{self.output()}')
+
+    def output(self):
+        return jobprograms.output(self.dir)
+
+    def lines(self, level):
+        return [line for line in self.output().splitlines()
+                if line.startswith(f'{level} gocept.runner.jobs ')]
+
+    def put(self, client, function, count, **options):
+        """Put `count` jobs of `function` with a Counter each; commit;
+        return the Counters and the ids."""
+        counters = client.counters(count)
+        ids = [function.apply_async((counter,), **options)
+               for counter in counters]
+        transaction.commit()
+        return counters, ids
+
+    def assert_done_once(self, client, ids, counters, failed=()):
+        """Every job is done, in one attempt that was not a conflict, and
+        its effect is there once; the jobs `failed` failed."""
+        container = client.fresh()
+        self.assertEqual(len(ids), len(set(ids)))
+        for job_id, counter in zip(ids, counters):
+            job = container.get(job_id)
+            self.assertEqual('done', job.state, [
+                (a.outcome, a.error, a.worker) for a in job.attempts])
+            outcomes = [attempt.outcome for attempt in job.attempts]
+            self.assertEqual(['done'], [
+                outcome for outcome in outcomes if outcome != 'conflict'])
+            self.assertEqual(1, counter.count, job)
+        self.assertEqual(0, len(container))
+        self.assertEqual(sorted(failed),
+                         sorted(job.id for job in container.failed()))
+        self.assertEqual([], list(container.running()))
+
+    def test_jobs_are_done_each_once_by_workers_in_threads_and_processes(
+            self):
+        processes = 2 if self.shared else 1
+        with self.client() as client:
+            counters, ids = self.put(client, jobprograms.mark, JOBS)
+        self.assertEqual([0] * processes,
+                         self.run_workers(processes, workers=4))
+        with self.client() as client:
+            self.assert_done_once(client, ids, client.counters_of())
+        self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'))
+
+    def test_a_job_put_in_a_transaction_that_aborted_never_runs(self):
+        with self.client() as client:
+            aborted, committed = client.counters(2)
+            transaction.commit()
+            aborted_id = jobprograms.mark.delay(aborted)
+            transaction.abort()
+            committed_id = jobprograms.mark.delay(committed)
+            transaction.commit()
+        self.assertEqual([0], self.run_workers())
+        with self.client() as client:
+            self.assertIsNone(jobs.status(aborted_id))
+            self.assertEqual('done', jobs.status(committed_id))
+            aborted, committed = client.counters_of()
+            self.assertEqual((0, 1), (aborted.count, committed.count))
+            self.assertEqual(1, len(client.fresh()._records))
+
+    def test_a_record_naming_anything_but_a_job_function_is_refused(self):
+        marker = os.path.join(self.dir, 'called')
+        with self.client() as client:
+            counter, = client.counters(1)
+            container = client.jobs()
+            undecorated = Job(uuid.uuid4().hex,
+                              'gocept.runner.tests.jobprograms:not_a_job',
+                              (counter,))
+            elsewhere = Job(uuid.uuid4().hex, 'os:system',
+                            (f'touch {marker}',))
+            container.put(undecorated)
+            container.put(elsewhere)
+            transaction.commit()
+        self.assertEqual([0], self.run_workers())
+        with self.client() as client:
+            container = client.fresh()
+            for job in container.get(undecorated.id), container.get(
+                    elsewhere.id):
+                self.assertEqual('failed', job.state)
+                self.assertIn(job, list(container.failed()))
+                attempt, = job.attempts
+                self.assertEqual('refused', attempt.outcome)
+            self.assertEqual(0, client.counters_of()[0].count)
+        self.assertFalse(os.path.exists(marker))
+        self.assertEqual(sorted([
+            f'ERROR gocept.runner.jobs Job {name} {job_id} refused: no job'
+            f' function {name} is registered (only functions decorated with'
+            ' gocept.runner.jobs.job run); kept among the failed jobs'
+            for name, job_id in [
+                ('gocept.runner.tests.jobprograms:not_a_job', undecorated.id),
+                ('os:system', elsewhere.id)]]),
+            sorted(self.lines('ERROR')))
+
+    def test_a_failing_job_is_retried_with_growing_pauses_then_failed(self):
+        with self.client() as client:
+            job_id = jobprograms.fail.delay('x')
+            transaction.commit()
+        self.assertEqual([0], self.run_workers())
+        name = f'gocept.runner.tests.jobprograms:fail {job_id}'
+        with self.client() as client:
+            job = client.record(job_id)
+            self.assertEqual('failed', job.state)
+            self.assertIn(job, list(client.jobs().failed()))
+            self.assertEqual(['error'] * 3,
+                             [attempt.outcome for attempt in job.attempts])
+            for attempt in job.attempts:
+                self.assertEqual('ValueError: boom x', attempt.error)
+                self.assertIn("raise ValueError(f'boom {token}')",
+                              attempt.traceback)
+                self.assertRegex(attempt.transaction, r'^0x[0-9a-f]{16}$')
+            pauses = [after.started - before.ended for before, after in zip(
+                job.attempts, job.attempts[1:])]
+            # Half the ceiling at least, and seldom more than a poll late.
+            self.assertTrue(0.15 <= pauses[0] <= 0.3 + 1, pauses)
+            self.assertTrue(0.3 <= pauses[1] <= 0.6 + 1, pauses)
+        self.assertEqual(2, len(self.lines('INFO')), self.output())
+        for number, line in enumerate(self.lines('INFO'), 1):
+            self.assertRegex(line, re.escape(
+                f'INFO gocept.runner.jobs Job {name} failed in attempt'
+                f' {number} of 3 (error: ValueError: boom x); trying again'
+                ' in ') + r'\d+\.\d seconds$')
+        self.assertEqual([
+            f'ERROR gocept.runner.jobs Job {name} failed for good after 3'
+            ' attempts (error: ValueError: boom x); kept among the failed'
+            ' jobs'], self.lines('ERROR'))
+
+    def test_a_job_that_kills_its_process_fails_after_its_retries(self):
+        with self.client() as client:
+            client.set(dead_after=DEAD_AFTER)
+            killer, = client.counters(1, name='killer')
+            transaction.commit()
+            killer_id = jobprograms.kill_process.delay(killer)
+            counters, ids = self.put(client, jobprograms.slow_mark, 40)
+        # The test is the supervisor: it starts a worker again when one
+        # dies, until all are done.
+        count = 2 if self.shared else 1
+        workers = [self.start(burst=1) for _ in range(count)]
+        deaths = 0
+        deadline = time.monotonic() + TIMEOUT
+        while any(worker.poll() != 0 for worker in workers):
+            self.assertLess(time.monotonic(), deadline, self.output())
+            for number, worker in enumerate(workers):
+                if worker.poll() == -signal.SIGKILL:
+                    deaths += 1
+                    workers[number] = self.start(burst=1)
+                else:
+                    self.assertIn(worker.poll(), (None, 0), self.output())
+            time.sleep(0.05)
+        self.assertEqual(2, deaths, self.output())
+        with self.client() as client:
+            job = client.record(killer_id)
+            self.assertEqual('failed', job.state)
+            self.assertEqual(['died', 'died'],
+                             [attempt.outcome for attempt in job.attempts])
+            self.assertRegex(
+                job.attempts[0].error, r'^its worker process .* pid \d+ died'
+                r' \(no heartbeat for \d+ seconds\)$')
+            # What it changed before it died was never stored.
+            self.assertEqual(0, client.root['killer'][0].count)
+            self.assert_done_once(client, ids, client.counters_of(),
+                                  failed=[killer_id])
+        self.assertEqual(1, len(self.lines('ERROR')), self.output())
+        self.assertIn(f'Job gocept.runner.tests.jobprograms:kill_process'
+                      f' {killer_id} failed for good after 2 attempts (died:'
+                      ' its worker process ', self.lines('ERROR')[0])
+
+    def test_a_job_past_its_time_limit_is_aborted(self):
+        for workers in 1, 2:  # in the main thread, in threads
+            with self.client() as client:
+                counter, other = client.counters(2)
+                transaction.commit()
+                job_id = jobprograms.run_away.delay(counter)
+                other_id = jobprograms.mark.delay(other)
+                transaction.commit()
+            started = time.monotonic()
+            self.assertEqual([0], self.run_workers(workers=workers))
+            self.assertLess(time.monotonic() - started, 20)
+            with self.client() as client:
+                job = client.record(job_id)
+                self.assertEqual('failed', job.state)
+                attempt, = job.attempts
+                self.assertEqual('time limit', attempt.outcome)
+                self.assertEqual('ran past its time limit of 0.5 seconds',
+                                 attempt.error)
+                self.assertIn('TimeLimitExceeded', attempt.traceback)
+                self.assertEqual((0, 1), tuple(
+                    counter.count for counter in client.counters_of()))
+                self.assertEqual('done', jobs.status(other_id))
+
+    def test_a_delayed_job_is_taken_within_a_second_of_its_time(self):
+        with self.client() as client:
+            counters, ids = self.put(client, jobprograms.mark, 2,
+                                     countdown=2)
+            for job_id in ids:
+                self.assertEqual('delayed', jobs.status(job_id))
+        self.assertEqual([0], self.run_workers())
+        with self.client() as client:
+            container = client.fresh()
+            for job_id in ids:
+                job = container.get(job_id)
+                attempt, = job.attempts
+                self.assertGreaterEqual(attempt.started, job.eta)
+                self.assertLess(attempt.started, job.eta + 1)
+
+    def test_sigint_interrupts_a_job_in_the_main_thread(self):
+        with self.client() as client:
+            counter, = client.counters(1)
+            job_id = jobprograms.long_run.delay(counter)
+            transaction.commit()
+        worker = self.start()
+        deadline = time.monotonic() + TIMEOUT
+        while f'{job_id}: attempt 1 started' not in self.output():
+            self.assertLess(time.monotonic(), deadline, self.output())
+            time.sleep(0.05)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGINT)
+        self.assertGreaterEqual(self.wait(worker), 0)
+        self.assertLess(time.monotonic() - started, 10)
+        with self.client() as client:
+            job = client.record(job_id)
+            # Queued again at once, not counted: not the job's fault.
+            self.assertEqual('pending', job.state)
+            self.assertEqual(['interrupted'],
+                             [attempt.outcome for attempt in job.attempts])
+            self.assertEqual(0, job.tries)
+            self.assertEqual(0, client.counters_of()[0].count)
+
+    def test_status_while_workers_run(self):
+        if not self.shared:
+            self.skipTest('One process at a time opens a FileStorage')
+        worker = self.start()
+        with self.client() as client:
+            job_id = jobprograms.add.apply_async((2,), {'b': 3},
+                                                 countdown=1)
+            transaction.commit()
+            self.assertEqual('delayed', jobs.status(job_id))
+            client.wait(lambda: jobs.status(job_id) == 'done', 30)
+            self.assertEqual(5, jobs.result(job_id))
+        worker.send_signal(signal.SIGTERM)
+        self.assertEqual(0, self.wait(worker))
+
+    def test_sigterm_loses_no_job(self):
+        count = 2 if self.shared else 1
+        with self.client() as client:
+            counters, ids = self.put(client, jobprograms.slow_mark, 300)
+        workers = [self.start(workers=2) for _ in range(count)]
+        # Until some are done, many not yet.
+        deadline = time.monotonic() + TIMEOUT
+        while self.output().count(' done in ') < 20:
+            self.assertLess(time.monotonic(), deadline, self.output())
+            time.sleep(0.05)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        self.assertEqual([0] * count, [self.wait(w) for w in workers])
+        with self.client() as client:
+            container = client.fresh()
+            self.assertEqual([], list(container.running()))
+            states = collections.Counter()
+            for job_id, counter in zip(ids, client.counters_of()):
+                state = container.get(job_id).state
+                states[state] += 1
+                self.assertEqual(1 if state == 'done' else 0, counter.count)
+            self.assertEqual({'done', 'pending'}, set(states), states)
+        self.assertEqual([0], self.run_workers(workers=2))
+        with self.client() as client:
+            self.assert_done_once(client, ids, client.counters_of())
+
+
+class FileStorageTest(Scenarios, unittest.TestCase):
+
+    layer = PROCESS_LAYER
+    shared = False
+
+    def zodb_section(self):
+        return (f'<zodb>\n  <filestorage>\n    path {self.dir}/Data.fs\n'
+                '  </filestorage>\n</zodb>\n')
+
+
+class ZEOTest(Scenarios, unittest.TestCase):
+
+    layer = testing.ZEO_LAYER
+
+    def zodb_section(self):
+        return self.layer.server.zodb_section()
+
+
+class RelStorageTest(Scenarios, unittest.TestCase):
+
+    layer = testing.POSTGRESQL_LAYER
+
+    def setUp(self):
+        if self.layer.server is None:
+            self.skipTest(self.layer.missing)
+        self.dbname = f'jobs_{uuid.uuid4().hex}'
+        self.layer.server.create_database(self.dbname)
+        self.addCleanup(self.layer.server.drop_database, self.dbname)
+        super().setUp()
+
+    def zodb_section(self):
+        return self.layer.server.zodb_section(self.dbname)
