@@ -3,6 +3,7 @@
 import os
 import unittest
 
+from gocept.runner import testing
 from gocept.runner.tests.docpage import DOCS
 from gocept.runner.tests.docpage import DocPageSuite
 
@@ -11,8 +12,9 @@ def test_suite():
     suite = unittest.TestSuite()
     if os.path.isdir(DOCS):
         # Not where the package is installed without its checkout.
-        suite.addTest(DocPageSuite(
-            'reference/jobs.rst',
-            'explanation/exactly-once.rst',
-        ))
+        suite.addTest(DocPageSuite('explanation/exactly-once.rst'))
+        # It runs workers in a shell session.
+        reference = DocPageSuite('reference/jobs.rst')
+        reference.layer = testing.DocsLayer
+        suite.addTest(reference)
     return suite
