@@ -5,6 +5,7 @@ import numbers
 import os
 import resource
 import sys
+import threading
 import time
 
 from gocept.runner.interfaces import ConfigurationError
@@ -33,6 +34,8 @@ class Limits(Middleware):
         self.max_runtime = max_runtime
         self.max_memory = max_memory
         self.started = None
+        # The loops of a process may reach a limit at once: one says so.
+        self._stopping = threading.Lock()
 
     def before_process(self, process):
         self.started = time.monotonic()
@@ -77,9 +80,12 @@ class Limits(Middleware):
         if process is None:
             log.info('%s reached %s (%s), stopping.', who, reason, value)
             loop.stop(reason)
-        elif process.stopped_because is None:
-            log.info('%s reached %s (%s), stopping.', who, reason, value)
-            process.stop(reason)
+            return
+        with self._stopping:
+            if process.stopped_because is None:
+                log.info('%s reached %s (%s), stopping.', who, reason,
+                         value)
+                process.stop(reason)
 
 
 def check(options):

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import unittest
 
@@ -254,3 +255,49 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual('max_memory', loop.stopped_because)
         self.assertRegex(logs.records[0].getMessage(),
                          r'^Worker a reached max_memory \(\d+\), stopping\.$')
+
+
+class Meeting(logging.Handler):
+    """A log handler at which two threads that log at once meet; one that
+    logs alone waits a second for nobody."""
+
+    def __init__(self):
+        super().__init__()
+        self.meeting = threading.Barrier(2, timeout=1)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+        try:
+            self.meeting.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+
+class HostTest(unittest.TestCase):
+    """Limits of a process of several loops, reached by two at once."""
+
+    def test_max_runtime_is_logged_once(self):
+        a, b = FakeLoop('a'), FakeLoop('b')
+        process = Process([a, b])
+        for loop in a, b:
+            loop.process, loop.running = process, True
+        limit = Limits(max_runtime=1)
+        limit.before_process(process)
+        limit.started -= 2
+        handler = Meeting()
+        logger = logging.getLogger('gocept.runner.limits')
+        logger.addHandler(handler)
+        self.addCleanup(logger.removeHandler, handler)
+        self.addCleanup(logger.setLevel, logger.level)
+        logger.setLevel(logging.INFO)
+        threads = [threading.Thread(target=limit.after_tick,
+                                    args=(loop, loop.tick()))
+                   for loop in (a, b)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(['Host reached max_runtime (1), stopping.'],
+                         [r.getMessage() for r in handler.records])
+        self.assertEqual('max_runtime', process.stopped_because)
