@@ -394,10 +394,17 @@ class SameMiddleware(NotifySocket):
         return [self.loop(name, ticks, then, max_ticks=max_ticks, **options)
                 for name in 'abc'[:self.LOOPS]]
 
-    def kill(self, signum):
+    def kill(self, work, signum):
+        """Send `signum` to this process from the tick of `work`, and wait
+        until the handler, which runs in the main thread, has stopped the
+        process."""
         # Only if the process handles it: not to end the test run.
         self.assertIsNot(signal.SIG_DFL, signal.getsignal(signum))
         os.kill(os.getpid(), signum)
+        deadline = time.monotonic() + TIMEOUT
+        while work.loop.process.stopped_because is None:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.001)
 
     def test_every_hook_for_every_loop_the_heartbeat_and_systemd(self):
         sock = self.listen(f'{self.dir}/notify')
@@ -445,7 +452,7 @@ class SameMiddleware(NotifySocket):
     def test_a_stop_signal_stops_every_loop_after_its_tick(self):
         def then(work):
             if work.loop.name == 'a' and len(work.threads) == 2:
-                self.kill(signal.SIGTERM)
+                self.kill(work, signal.SIGTERM)
         loops = self.loops(ticks=0.01, then=then)
         runner = Process(loops)
         with self.assertLogs('gocept.runner', 'INFO') as logs:
@@ -469,7 +476,7 @@ class SameMiddleware(NotifySocket):
 
         def then(work):
             if work.loop.name == 'a':
-                self.kill(signal.SIGINT)
+                self.kill(work, signal.SIGINT)
                 ended.append(True)
         loops = self.loops(ticks=0.01, then=then)
         runner = Process(loops)
