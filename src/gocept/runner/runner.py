@@ -147,8 +147,11 @@ class MainLoop:
         self._wakeup.open()
         try:
             zope.component.hooks.setSite(self._site)
-            hooks.before_loop(self)
             try:
+                # Within: a loop that failed to start has ended for the
+                # middleware, too (a host's heartbeat waits for no loop
+                # that waits to start again).
+                hooks.before_loop(self)
                 while self.running:
                     hooks.before_tick(self)
                     if not self.running:

@@ -282,13 +282,10 @@ class SeveralLoopsTest(ProcessTest):
             self.join(self.run_in_thread(runner))
         self.assertEqual({'other': 1}, self.counts())
 
-    # MainLoop.__call__ calls the hooks' before_loop outside the try whose
-    # finally ends the loop: after a failing before_loop no middleware
-    # hears after_loop, and the loop stays `running`.  So the Heartbeat's
-    # rounds wait for the failed loop, and stop, as long as it waits to
-    # start again (up to MAX_RESTART_PAUSE), while the others tick.  The
-    # fix proposed: call before_loop inside that try.
-    @unittest.expectedFailure
+    # Were before_loop outside the try whose finally ends the loop, no
+    # middleware would hear after_loop after a failing before_loop, and the
+    # Heartbeat's rounds would wait for the failed loop as long as it waits
+    # to start again (up to MAX_RESTART_PAUSE), while the others tick.
     def test_a_loop_that_failed_to_start_has_ended_for_the_middleware(self):
         self.addCleanup(setattr, process, 'RESTART_PAUSE',
                         process.RESTART_PAUSE)
