@@ -27,24 +27,6 @@ from gocept.runner.jobs.record import Job
 from gocept.runner.tests import jobprograms
 
 
-class ProcessLayer:
-    """Tests that start worker processes (and take some seconds each)."""
-
-    __bases__ = ()
-    __name__ = 'JobProcessLayer'
-    __module__ = __name__
-
-    @classmethod
-    def setUp(cls):
-        pass
-
-    @classmethod
-    def tearDown(cls):
-        pass
-
-
-PROCESS_LAYER = ProcessLayer()
-
 # Seconds a test waits for its workers, at most.
 TIMEOUT = 120
 JOBS = 2000
@@ -373,7 +355,7 @@ class Scenarios:
 
 class FileStorageTest(Scenarios, unittest.TestCase):
 
-    layer = PROCESS_LAYER
+    layer = testing.SubprocessLayer
     shared = False
 
     def zodb_section(self):
