@@ -54,7 +54,9 @@ class Middleware:
 
     def after_wakeup(self, loop):
         """Something woke the loop while it slept between two ticks (a
-        signal, a stop); it sleeps on if it still runs."""
+        signal, a stop); it sleeps on if it still runs.  A loop that does
+        not sleep after a tick (``ticks=0``) and still runs is told after
+        the tick in which it was woken."""
 
     def after_loop(self, loop):
         """The loop has ended, for whatever reason (also an error)."""
@@ -62,6 +64,10 @@ class Middleware:
     def after_process(self, process):
         """Every loop of the process has ended.  (Only for the process's
         middleware.)"""
+
+
+def _nothing(*args):
+    pass
 
 
 # The hooks that Hooks calls, and whether it logs their errors and goes on.
@@ -82,6 +88,9 @@ class Hooks:
     def __init__(self, middleware):
         self.middleware = list(middleware)
         self._failed = set()
+        # The hooks that some middleware has (a loop need not call the
+        # others at all).
+        self.called = set()
         for hook, guarded in HOOKS.items():
             # Only the middleware that override the hook: an empty tick
             # would otherwise spend much of its time calling no-ops.
@@ -89,19 +98,36 @@ class Hooks:
                 getattr(m, hook) for m in self.middleware
                 if getattr(type(m), hook, None) not in (
                     None, getattr(Middleware, hook))]
+            if methods:
+                self.called.add(hook)
             setattr(self, hook, self._caller(hook, methods, guarded))
 
     def _caller(self, hook, methods, guarded):
-        def call_all(*args):
-            for method in methods:
-                method(*args)
+        if not methods:
+            return _nothing
 
-        def call(*args):
+        # Each takes the arguments of its hook, not *args: a tuple for every
+        # tick would cost a tick more than a hook that does nothing.
+        def call_all(subject):
+            for method in methods:
+                method(subject)
+
+        def call(subject):
             for method in methods:
                 try:
-                    method(*args)
+                    method(subject)
                 except Exception:
                     self._log(hook, method)
+
+        def call_after_tick(loop, tick):
+            for method in methods:
+                try:
+                    method(loop, tick)
+                except Exception:
+                    self._log(hook, method)
+
+        if hook == 'after_tick':
+            return call_after_tick
         return call if guarded else call_all
 
     def _log(self, hook, method):
