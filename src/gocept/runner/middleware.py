@@ -103,14 +103,34 @@ class Hooks:
             setattr(self, hook, self._caller(hook, methods, guarded))
 
     def _caller(self, hook, methods, guarded):
+        # Each caller takes its hook's arguments, not *args, which would
+        # make a tuple for every call; after_tick's is called every tick.
         if not methods:
             return _nothing
+        if hook == 'after_tick' and len(methods) == 1:
+            [method] = methods
 
-        # Each takes the arguments of its hook, not *args: a tuple for every
-        # tick would cost a tick more than a hook that does nothing.
-        def call_all(subject):
-            for method in methods:
-                method(subject)
+            def call_one_after_tick(loop, tick):
+                try:
+                    method(loop, tick)
+                except Exception:
+                    self._log(hook, method)
+            return call_one_after_tick
+
+        if hook == 'after_tick':
+            def call_after_tick(loop, tick):
+                for method in methods:
+                    try:
+                        method(loop, tick)
+                    except Exception:
+                        self._log(hook, method)
+            return call_after_tick
+
+        if not guarded:
+            def call_all(subject):
+                for method in methods:
+                    method(subject)
+            return call_all
 
         def call(subject):
             for method in methods:
@@ -118,17 +138,7 @@ class Hooks:
                     method(subject)
                 except Exception:
                     self._log(hook, method)
-
-        def call_after_tick(loop, tick):
-            for method in methods:
-                try:
-                    method(loop, tick)
-                except Exception:
-                    self._log(hook, method)
-
-        if hook == 'after_tick':
-            return call_after_tick
-        return call if guarded else call_all
+        return call
 
     def _log(self, hook, method):
         key = (hook, id(method.__self__))

@@ -180,7 +180,8 @@ class Steps:
         if forks.generation != generation:
             forks.end_child(None)
         tick._returned = True
-        tick._doomed = transaction.get().isDoomed()
+        # The thread's own TransactionManager, as in MainLoop.commit.
+        tick._doomed = transaction.manager.manager.get().isDoomed()
         return result
 
     def _may_retry(self):
