@@ -54,7 +54,9 @@ class Middleware:
 
     def after_wakeup(self, loop):
         """Something woke the loop while it slept between two ticks (a
-        signal, a stop); it sleeps on if it still runs."""
+        signal, a stop); it sleeps on if it still runs.  A loop that does
+        not sleep after a tick (``ticks=0``) and still runs is told after
+        the tick in which it was woken."""
 
     def after_loop(self, loop):
         """The loop has ended, for whatever reason (also an error)."""
@@ -62,6 +64,10 @@ class Middleware:
     def after_process(self, process):
         """Every loop of the process has ended.  (Only for the process's
         middleware.)"""
+
+
+def _nothing(*args):
+    pass
 
 
 # The hooks that Hooks calls, and whether it logs their errors and goes on.
@@ -82,6 +88,9 @@ class Hooks:
     def __init__(self, middleware):
         self.middleware = list(middleware)
         self._failed = set()
+        # The hooks that some middleware has (a loop need not call the
+        # others at all).
+        self.called = set()
         for hook, guarded in HOOKS.items():
             # Only the middleware that override the hook: an empty tick
             # would otherwise spend much of its time calling no-ops.
@@ -89,20 +98,47 @@ class Hooks:
                 getattr(m, hook) for m in self.middleware
                 if getattr(type(m), hook, None) not in (
                     None, getattr(Middleware, hook))]
+            if methods:
+                self.called.add(hook)
             setattr(self, hook, self._caller(hook, methods, guarded))
 
     def _caller(self, hook, methods, guarded):
-        def call_all(*args):
-            for method in methods:
-                method(*args)
+        # Each caller takes its hook's arguments, not *args, which would
+        # make a tuple for every call; after_tick's is called every tick.
+        if not methods:
+            return _nothing
+        if hook == 'after_tick' and len(methods) == 1:
+            [method] = methods
 
-        def call(*args):
-            for method in methods:
+            def call_one_after_tick(loop, tick):
                 try:
-                    method(*args)
+                    method(loop, tick)
                 except Exception:
                     self._log(hook, method)
-        return call if guarded else call_all
+            return call_one_after_tick
+
+        if hook == 'after_tick':
+            def call_after_tick(loop, tick):
+                for method in methods:
+                    try:
+                        method(loop, tick)
+                    except Exception:
+                        self._log(hook, method)
+            return call_after_tick
+
+        if not guarded:
+            def call_all(subject):
+                for method in methods:
+                    method(subject)
+            return call_all
+
+        def call(subject):
+            for method in methods:
+                try:
+                    method(subject)
+                except Exception:
+                    self._log(hook, method)
+        return call
 
     def _log(self, hook, method):
         key = (hook, id(method.__self__))

@@ -39,13 +39,16 @@ MAX_RESTART_PAUSE = 60
 
 def middleware(max_runtime=None, max_memory=None, heartbeat=None):
     """The process's middleware for these settings: its limits, heartbeat
-    and systemd's notifications."""
+    and systemd's notifications (when NOTIFY_SOCKET is set)."""
     result = []
     if (max_runtime, max_memory) != (None, None):
         result.append(Limits(max_runtime=max_runtime, max_memory=max_memory))
     if heartbeat is not None:
         result.append(Heartbeat(heartbeat))
-    result.append(SystemdNotify())
+    notify = SystemdNotify()
+    if notify.notify.address is not None:
+        # Without NOTIFY_SOCKET it has nothing to do, and no hook to call.
+        result.append(notify)
     return result
 
 

@@ -25,6 +25,7 @@ from gocept.runner.security import RunnerRequest  # noqa: F401 (3.x)
 from gocept.runner.security import lookup_principal  # noqa: F401
 from gocept.runner.tick import MAX_PAUSE
 from gocept.runner.tick import Exit  # noqa: F401 (gocept.runner.Exit)
+from gocept.runner.tick import Steps
 from gocept.runner.tick import Tick
 from gocept.runner.tick import pause_after
 from gocept.runner.wakeup import Wakeup
@@ -88,8 +89,13 @@ class MainLoop:
         # is `app`, which a subclass's own __call__ (3.x) makes the site.
         self._site = app if ISite.providedBy(app) else None
         self._hooks = Hooks(self.middleware)
+        # The Steps of the running loop's ticks; zope.security's record of
+        # its thread's interactions (see security.state).
+        self._steps = self._security = None
         self._warned = set()
         self._wakeup = Wakeup()
+        # Whether the loop was woken since it last slept.
+        self._woken = False
         # Whether the next tick needs a new transaction to see fresh data.
         self._stale = True
 
@@ -141,10 +147,12 @@ class MainLoop:
         self.stopped_because = self.signal = self.last_tick = None
         self._warned, self._stale = set(), True
         self._hooks = hooks = Hooks([*self.process.hooks(), *self.middleware])
+        before_tick = 'before_tick' in hooks.called
         if self.process.stopped_because is not None:
             self.signal = self.process.signal
             self.stop(self.process.stopped_because)
         self._wakeup.open()
+        self._steps, self._security = Steps(self), security.state()
         try:
             zope.component.hooks.setSite(self._site)
             try:
@@ -153,17 +161,27 @@ class MainLoop:
                 # that waits to start again).
                 hooks.before_loop(self)
                 while self.running:
-                    hooks.before_tick(self)
-                    if not self.running:
-                        break
+                    if before_tick:
+                        hooks.before_tick(self)
+                        if not self.running:
+                            break
                     tick = self.tick()
                     if self.once:
                         self.stop('once')
-                    self.sleep(tick.pause)
+                    if tick.pause > 0:
+                        self.sleep(tick.pause)
+                    elif self._woken and self.running:
+                        # No sleep follows (ticks=0): what woke the loop in
+                        # its tick (a log file to reopen) is seen to now.
+                        self._woken = False
+                        self._wakeup.sleep(0)
+                        hooks.after_wakeup(self)
             finally:
                 self.running = False
                 hooks.after_loop(self)
         finally:
+            self._steps.close()
+            self._steps = self._security = None
             self._wakeup.close()
             zope.component.hooks.setSite(old_site)
 
@@ -173,9 +191,10 @@ class MainLoop:
         """Run the worker in a transaction; return the Tick."""
         self.tick_count += 1
         tick = self.last_tick = Tick(self.tick_count)
-        tick.run(self)
-        self.committed = (self.committed or tick.outcome == 'committed' or
-                          tick.items.committed > 0)
+        tick.run(self, self._steps)
+        if not self.committed:
+            self.committed = (tick.outcome == 'committed' or
+                              tick.items.committed > 0)
         self._hooks.after_tick(self, tick)
         return tick
 
@@ -191,7 +210,13 @@ class MainLoop:
             log.debug('Worker %s changed the site; it is %r again',
                       self.name, self._site)
             zope.component.hooks.setSite(self._site)
-        if security.begin(self.principal):
+        principal = self._principal
+        if principal is None and self.principal_id is not None:
+            principal = self.principal  # looked up now
+        # Without a principal, security.begin only ends an interaction that
+        # was left open: `_security` tells whether there is one.
+        if (principal is not None or self._security is None or
+                self._security) and security.begin(principal):
             self._warn_once(
                 'interaction', 'Worker %s left a security interaction open;'
                 ' ticks start without one', self.name)
@@ -199,16 +224,20 @@ class MainLoop:
     def commit(self):
         """Commit the tick's transaction (abort a doomed one); end the
         interaction."""
-        if transaction.isDoomed():
-            transaction.abort()
+        # The thread's own TransactionManager (documented): a call less.
+        current = transaction.manager.manager.get()
+        if current.isDoomed():
+            current.abort()
         else:
-            transaction.commit()
-        security.end()
+            current.commit()
+        if self._security is None or self._security:  # else nothing to end
+            security.end()
 
     def abort(self):
         """Abort the tick's transaction; end the interaction."""
         transaction.abort()
-        security.end()
+        if self._security is None or self._security:  # else nothing to end
+            security.end()
 
     def pause(self, result):
         """The seconds to sleep after a tick whose worker returned `result`
@@ -224,8 +253,10 @@ class MainLoop:
     def sleep(self, seconds):
         """Sleep `seconds` (MAX_PAUSE at most), waking at once when the loop
         is stopped."""
+        if seconds <= 0:
+            return  # the next tick follows at once (ticks=0, a limit)
         deadline = time.monotonic() + float(min(seconds, MAX_PAUSE))
-        self._stale = self._stale or seconds > 0
+        self._stale, self._woken = True, False
         while self.running:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -236,7 +267,9 @@ class MainLoop:
 
     def wake(self):
         """End the loop's sleep between two ticks at once (it sleeps on if
-        it still runs); safe in a signal handler."""
+        it still runs), or, if none follows the running tick, have the loop
+        call `after_wakeup` after it; safe in a signal handler."""
+        self._woken = True
         self._wakeup.wake()
 
     def stop(self, reason='stop'):

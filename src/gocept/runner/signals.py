@@ -103,9 +103,6 @@ class Signals(Middleware):
     def before_loop(self, loop):
         self.serve()
 
-    def after_tick(self, loop, tick):
-        self.serve()
-
     def after_wakeup(self, loop):
         self.serve()
 
