@@ -1,6 +1,7 @@
 """A process runs main loops: one in the calling thread, several in
 threads; on a FileStorage on disk."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -8,6 +9,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 
 import persistent.mapping
 import transaction
@@ -353,15 +355,33 @@ class MiddlewareTest(ProcessTest):
     def test_the_middleware_of_the_settings(self):
         def kinds(**settings):
             return [type(m) for m in process.middleware(**settings)]
-        self.assertEqual([SystemdNotify], kinds())
-        self.assertEqual([Limits, SystemdNotify], kinds(max_runtime=5))
-        self.assertEqual([Limits, SystemdNotify], kinds(max_memory=5))
-        self.assertEqual([Heartbeat, SystemdNotify], kinds(heartbeat='h'))
-        limits, heartbeat, _ = process.middleware(
-            max_runtime=5, max_memory=6, heartbeat='h')
+        # Without NOTIFY_SOCKET, systemd's notifications have nothing to do.
+        with mock_environ(NOTIFY_SOCKET=None):
+            self.assertEqual([], kinds())
+            self.assertEqual([Limits], kinds(max_runtime=5))
+            self.assertEqual([Limits], kinds(max_memory=5))
+            self.assertEqual([Heartbeat], kinds(heartbeat='h'))
+        with mock_environ(NOTIFY_SOCKET='/run/notify'):
+            self.assertEqual([SystemdNotify], kinds())
+            self.assertEqual([Limits, Heartbeat, SystemdNotify],
+                             kinds(max_memory=5, heartbeat='h'))
+            limits, heartbeat, _ = process.middleware(
+                max_runtime=5, max_memory=6, heartbeat='h')
         self.assertEqual((5, 6, None), (limits.max_runtime, limits.max_memory,
                                         limits.max_ticks))
         self.assertEqual('h', heartbeat.path)
+
+
+@contextlib.contextmanager
+def mock_environ(**variables):
+    """The environment with `variables` set (None: unset) for a while."""
+    with unittest.mock.patch.dict(os.environ):
+        for name, value in variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
 
 
 class FailsAfterTick(Middleware):
