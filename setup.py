@@ -102,6 +102,7 @@ setup(
     entry_points={
         'console_scripts': [
             'gocept-runner = gocept.runner.cli:script',
+            'gocept-jobs = gocept.runner.jobs.command:script',
             'runexample = gocept.runner.example:main',
         ],
     },

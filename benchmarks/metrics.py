@@ -7,10 +7,7 @@ Run it with a Python that has this checkout and its ``metrics`` extra.  In
 PROCESSES processes each (workers/metrics.py), the same runner ticks empty
 ticks, then writing ticks, without metrics and with them served on a port
 of 127.0.0.1 that this script scrapes every SCRAPE_INTERVAL seconds, in
-turn, ROUNDS times each way, SECONDS seconds a run (and one to warm up);
-writing ticks also a third way, with the metrics server's thread sharing
-the runner's file descriptors (as where the system forbids it a table of
-its own).
+turn, ROUNDS times each way, SECONDS seconds a run (and one to warm up).
 Each second gives the ticks per second and per CPU second (all the
 runner's threads: the scrapes count); the figures are the ratios, with
 metrics to without, of the medians of all seconds, with their 95 %
@@ -58,7 +55,7 @@ BOOTSTRAP = 2000
 # descriptors).
 FIGURES = {
     'empty ticks': ('empty', 0.85, ('without', 'with')),
-    'writing ticks': ('writing', 0.97, ('without', 'with', 'shared')),
+    'writing ticks': ('writing', 0.97, ('without', 'with')),
 }
 
 
@@ -182,9 +179,6 @@ def main():
     scrapes = []
     # The CPU microseconds of a tick without metrics (median).
     tick_us = {}
-    # figure -> the ratio per CPU second of the runs whose server's thread
-    # shared the runner's file descriptors.
-    shared = {}
     try:
         template = prepare(base)
         for figure, (kind, goal, runs) in FIGURES.items():
@@ -206,8 +200,6 @@ def main():
             rows.append((figure, ratio(served_wall, plain_wall),
                          ratio(served_cpu, plain_cpu), goal))
             tick_us[figure] = 1e6 / statistics.median(plain_cpu)
-            if 'shared' in pooled:
-                shared[figure] = ratio(rates(pooled['shared'])[1], plain_cpu)
         if min(scrapes) < rounds * seconds / 2:
             sys.exit(f'A process was scraped only {min(scrapes)} times')
         hook = hook_cost()
@@ -231,16 +223,10 @@ def main():
         f' seconds each way, and their 95 % intervals (bootstrap).'
         f'  {processes} processes ran the runner (appmain: set-up and loop)'
         f' without and with metrics in turn, {rounds} times each way,'
-        f' {seconds} s a run after one to warm up (the writing ticks also'
-        f' a third way, see below); metrics served on'
+        f' {seconds} s a run after one to warm up; metrics served on'
         f' 127.0.0.1 and scraped every {SCRAPE_INTERVAL} s'
         f' ({sum(scrapes)} scrapes).  "met" is judged on the ratio per CPU'
         f' second.',
-        ' '.join(
-            f'With the server\'s thread sharing the runner\'s file'
-            f' descriptors, the {figure} ran at {r[0]:.3f}'
-            f' ({r[1]:.3f}-{r[2]:.3f}) of their speed without metrics per'
-            f' CPU second.' for figure, r in shared.items()),
         f'The hook on every tick (Measure.after_tick) takes {hook:.2f} µs: '
         + ', '.join(f'{hook / us:.1%} of one of the {figure} without'
                     f' metrics ({us:.0f} µs of CPU)'

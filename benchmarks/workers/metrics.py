@@ -2,8 +2,7 @@
 
 Arguments: zope.conf, ``empty`` or ``writing``, ROUNDS, SECONDS, the port to
 serve metrics on, and the runs of a round: ``without`` metrics, ``with``
-them, ``shared``: with them, the server's thread sharing the runner's file
-descriptors (as it does where the system forbids it a table of its own).
+them.
 Runs the runner (appmain, its whole set-up and loop) so ROUNDS times, in
 turn (the order rotating from round to round), each run ticking for 1 +
 SECONDS seconds.  Reports, for each run, the ticks of each second after its
@@ -58,13 +57,7 @@ def runner(name):
         nonlocal done, second
         done, second = 0, None
         run.clear()
-        own_file_table = gocept.runner.metrics._own_file_table
-        if name == 'shared':
-            gocept.runner.metrics._own_file_table = lambda keep: False
-        try:
-            worker(None, zope_conf)
-        finally:
-            gocept.runner.metrics._own_file_table = own_file_table
+        worker(None, zope_conf)
     return start
 
 

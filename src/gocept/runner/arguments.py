@@ -44,6 +44,17 @@ def make_parser(prog, description, config_required=False):
     parser = ArgumentParser(
         prog=prog, description=description, epilog=EPILOG,
         formatter_class=HelpFormatter)
+    add_config_option(parser, config_required)
+    add_run_options(parser)
+    add_debug_option(parser)
+    parser.add_argument(
+        '--version', action=VersionAction, nargs=0,
+        help="show the program's version and exit")
+    return parser
+
+
+def add_config_option(parser, config_required=False, dest='config'):
+    """Add -C/--config (see make_parser), as `dest`."""
     if os.environ.get(CONFIG_VARIABLE):
         default = (f'default: ${CONFIG_VARIABLE}, which is'
                    f' {os.environ[CONFIG_VARIABLE]}')
@@ -53,10 +64,15 @@ def make_parser(prog, description, config_required=False):
         default = (f'default: ${CONFIG_VARIABLE} if set, else the embedded'
                    ' default.conf: a FileStorage in ./var/Data.fs, the'
                    ' minimal site, log messages on stderr')
-    tempfail = status.EX_TEMPFAIL
     parser.add_argument(
-        '-C', '--config', type=not_empty, metavar='PATH',
+        '-C', '--config', type=not_empty, metavar='PATH', dest=dest,
         help=f'the zope.conf to use ({default})')
+
+
+def add_run_options(parser):
+    """Add the options of a run: -s/--site, --lock-file, the limits,
+    --heartbeat, --metrics and --metrics-file."""
+    tempfail = status.EX_TEMPFAIL
     parser.add_argument(
         '-s', '--site', type=not_empty, metavar='NAME',
         help='the item of the root folder to use as site (default: the root'
@@ -89,13 +105,13 @@ def make_parser(prog, description, config_required=False):
         help="write Prometheus metrics to this file at the run's end, for"
              " node_exporter's textfile collector (needs the metrics"
              " extra)")
+
+
+def add_debug_option(parser):
+    """Add --debug: show the traceback of an error."""
     parser.add_argument(
         '--debug', action='store_true',
         help='show the traceback of an error')
-    parser.add_argument(
-        '--version', action=VersionAction, nargs=0,
-        help="show the program's version and exit")
-    return parser
 
 
 def add_rest(parser):
@@ -234,6 +250,25 @@ def runtime(value):
     if number == 0:
         raise argparse.ArgumentTypeError(
             f'{value!r} is not a number of seconds above 0, up to a year')
+    return number
+
+
+_DURATION = re.compile(r'(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)')
+_DURATION_UNITS = {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400,
+                   'w': 7 * 86400}
+
+
+def duration(value):
+    """A time span: seconds, or a number with a unit s, m, h, d or w
+    (``90``, ``15m``, ``36h``, ``30d``); from 0 to about a hundred years.
+    """
+    match = _DURATION.fullmatch(value.strip().lower())
+    number = math.nan if match is None else (
+        float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    if not 0 <= number <= 100 * _YEAR:
+        raise argparse.ArgumentTypeError(
+            f'{value!r} is not a duration (seconds, or a number with s, m,'
+            ' h, d or w)')
     return number
 
 

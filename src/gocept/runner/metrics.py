@@ -18,7 +18,6 @@ import io
 import ipaddress
 import logging
 import math
-import os
 import re
 import selectors
 import signal
@@ -473,6 +472,15 @@ class _Server:
     thread of its own until `stop`.
 
     Raises OSError if it cannot listen there.
+
+    prometheus_client's app answers; the server around it is ours, on
+    wsgiref as prometheus_client.start_wsgi_server's is, because that one
+    (0.26) prints a traceback on stderr for each client that sends nothing
+    or resets its connection, accepts a queue of 5 connections, looks the
+    host's name up in the DNS when it binds, takes up to half a second to
+    stop, and takes signals in its thread; the tests in test_metrics.py
+    hold each of these.  It is not faster: benchmarks/metrics.py measures
+    what serving costs a runner's ticks, and that is within its noise.
     """
 
     def __init__(self, host, port, registry):
@@ -490,13 +498,10 @@ class _Server:
         ready.wait()
 
     def _serve(self, ready):
-        keep = (self.httpd.fileno(), self._stop.fileno())
-        own = False
         try:
             # Signals go to the runner's thread, whose file descriptors
             # the C handler may write to (see signal.set_wakeup_fd).
             signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-            own = _own_file_table(keep)
         finally:
             ready.set()
         with selectors.DefaultSelector() as selector:
@@ -505,11 +510,6 @@ class _Server:
             while all(key.fileobj is self.httpd
                       for key, _ in selector.select()):
                 self.httpd.handle_request()
-        if own:
-            # This thread's copies: a scrape still being answered must not
-            # keep the port.
-            for fd in keep:
-                os.close(fd)
 
     def stop(self):
         """Stop serving, at once, and close the socket."""
@@ -574,43 +574,6 @@ class _Scrape(wsgiref.simple_server.WSGIRequestHandler):
 
     def log_message(self, format, *args):
         pass  # a scrape is no news, nor is a bad request
-
-
-def _own_file_table(keep):
-    """Give the calling thread a table of file descriptors of its own that
-    holds only the standard streams and `keep` (on Linux; elsewhere this
-    does nothing).  Return whether it has one.
-
-    While two threads share a table, the kernel counts a reference and
-    takes the file position's lock for each read, write and seek of the
-    other, which costs a FileStorage's writing tick a few percent: the
-    runner's thread keeps its table to itself.  POSIX and flock locks
-    belong to the runner's table and file, and stay.
-    """
-    if not sys.platform.startswith('linux'):
-        return False
-    try:
-        if hasattr(os, 'unshare'):  # Python 3.12
-            os.unshare(os.CLONE_FILES)
-        else:
-            import ctypes
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(_CLONE_FILES) != 0:
-                raise OSError(ctypes.get_errno(), 'unshare')
-    except OSError as e:
-        log.debug('The metrics server shares the file descriptors of the'
-                  ' runner: %s', e)
-        return False
-    low = 0
-    for fd in sorted({0, 1, 2, *keep}):
-        if low < fd:  # os.closerange(0, 0) closes every one
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, max(low + 1, os.sysconf('SC_OPEN_MAX')))
-    return True
-
-
-_CLONE_FILES = 0x400  # from <sched.h>
 
 
 def _unavailable(measure):

@@ -42,11 +42,7 @@ def status(job_id):
     'done', 'failed', or None for an unknown id (or a done job no longer
     kept)."""
     job = get(job_id)
-    if job is None:
-        return None
-    if job.state == record.PENDING and job.eta > time.time():
-        return 'delayed'
-    return job.state
+    return None if job is None else job.status(time.time())
 
 
 def result(job_id):

@@ -69,6 +69,9 @@ class Job(persistent.Persistent):
     result = None
     # Where it waits while pending: the index of its shard and its key.
     shard = key = None
+    # The attempts before this index do not count against its retries: a
+    # failed job retried by hand has all its retries again.
+    counted_from = 0
 
     def __init__(self, id, name, args=(), kwargs=None, retries=3,
                  time_limit=None, retry_pause=10, principal=None, eta=None):
@@ -88,7 +91,15 @@ class Job(persistent.Persistent):
     @property
     def tries(self):
         """The attempts that count against the job's retries."""
-        return sum(1 for attempt in self.attempts if attempt.counted)
+        return sum(1 for attempt in self.attempts[self.counted_from:]
+                   if attempt.counted)
+
+    def status(self, now):
+        """Its state, but 'delayed' while pending before its eta (see
+        gocept.runner.jobs.status)."""
+        if self.state == PENDING and self.eta > now:
+            return 'delayed'
+        return self.state
 
     @property
     def ended(self):

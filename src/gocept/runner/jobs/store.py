@@ -159,6 +159,22 @@ class Jobs(persistent.Persistent):
         """The failed jobs, by id."""
         return self._failed.values()
 
+    def records(self):
+        """The record of every job kept, by id."""
+        return self._records.values()
+
+    def retry(self, job, now):
+        """Queue the failed `job` again, due at `now`, with all its retries
+        before it."""
+        del self._failed[job.id]
+        job.counted_from = len(job.attempts)
+        self.requeue(job, now)
+
+    def purge(self, job):
+        """Remove the failed `job` for good."""
+        del self._failed[job.id]
+        del self._records[job.id]
+
     def expire(self, now, limit=EXPIRE_BATCH):
         """Remove up to `limit` done jobs whose time to be kept is over;
         return how many."""

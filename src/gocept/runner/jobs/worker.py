@@ -203,7 +203,7 @@ class JobWorker:
     def _failed(self, job, number, error, taken_in):
         """Transaction 3: record the failed attempt of `job`."""
         outcome, line = describe(error, job)
-        text = ''.join(traceback.format_exception(error))
+        text = job_traceback(error)
         endings = []
 
         def record():
@@ -239,6 +239,9 @@ class JobWorker:
             transaction.abort()
 
 
+_CALL = JobWorker._call.__code__
+
+
 def annotate(job, what):
     """Annotate the current transaction with `what` it does to `job`."""
     txn = transaction.get()
@@ -247,6 +250,19 @@ def annotate(job, what):
         txn.setUser(job.principal)
     txn.extension['job_id'] = job.id
     txn.extension['job_name'] = job.name
+
+
+def job_traceback(error):
+    """The traceback of `error` from the call of the job's function on, if
+    it came from there (the worker's own frames say nothing to a reader)."""
+    start = error.__traceback__
+    while start is not None and start.tb_frame.f_code is not _CALL:
+        start = start.tb_next
+    if start is None or start.tb_next is None:
+        start = error.__traceback__
+    else:
+        start = start.tb_next
+    return ''.join(traceback.format_exception(type(error), error, start))
 
 
 def describe(error, job):
@@ -270,10 +286,12 @@ class WorkerMiddleware(Middleware):
     (see gocept.runner.jobs.liveness) and makes the loop's JobWorker.
 
     With `burst`, the loop ends when no job is pending or running.
+    `modules` are imported as well (those of gocept-jobs's --import).
     """
 
-    def __init__(self, burst=False):
+    def __init__(self, burst=False, modules=()):
         self.burst = burst
+        self.modules = list(modules)
 
     def before_loop(self, loop):
         config = zope.app.appsetup.product.getProductConfiguration(
@@ -281,6 +299,7 @@ class WorkerMiddleware(Middleware):
         registry.import_modules(
             config.get('modules', '').split(),
             f'<product-config {PRODUCT_CONFIG}>, modules')
+        registry.import_modules(self.modules, '--import')
         connection = zope.component.hooks.getSite()._p_jar
         heartbeat = liveness.acquire(connection.db())
         _current.worker = JobWorker(loop, connection, heartbeat, self.burst)
@@ -307,14 +326,15 @@ def work():
     return worker.tick()
 
 
-def workers(count=1, burst=False, **settings):
+def workers(count=1, burst=False, modules=(), **settings):
     """`count` workers of `work` for gocept.runner.assembly.run, which runs
     them in one process (in threads, if more than one), with `settings`
     (those of assembly.Worker).  With `burst`, each ends when no job is
-    pending or running."""
+    pending or running.  They import the modules of job functions that
+    zope.conf names, and `modules`."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f'count must be a whole number above 0, not'
                          f' {count!r}')
-    middleware = [WorkerMiddleware(burst=burst)]
+    middleware = [WorkerMiddleware(burst=burst, modules=modules)]
     return [assembly.Worker(work, middleware=middleware, **settings)
             for _ in range(count)]

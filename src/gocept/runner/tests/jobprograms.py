@@ -67,6 +67,14 @@ def fail(token):
 
 
 @job(retries=1, retry_pause=0.1)
+def mark_when_allowed(counter):
+    """Count a run in `counter`; raise until it is allowed (see Client)."""
+    if not getattr(counter, 'allowed', False):
+        raise ValueError('not allowed yet')
+    counter.count += 1
+
+
+@job(retries=1, retry_pause=0.1)
 def kill_process(counter):
     """Kill the worker process the job runs in (as the OOM killer would),
     after a change that must not be stored."""

@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -210,6 +212,76 @@ class Scenarios:
             f'ERROR gocept.runner.jobs Job {name} failed for good after 3'
             ' attempts (error: ValueError: boom x); kept among the failed'
             ' jobs'], self.lines('ERROR'))
+
+    def gocept_jobs(self, *argv):
+        """Run ``gocept-jobs COMMAND -C zope.conf ARGS`` (`argv`), its log
+        to the file ``commands.log``; return its exit status and the lines
+        it printed."""
+        command, *rest = argv
+        with open(os.path.join(self.dir, 'zope.conf')) as f:
+            conf = f.read().replace(
+                'path STDOUT', f'path {self.dir}/commands.log')
+        with open(os.path.join(self.dir, 'commands.conf'), 'w') as f:
+            f.write(conf)
+        result = subprocess.run(
+            [sys.executable, '-m', 'gocept.runner.jobs', command, '-C',
+             os.path.join(self.dir, 'commands.conf'), *rest],
+            capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual('', result.stderr)
+        return result.returncode, result.stdout.splitlines()
+
+    def test_gocept_jobs_retry_brings_a_failed_job_back(self):
+        name = 'gocept.runner.tests.jobprograms:mark_when_allowed'
+        with self.client() as client:
+            (counter,), (job_id,) = self.put(
+                client, jobprograms.mark_when_allowed, 1)
+            other = jobprograms.mark.delay(client.counters(1, 'other')[0])
+            transaction.commit()
+        # Its worker fails it after its one retry; the other job is done.
+        self.assertEqual([0], self.run_workers())
+        code, lines = self.gocept_jobs('list', '--done')
+        self.assertEqual((0, [other]), (code, [line.split()[0]
+                                               for line in lines]))
+        code, lines = self.gocept_jobs('list', '--failed')
+        self.assertEqual(0, code)
+        line, = lines
+        self.assertRegex(line, rf'^{job_id}  failed     2  .*  {name}'
+                               '  ValueError: not allowed yet$')
+        code, lines = self.gocept_jobs('show', job_id)
+        self.assertEqual('Status: failed', lines[2])
+        self.assertEqual(2, sum(line.startswith('Attempt ')
+                                for line in lines))
+        # Each traceback begins in the job's function: the worker's frames
+        # say nothing to its reader.
+        starts = [lines[number + 1] for number, line in enumerate(lines)
+                  if line == '  Traceback (most recent call last):']
+        self.assertEqual(2, len(starts))
+        for start in starts:
+            self.assertRegex(start, r'^    File ".*jobprograms\.py", line'
+                                    r' \d+, in mark_when_allowed$')
+        self.assertIn("      raise ValueError('not allowed yet')", lines)
+        with self.client() as client:
+            client.counters_of()[0].allowed = True
+            transaction.commit()
+        self.assertEqual((0, ['retried 1 failed job']),
+                         self.gocept_jobs('retry', job_id))
+        # gocept-jobs work runs it (in two workers, until none is left).
+        code, lines = self.gocept_jobs(
+            'work', '--workers', '2', '--burst', '--import',
+            'gocept.runner.tests.jobprograms')
+        self.assertEqual(0, code, self.output())
+        with self.client() as client:
+            job = client.record(job_id)
+            self.assertEqual('done', job.state)
+            self.assertEqual(['error', 'error', 'done'],
+                             [attempt.outcome for attempt in job.attempts])
+            self.assertEqual(1, client.counters_of()[0].count)
+            self.assertEqual([], list(client.jobs().failed()))
+        code, lines = self.gocept_jobs('show', job_id)
+        self.assertEqual('Status: done', lines[2])
+        self.assertIn('Result: None', lines)
+        self.assertEqual((0, ['purged 0 failed jobs']),
+                         self.gocept_jobs('purge', '--failed'))
 
     def test_a_job_that_kills_its_process_fails_after_its_retries(self):
         with self.client() as client:
