@@ -31,6 +31,7 @@ import textwrap
 import threading
 import time
 import timeit
+import types
 import urllib.request
 
 from run import SITE_ZCML
@@ -147,7 +148,8 @@ def hook_cost():
     tick = runner.Tick(1)
     tick.outcome, tick.ended = 'committed', time.monotonic()
     tick.items = peritem.Collector()
-    best = min(timeit.repeat(lambda: measure.after_tick(None, tick),
+    loop = types.SimpleNamespace(once=False)  # what the hook reads of it
+    best = min(timeit.repeat(lambda: measure.after_tick(loop, tick),
                              number=100000, repeat=5))
     return best / 100000 * 1e6
 
