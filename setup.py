@@ -37,6 +37,7 @@ setup(
         'Environment :: No Input/Output (Daemon)',
         'Framework :: ZODB',
         'Framework :: Zope :: 3',
+        'Framework :: Zope :: 5',
         'Intended Audience :: Developers',
         'Operating System :: POSIX',
         'Programming Language :: Python :: 3',
@@ -76,6 +77,10 @@ setup(
         ],
         'zeo': [
             'ZEO',
+        ],
+        # Runners on a Zope 4+ instance (gocept.runner.zopeapp).
+        'zope': [
+            'Zope >= 5',
         ],
         # RelStorage drives PostgreSQL with psycopg2 (4.3 has no driver for
         # psycopg 3); psycopg2-binary is psycopg2 with wheels.  Not

@@ -36,7 +36,8 @@ class Worker:
     worker runs alone; in a process of several, its lock file is held and
     the others give way to the process's.  `site_name` names the item of
     the root folder that is the worker's site (None: the root folder, or
-    the site that the application yields).
+    the site that the application yields); on a Zope 4+ instance, the path
+    of an object from the OFS application (see gocept.runner.zopeapp).
     """
 
     def __init__(self, function, site_name=None, **settings):
@@ -77,13 +78,20 @@ class Worker:
         if callable(principal):
             # Asked now: from_config's reads the zope.conf just loaded.
             principal = principal()
-        security.lookup_principal(principal)
+        zopeapp = environment.zope_stack(root)
+        if zopeapp is None:
+            security.lookup_principal(principal)
+            loop_class, app = MainLoop, site(root, self.site_name)
+        else:
+            app = zopeapp.find_site(root, self.site_name)
+            if principal is not None:
+                zopeapp.find_user(app, principal)
+            loop_class = zopeapp.ZopeLoop
         settings['middleware'] = [*settings.get('middleware', ()),
                                   *middleware]
         try:
-            self.loop = MainLoop(site(root, self.site_name),
-                                 worker=self.function, principal=principal,
-                                 **settings)
+            self.loop = loop_class(app, worker=self.function,
+                                   principal=principal, **settings)
         except TypeError as e:
             raise ConfigurationError(f'Worker {self.name}: {e}') from None
         return self.loop

@@ -5,9 +5,11 @@ import os.path
 import sys
 import urllib.parse
 
+import transaction.interfaces
 import ZConfig
 import ZConfig.components.logger.logger
 import zope.app.appsetup.product
+import zope.configuration.xmlconfig
 
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.interfaces import MissingProductConfiguration
@@ -58,18 +60,46 @@ def load(path):
             f'Invalid configuration file {path} (or a file it includes):'
             f' not UTF-8 text: {e}') from None
     except ZConfig.ConfigurationError as e:
-        # The error may be in a file that `path` includes.
-        where = e.url or path
-        if where.startswith('file://'):
-            where = urllib.parse.unquote(where[len('file://'):])
-        if getattr(e, 'lineno', None):
-            where += f', line {e.lineno}'
-        raise ConfigurationError(
-            f'Invalid configuration file {where}: {e.message}') from None
+        raise invalid(path, e) from None
     conf.site_definition = find_site_definition(conf.site_definition, path)
     _check_databases(path, conf)
     _check_log_files(path, conf)
     return conf
+
+
+# The first word of a line of a Zope 4+ instance's zope.conf that Zope's
+# schema requires and the Zope 3 schema does not know.
+INSTANCE_KEY = 'instancehome'
+
+
+def is_instance_conf(path):
+    """Whether `path` is the zope.conf of a Zope 4+ instance.
+
+    It is if a line of the file itself (not of a file it includes) sets
+    ``instancehome``, which Zope 4+ requires and Zope 3 has no key for;
+    any other file is read as the zope.conf of Zope 3 (see `load`), which
+    names what is wrong with it.  A file that cannot be read is not.
+    """
+    try:
+        with open(path, 'rb') as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    # ZConfig's keys are not case-sensitive.
+    return any(line.split()[:1] == [INSTANCE_KEY.encode()]
+               for line in (line.lower() for line in lines))
+
+
+def invalid(path, error):
+    """The ConfigurationError for ZConfig's `error` in reading `path`: it
+    names the file (`path`, or one that it includes) and line."""
+    where = error.url or path
+    if where.startswith('file://'):
+        where = urllib.parse.unquote(where[len('file://'):])
+    if getattr(error, 'lineno', None):
+        where += f', line {error.lineno}'
+    return ConfigurationError(
+        f'Invalid configuration file {where}: {error.message}')
 
 
 def find_site_definition(site_definition, path):
@@ -140,6 +170,30 @@ def configure_path(conf):
 def zcml_features(conf):
     """The ZCML features `conf` asks for: ``devmode`` if it is on."""
     return ('devmode',) if conf.devmode else ()
+
+
+def zcml_error(error):
+    """The message of a ZCML error on one line, with file and line."""
+    if isinstance(error, zope.configuration.xmlconfig.ZopeSAXParseException):
+        # Its "info" is the open file; the parser's message has
+        # file:line:column.
+        return str(error.evalue)
+    lines = (line.strip() for line in str(error).splitlines())
+    return '; '.join(line for line in lines if line)
+
+
+def reason(error):
+    """Why the database cannot be opened: `error` on one line."""
+    # Imported here: not every program uses a FileStorage.
+    from ZODB.FileStorage.FileStorage import FileStorageFormatError
+    if isinstance(error, FileStorageFormatError):
+        # Its message is just the file name.
+        return 'the file is not a FileStorage (or its header is damaged)'
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, transaction.interfaces.TransientError):
+        return f'{error} (is its server running?)'
+    return f'{type(error).__name__}: {error}'
 
 
 def _check_utf8(path, data):

@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import sys
 
 import transaction
 import transaction.interfaces
@@ -13,7 +14,6 @@ import zope.component
 import zope.component.hooks
 import zope.component.interfaces
 import zope.configuration.exceptions
-import zope.configuration.xmlconfig
 import zope.event
 import zope.processlifetime
 import zope.security.management
@@ -44,7 +44,14 @@ def application(zope_conf):
     databases (notifying DatabaseOpened, so that a new database gets its root
     folder) and a connection.  Connection and databases are closed on the
     way out, whatever happened.
+
+    The zope.conf of a Zope 4+ instance (see config.is_instance_conf) is
+    gocept.runner.zopeapp's instead: it yields the OFS application.
     """
+    if config.is_instance_conf(zope_conf):
+        with import_zopeapp(zope_conf).application(zope_conf) as root:
+            yield root
+        return
     # A worker's forked child that ends with an exception passes through
     # here: it must not close what the parent still uses.
     pid = os.getpid()
@@ -140,6 +147,10 @@ def init(appname, configfile):
         if appname is None:
             yield root
             return
+        zopeapp = zope_stack(root)
+        if zopeapp is not None:
+            yield zopeapp.find_site(root, appname)
+            return
         try:
             item = root[appname]
         except KeyError:
@@ -149,8 +160,38 @@ def init(appname, configfile):
         yield item
 
 
+def import_zopeapp(zope_conf):
+    """gocept.runner.zopeapp, for the Zope 4+ instance of `zope_conf`;
+    ConfigurationError if Zope is not installed."""
+    # Imported when needed: Zope is an optional extra, and importing it
+    # would slow down the start of every runner on the Zope 3 stack.
+    try:
+        from gocept.runner import zopeapp
+    except ImportError as e:
+        raise config.ConfigurationError(
+            f'{zope_conf} is the zope.conf of a Zope 4+ instance, but Zope'
+            f' is not installed (install gocept.runner[zope]): {e}') from None
+    return zopeapp
+
+
+def zope_stack(obj):
+    """gocept.runner.zopeapp if `obj` is an object of a Zope 4+ instance,
+    else None (an object of the Zope 3 stack)."""
+    # Only a process that has set a Zope instance up has imported it.
+    zopeapp = sys.modules.get('gocept.runner.zopeapp')
+    if zopeapp is not None and zopeapp.is_zope_object(obj):
+        return zopeapp
+    return None
+
+
 def check_site(site, site_name):
-    """Return `site` if it is a site; raise ConfigurationError if not."""
+    """Return `site` if it is a site; raise ConfigurationError if not.
+
+    Any object of a Zope 4+ instance will do: its loop makes the nearest
+    component site the site (see gocept.runner.zopeapp).
+    """
+    if zope_stack(site) is not None:
+        return site
     if not zope.component.interfaces.ISite.providedBy(site):
         raise config.ConfigurationError(
             f'{site_name!r} is not a site: it has no site manager')
@@ -191,7 +232,7 @@ def load_zcml(site_definition, features=()):
     except zope.configuration.exceptions.ConfigurationError as e:
         _reset_zcml()
         raise config.ConfigurationError(
-            f'Error in the site ZCML: {_zcml_error(e)}') from e
+            f'Error in the site ZCML: {config.zcml_error(e)}') from e
     except OSError as e:
         _reset_zcml()
         raise config.ConfigurationError(
@@ -209,16 +250,6 @@ def _reset_zcml():
     # appsetup.config() runs the ZCML in an interaction it leaves open when
     # the ZCML fails.
     zope.security.management.endInteraction()
-
-
-def _zcml_error(error):
-    """The message of a ZCML error on one line, with file and line."""
-    if isinstance(error, zope.configuration.xmlconfig.ZopeSAXParseException):
-        # Its "info" is the open file; the parser's message has
-        # file:line:column.
-        return str(error.evalue)
-    lines = (line.strip() for line in str(error).splitlines())
-    return '; '.join(line for line in lines if line)
 
 
 def open_databases(factories):
@@ -248,7 +279,7 @@ def open_databases(factories):
             except Exception as e:
                 raise config.ConfigurationError(
                     f'Cannot open {_describe(name, factory)}:'
-                    f' {_reason(e)}') from e
+                    f' {config.reason(e)}') from e
             db.databases = by_name
             db.database_name = name
             by_name[name] = db
@@ -288,20 +319,6 @@ def _address(address):
         host, port = address[:2]
         return f'{host}:{port}'
     return str(address)
-
-
-def _reason(error):
-    """Why the database cannot be opened: `error` on one line."""
-    # Imported here: not every program uses a FileStorage.
-    from ZODB.FileStorage.FileStorage import FileStorageFormatError
-    if isinstance(error, FileStorageFormatError):
-        # Its message is just the file name.
-        return 'the file is not a FileStorage (or its header is damaged)'
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    if isinstance(error, transaction.interfaces.TransientError):
-        return f'{error} (is its server running?)'
-    return f'{type(error).__name__}: {error}'
 
 
 def _locked(name, factory, error):
