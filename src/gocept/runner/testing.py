@@ -1,10 +1,12 @@
 """Helpers for testing runners: zope.conf files, real ZEO and PostgreSQL
-servers, the layers of the slow tests.
+servers, a Zope 4+ instance, the layers of the slow tests.
 
 The ZEO server needs the ``zeo`` extra (the ZEO package); the PostgreSQL
-server needs PostgreSQL installed and the ``relstorage`` extra.
+server needs PostgreSQL installed and the ``relstorage`` extra; the Zope
+instance the ``zope`` extra.
 """
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -403,3 +405,62 @@ class PostgreSQLLayer:
 
 
 POSTGRESQL_LAYER = PostgreSQLLayer()
+
+
+class ZopeInstanceLayer:
+    """A zope.testrunner layer with a Zope 4+ instance in a temporary
+    directory, made by Zope's ``mkwsgiinstance`` with the user ``admin``
+    (password ``admin``), on the ZEO server of ZEO_LAYER.
+
+    ``layer.instance`` is its directory; ``layer.zope_conf`` its
+    ``etc/zope.conf`` as mkwsgiinstance wrote it (a FileStorage in
+    ``var/Data.fs``), ``layer.zeo_conf`` the same with a ``<zeoclient>``
+    of that server instead, for tests of several processes.  Where Zope is
+    not installed, ``layer.instance`` is None and ``layer.missing`` says
+    why, so that the tests can skip; but not in CI (the environment
+    variable CI is ``true``), where they are to run.
+    """
+
+    __bases__ = (ZEO_LAYER,)
+
+    def __init__(self, name='ZopeInstanceLayer'):
+        self.__name__ = name
+        self.__module__ = __name__
+        self.instance = self.zope_conf = self.zeo_conf = None
+        self.missing = None
+
+    def setUp(self):
+        if importlib.util.find_spec('Zope2') is None:
+            self.missing = ('Zope is not installed (pip install'
+                            ' gocept.runner[zope])')
+            if os.environ.get('CI') == 'true':
+                raise RuntimeError(f'{self.missing}, but CI needs it')
+            return
+        self.directory = tempfile.mkdtemp(prefix='gocept.runner.zope.')
+        self.instance = os.path.join(self.directory, 'instance')
+        subprocess.run(
+            [sys.executable, '-m', 'Zope2.utilities.mkwsgiinstance',
+             '-d', self.instance, '-u', 'admin:admin'],
+            check=True, stdout=subprocess.DEVNULL)
+        self.zope_conf = os.path.join(self.instance, 'etc', 'zope.conf')
+        self.zeo_conf = os.path.join(self.instance, 'etc', 'zeo.conf')
+        with open(self.zope_conf) as f:
+            conf = f.read()
+        storage = ('<filestorage>\n     path $INSTANCE/var/Data.fs\n'
+                   '   </filestorage>')
+        if storage not in conf:
+            raise RuntimeError(
+                f'mkwsgiinstance wrote an unknown storage: {self.zope_conf}')
+        with open(self.zeo_conf, 'w') as f:
+            f.write(conf.replace(storage, (
+                '<zeoclient>\n     server'
+                f' {ZEO_LAYER.server.address}\n   </zeoclient>')))
+
+    def tearDown(self):
+        if self.instance is not None:
+            shutil.rmtree(self.directory)
+        self.instance = self.zope_conf = self.zeo_conf = None
+        self.missing = None
+
+
+ZOPE_INSTANCE_LAYER = ZopeInstanceLayer()

@@ -192,8 +192,18 @@ def with_request(app):
     """The OFS application `app`, wrapped in a request of its own whose
     SERVER_URL is server_url(), as Zope's makerequest makes one."""
     app = makerequest(app, environ={'SERVER_URL': server_url().rstrip('/')})
-    app.REQUEST['PARENTS'] = [app]
+    publish(app.REQUEST, app)
     return app
+
+
+def publish(request, obj):
+    """Make `request` look as if it had published `obj`, as Zope's
+    publisher leaves it: ``PUBLISHED`` is `obj`, ``PARENTS`` the objects
+    above it, the nearest first (the root: only the root)."""
+    chain = [item for item in aq_chain(aq_inner(obj))
+             if ITraversable.providedBy(item)]
+    request['PUBLISHED'] = obj
+    request['PARENTS'] = chain[1:] or chain
 
 
 def is_zope_object(obj):
@@ -266,8 +276,9 @@ class ZopeLoop(MainLoop):
 
     Each run of the loop (in the Process's thread and database connection)
     finds `app` again by its path, in a request of its own (`request`,
-    zope.globalrequest's request for the run), and makes the nearest
-    component site the site.  `principal` is the id of a Zope user (see
+    zope.globalrequest's request for the run, which has `app` as its
+    ``PUBLISHED``: see `publish`), and makes the nearest component site the
+    site.  `principal` is the id of a Zope user (see
     find_user): every tick runs with that user's security manager, and in
     a security interaction whose participation has the user as principal.
     Every tick's transaction is annotated (see `annotate`).
@@ -293,6 +304,7 @@ class ZopeLoop(MainLoop):
         root = with_request(self.app._p_jar.root()[APPLICATION])
         self.request = root.REQUEST
         self.app = root.unrestrictedTraverse(self.path)
+        publish(self.request, self.app)
         zope.globalrequest.setRequest(self.request)
         try:
             zope.component.hooks.setSite(nearest_site(self.app))
