@@ -21,6 +21,7 @@ import Zope2
 import Zope2.Startup
 import Zope2.Startup.handlers
 import Zope2.Startup.options
+import zope.app.appsetup.product
 import zope.component.hooks
 import zope.configuration.exceptions
 import zope.event
@@ -122,6 +123,9 @@ def start(zope_conf):
     Zope2.Startup.handlers.handleWSGIConfig(
         options.configroot, options.confighandlers)
     App.config.setConfiguration(options.configroot)
+    # For gocept.runner.from_config, as on the Zope 3 stack.
+    for name, values in (options.configroot.product_config or {}).items():
+        zope.app.appsetup.product.setProductConfiguration(name, values)
     _check_server_url(zope_conf)
     starter = Zope2.Startup.get_wsgi_starter()
     starter.setConfiguration(options.configroot)

@@ -2,6 +2,7 @@
 processes of ``gocept-runner`` and of a decorated console script."""
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ import ZODB
 import ZODB.FileStorage
 
 from gocept.runner import testing
+from gocept.runner.tests.docpage import DOCS
+from gocept.runner.tests.docpage import DocPageSuite
 
 
 BIN = os.path.dirname(sys.executable)
@@ -316,3 +319,19 @@ class BadInputTests(InstanceTestCase):
 def _kill(process):
     if process.poll() is None:
         process.kill()
+
+
+def test_suite():
+    loader = unittest.defaultTestLoader
+    suite = unittest.TestSuite([
+        loader.loadTestsFromTestCase(ZopeInstanceTests),
+        loader.loadTestsFromTestCase(BadInputTests),
+    ])
+    # The how-to, run as a reader runs it; where Zope is installed, and not
+    # where the package is installed without its checkout.
+    if os.path.isdir(DOCS) and (
+            importlib.util.find_spec('Zope2') is not None):
+        page = DocPageSuite('howto/zope.rst')
+        page.layer = testing.DocsLayer
+        suite.addTest(page)
+    return suite
