@@ -262,16 +262,34 @@ def find_user(obj, user_id):
         f' {"/".join(obj.getPhysicalPath()) or "/"} up to the root knows it')
 
 
-def annotate(txn, loop):
-    """Annotate the transaction `txn` of a tick of `loop` as Zope annotates
-    a request's: the path of its object and the worker as its note, the
-    user (and the path of the folder of its user folder) as its user."""
-    path = '/'.join(loop.app.getPhysicalPath()) or '/'
-    txn.note(f'{path} (gocept.runner worker {loop.name})')
-    user = loop._principal
-    if user is not None:
-        folder = aq_parent(user).getPhysicalPath()[1:-1]
-        txn.setUser(user.getId(), '/'.join(folder))
+class Annotation:
+    """Annotates every transaction that the thread of `loop` ends, as Zope
+    annotates a request's: the path of the loop's object and the worker
+    as its note, the user the tick runs as (and the path of the folder of
+    its user folder) as its user, unless the worker set one.
+
+    A synchronizer of the thread's transaction manager: it sees the
+    transactions that transaction_per_item commits in a tick, too, which
+    begin without the manager's begin().
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    def beforeCompletion(self, txn):
+        loop = self.loop
+        path = '/'.join(loop.app.getPhysicalPath()) or '/'
+        txn.note(f'{path} (gocept.runner worker {loop.name})')
+        user = loop._principal
+        if user is not None and not txn.user:
+            folder = aq_parent(user).getPhysicalPath()[1:-1]
+            txn.setUser(user.getId(), '/'.join(folder))
+
+    def afterCompletion(self, txn):
+        pass
+
+    def newTransaction(self, txn):
+        pass
 
 
 class ZopeLoop(MainLoop):
@@ -285,7 +303,7 @@ class ZopeLoop(MainLoop):
     site.  `principal` is the id of a Zope user (see
     find_user): every tick runs with that user's security manager, and in
     a security interaction whose participation has the user as principal.
-    Every tick's transaction is annotated (see `annotate`).
+    Every transaction the loop ends is annotated (see Annotation).
     """
 
     def __init__(self, app, ticks, worker, **settings):
@@ -310,10 +328,14 @@ class ZopeLoop(MainLoop):
         self.app = root.unrestrictedTraverse(self.path)
         publish(self.request, self.app)
         zope.globalrequest.setRequest(self.request)
+        # The manager keeps its synchronizers in a WeakSet.
+        annotation = Annotation(self)
+        transaction.manager.registerSynch(annotation)
         try:
             zope.component.hooks.setSite(nearest_site(self.app))
             super().__call__()
         finally:
+            transaction.manager.unregisterSynch(annotation)
             AccessControl.SecurityManagement.noSecurityManager()
             zope.globalrequest.clearRequest()
             zope.component.hooks.setSite(old_site)
@@ -322,14 +344,12 @@ class ZopeLoop(MainLoop):
     run = __call__
 
     def begin(self):
-        """Begin the tick as MainLoop does, as the user; annotate its
-        transaction."""
+        """Begin the tick as MainLoop does, as the user."""
         super().begin()
         if self._principal is not None:
             self.request['AUTHENTICATED_USER'] = self._principal
             AccessControl.SecurityManagement.newSecurityManager(
                 self.request, self._principal)
-        annotate(transaction.get(), self)
 
     def commit(self):
         super().commit()

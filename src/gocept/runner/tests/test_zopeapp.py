@@ -187,6 +187,48 @@ class ZopeInstanceTests(InstanceTestCase):
                          folder.seen_url)
         self.assertEqual(b' admin', last.user)
 
+    def transactions(self, number):
+        """User and description of the last `number` transactions of the
+        FileStorage."""
+        storage = ZODB.FileStorage.FileStorage(self.data_fs, read_only=True)
+        try:
+            return [(txn.user, txn.description)
+                    for txn in storage.iterator()][-number:]
+        finally:
+            storage.close()
+
+    def test_every_transaction_of_transaction_per_item_is_annotated(self):
+        status, output = self.run_runner(
+            '-C', self.zope_conf, '-s', 'sites/intranet', '--principal',
+            'editor', '--once', f'{WORKERS}:items')
+        self.assertEqual((0, ''), (status, output))
+        self.assertEqual(
+            2 * [(b'sites/intranet editor',
+                  b'/sites/intranet (gocept.runner worker items)')],
+            self.transactions(2))
+        app, _ = self.opened()
+        self.assertEqual(
+            2 * [(['sites', 'intranet', 'acl_users'], 'editor')],
+            [app.sites.intranet[name].getOwnerTuple()
+             for name in ('item-1', 'item-2')])
+
+    def test_a_host_runs_two_workers_in_threads_of_one_process(self):
+        status, output = self.run_runner(
+            '-C', self.zope_conf, '-s', 'sites/intranet', '--principal',
+            'editor', '--once', f'{WORKERS}:host_a', f'{WORKERS}:host_b')
+        self.assertEqual((0, ''), (status, output))
+        self.assertEqual(
+            [(b'sites/intranet editor',
+              b'/sites/intranet (gocept.runner worker host_a)'),
+             (b'sites/intranet editor',
+              b'/sites/intranet (gocept.runner worker host_b)')],
+            sorted(self.transactions(2)))
+        app, _ = self.opened()
+        self.assertEqual(
+            2 * [(['sites', 'intranet', 'acl_users'], 'editor')],
+            [app.sites.intranet[name].getOwnerTuple()
+             for name in ('host-a', 'host-b')])
+
     def test_a_decorated_console_script_runs_on_the_instance(self):
         script = self.path('program')
         with open(script, 'w') as f:

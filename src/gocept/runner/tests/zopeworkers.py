@@ -4,6 +4,7 @@ line are its arguments (in sys.argv); ZOPE_TEST_DIR is a directory for the
 files by which a worker and its test wait for each other.
 """
 
+import functools
 import os
 import sys
 import time
@@ -70,6 +71,26 @@ def create():
     folder.seen_user = getSecurityManager().getUser().getId()
     folder.seen_url = folder.absolute_url()
     return gocept.runner.Exit
+
+
+def host_a():
+    """Create the folder ``host-a`` in the site, in a host's thread."""
+    manage_addFolder(_app(), 'host-a')
+    return gocept.runner.Exit
+
+
+def host_b():
+    """Create the folder ``host-b`` in the site, in a host's thread."""
+    manage_addFolder(_app(), 'host-b')
+    return gocept.runner.Exit
+
+
+@gocept.runner.transaction_per_item
+def items():
+    """Create the folders ``item-1`` and ``item-2`` in the site, each in
+    a transaction of its own."""
+    for number in (1, 2):
+        yield functools.partial(manage_addFolder, _app(), f'item-{number}')
 
 
 def sleeper():
