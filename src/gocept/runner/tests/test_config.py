@@ -121,6 +121,39 @@ class LoadTest(unittest.TestCase):
                       str(err.exception))
 
 
+class InstanceConfTest(unittest.TestCase):
+    """Telling the zope.conf of a Zope 4+ instance from one of Zope 3."""
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.directory)
+
+    def is_instance_conf(self, text):
+        path = os.path.join(self.directory, 'zope.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        return config.is_instance_conf(path)
+
+    def test_instancehome_in_a_line_of_its_own_tells_an_instance(self):
+        self.assertTrue(self.is_instance_conf(
+            '%define INSTANCE /srv/zope\ninstancehome $INSTANCE\n'))
+        self.assertTrue(self.is_instance_conf('  InstanceHome /srv/zope\n'))
+
+    def test_any_other_file_is_read_as_zope_3(self):
+        self.assertFalse(self.is_instance_conf(
+            open(write_zope_conf(self.directory)).read()))
+        self.assertFalse(self.is_instance_conf(
+            '# instancehome /srv/zope\n<zodb_db main>\n</zodb_db>\n'))
+        self.assertFalse(self.is_instance_conf(
+            'instancehomes /srv/zope\n'))
+        self.assertFalse(self.is_instance_conf(''))
+
+    def test_a_file_that_cannot_be_read_is_not_an_instance_conf(self):
+        self.assertFalse(config.is_instance_conf(
+            os.path.join(self.directory, 'nothere.conf')))
+        self.assertFalse(config.is_instance_conf(self.directory))
+
+
 class LoggingTest(unittest.TestCase):
 
     def setUp(self):

@@ -42,6 +42,13 @@ SERVER_URL = """
 </product-config>
 """
 
+# The user of the program of zopeworkers, for from_config.
+USER = """
+<product-config zopeworkers>
+  user editor
+</product-config>
+"""
+
 
 class SiteLayer:
     """The instance of ZOPE_INSTANCE_LAYER, on its FileStorage and on its
@@ -177,9 +184,13 @@ class ZopeInstanceTests(InstanceTestCase):
     def test_a_user_of_the_root_works_on_a_site_below_it(self):
         status, output = self.run_runner(
             '-C', self.zope_conf, '-s', '/sites/intranet/',
-            '--principal', 'admin', '--once', f'{WORKERS}:create',
+            '--principal', 'admin', '--once', '--lock-file', 'run.lock',
+            '--metrics-file', 'metrics.prom', f'{WORKERS}:create',
             'by-admin')
         self.assertEqual((0, ''), (status, output))
+        with open(self.path('metrics.prom')) as f:
+            self.assertIn('gocept_runner_ticks_total{outcome="committed",'
+                          f'worker="{WORKERS}.create"}} 1.0\n', f.read())
         app, last = self.opened()
         folder = app.sites.intranet['by-admin']
         self.assertEqual((['acl_users'], 'admin'), folder.getOwnerTuple())
@@ -235,8 +246,11 @@ class ZopeInstanceTests(InstanceTestCase):
             f.write(WRAPPER.format(python=sys.executable, module=WORKERS,
                                    name='program'))
         os.chmod(script, 0o755)
+        conf = self.path('zope.conf')
+        with open(self.zope_conf) as f, open(conf, 'w') as out:
+            out.write(f.read() + USER)
         status, output = self.run_runner(
-            '-C', self.zope_conf, '-s', 'sites/intranet', command=[script])
+            '-C', conf, '-s', 'sites/intranet', command=[script])
         self.assertEqual((0, ''), (status, output))
         app, last = self.opened()
         folder = app.sites.intranet['by-program']

@@ -110,9 +110,11 @@ def bump():
     return gocept.runner.Exit
 
 
-@gocept.runner.appmain(ticks=3600, principal='editor')
+@gocept.runner.appmain(
+    ticks=3600, principal=gocept.runner.from_config('zopeworkers', 'user'))
 def program():
-    """A console script: create the folder ``by-program`` as editor."""
+    """A console script: create the folder ``by-program`` as the user of
+    ``<product-config zopeworkers>``."""
     site = _site()
     manage_addFolder(site, 'by-program')
     site['by-program'].seen_user = getSecurityManager().getUser().getId()
