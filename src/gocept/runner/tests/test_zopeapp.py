@@ -350,6 +350,17 @@ class BadInputTests(InstanceTestCase):
             " unknown type name: 'zodb_db'\n",
             '-C', conf, f'{WORKERS}:create', 'never')
 
+    def test_a_server_url_that_is_not_one(self):
+        conf = self.path('zope.conf')
+        with open(self.zope_conf) as f, open(conf, 'w') as out:
+            out.write(f.read() + SERVER_URL.replace(
+                'https://www.example.com', 'www.example.com'))
+        self.assertUsageError(
+            "gocept-runner: Invalid server-url 'www.example.com' in"
+            f' <product-config gocept.runner> of {conf}: not an http or'
+            ' https URL of a server, such as https://www.example.com\n',
+            '-C', conf, f'{WORKERS}:create', 'never')
+
     def test_a_zope_conf_that_is_not_there(self):
         conf = self.path('etc', 'zope.conf')
         self.assertUsageError(
