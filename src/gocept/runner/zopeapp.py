@@ -275,15 +275,20 @@ class Annotation:
 
     def __init__(self, loop):
         self.loop = loop
+        # Made once: the loop's object and worker stay for its run.
+        self.note = (f'{"/".join(loop.path) or "/"} (gocept.runner worker'
+                     f' {loop.name})')
+        self._user = self._user_args = None
 
     def beforeCompletion(self, txn):
-        loop = self.loop
-        path = '/'.join(loop.app.getPhysicalPath()) or '/'
-        txn.note(f'{path} (gocept.runner worker {loop.name})')
-        user = loop._principal
+        txn.note(self.note)
+        user = self.loop._principal
         if user is not None and not txn.user:
-            folder = aq_parent(user).getPhysicalPath()[1:-1]
-            txn.setUser(user.getId(), '/'.join(folder))
+            if user is not self._user:
+                folder = aq_parent(user).getPhysicalPath()[1:-1]
+                self._user, self._user_args = user, (
+                    user.getId(), '/'.join(folder))
+            txn.setUser(*self._user_args)
 
     def afterCompletion(self, txn):
         pass
