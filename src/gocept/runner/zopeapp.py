@@ -53,9 +53,11 @@ PRODUCT = 'gocept.runner'
 SERVER_URL_KEY = 'server-url'
 DEFAULT_SERVER_URL = 'http://nohost'
 
-# The zope.conf this process set Zope up from; whether it shut Zope down.
+# The zope.conf this process set Zope up from; whether it shut Zope down;
+# how many `application` blocks use it.
 _started = None
 _stopped = False
+_users = 0
 
 
 @contextlib.contextmanager
@@ -63,12 +65,15 @@ def application(zope_conf):
     """Set Zope up from `zope_conf` (see `start`); yield its OFS
     application in a connection of its own, wrapped in a request.
 
-    The connection is closed on the way out, and Zope's databases too.
+    The connection is closed on the way out, and Zope's databases too when
+    no other block uses them: the process cannot set Zope up again.
     """
+    global _users
     # A worker's forked child that ends with an exception passes through
     # here: it must not close what the parent still uses.
     pid = os.getpid()
     start(zope_conf)
+    _users += 1
     try:
         connection = Zope2.DB.open()
         try:
@@ -82,7 +87,9 @@ def application(zope_conf):
                 connection.close()
     finally:
         if os.getpid() == pid:
-            stop()
+            _users -= 1
+            if not _users:
+                stop()
 
 
 def _abort():

@@ -350,6 +350,33 @@ class BadInputTests(InstanceTestCase):
             " unknown type name: 'zodb_db'\n",
             '-C', conf, f'{WORKERS}:create', 'never')
 
+    def test_an_error_in_the_ZCML_of_the_instance(self):
+        # A copy of the instance whose site.zcml includes a package that
+        # is not there.
+        instance = self.path('instance')
+        shutil.copytree(testing.ZOPE_INSTANCE_LAYER.instance, instance)
+        conf = os.path.join(instance, 'etc', 'zope.conf')
+        with open(conf) as f:
+            text = f.read()
+        with open(conf, 'w') as f:
+            f.write(text.replace(testing.ZOPE_INSTANCE_LAYER.instance,
+                                 instance))
+        site_zcml = os.path.join(instance, 'etc', 'site.zcml')
+        with open(site_zcml) as f:
+            text = f.read()
+        with open(site_zcml, 'w') as f:
+            f.write(text.replace(
+                '<include package="Zope2.App" />',
+                '<include package="Zope2.App" />\n'
+                '  <include package="no.such.package" />'))
+        self.data_fs = os.path.join(instance, 'var', 'Data.fs')
+        self.assertUsageError(
+            'gocept-runner: Error in the ZCML of the instance of'
+            f' {conf}: Invalid value for \'package\'; File "{site_zcml}",'
+            ' line 7.2-7.39; zope.schema._bootstrapinterfaces.ValidationError:'
+            " ImportError: Couldn't import no.such, No module named 'no'\n",
+            '-C', conf, f'{WORKERS}:create', 'never')
+
     def test_a_server_url_that_is_not_one(self):
         conf = self.path('zope.conf')
         with open(self.zope_conf) as f, open(conf, 'w') as out:
