@@ -5,7 +5,10 @@ workers and the code that puts jobs seldom conflict: the container never
 changes once made (its settings aside); pending jobs wait in shards, as in
 gocept.runner.queue; a job's record is written only by the worker that
 runs it; each worker process has a record that only its heartbeat writes,
-and each of its workers a record that only that worker writes.  (A BTree
+and each of its workers a record that only that worker writes.  A
+schedule's record is written only by the transaction that puts the job of
+an occurrence, and how its jobs ended goes into an object of its own,
+whose concurrent changes are resolved.  (A BTree
 that many write at once would conflict whenever one of them empties it.)
 """
 
@@ -60,6 +63,8 @@ class Jobs(persistent.Persistent):
 
     dead_after = DEAD_AFTER
     keep_done = KEEP_DONE
+    # The schedules' records by name, once one is made (see schedule_record).
+    _schedules = None
 
     def __init__(self, shards=SHARDS):
         if shards < 1:
@@ -142,6 +147,7 @@ class Jobs(persistent.Persistent):
 
     def done(self, job, now):
         """Keep the done `job` for `keep_done` seconds from `now`."""
+        self._ended(job, record.DONE, now)
         job.state = record.DONE
         # The shard it was taken from: workers seldom take from the same.
         shard = self._done[job.shard % len(self._done)]
@@ -152,6 +158,7 @@ class Jobs(persistent.Persistent):
 
     def fail(self, job):
         """Keep `job` among the failed jobs."""
+        self._ended(job, record.FAILED, job.ended or time.time())
         job.state = record.FAILED
         self._failed[job.id] = job
 
@@ -188,6 +195,30 @@ class Jobs(persistent.Persistent):
                     del self._records[job_id]
                 removed += 1
         return removed
+
+    def _ended(self, job, outcome, now):
+        if job.schedule is not None:
+            schedule = self.schedules().get(job.schedule)
+            if schedule is not None:
+                schedule.outcome.ended(outcome, now)
+
+    def schedules(self):
+        """The records of the schedules, by name."""
+        return {} if self._schedules is None else self._schedules
+
+    def schedule_record(self, name, last):
+        """The ScheduleRecord of the schedule `name`, made (as dealt with
+        up to `last`) if there is none."""
+        if self._schedules is None:
+            self._schedules = BTrees.OOBTree.OOBTree()
+        schedule = self._schedules.get(name)
+        if schedule is None:
+            schedule = self._schedules[name] = ScheduleRecord(name, last)
+        return schedule
+
+    def purge_schedule(self, name):
+        """Remove the record of the schedule `name` for good."""
+        del self._schedules[name]
 
     def processes(self):
         """The records of the worker processes, by key."""
@@ -230,6 +261,53 @@ class WorkerRecord(persistent.Persistent):
 
     def __repr__(self):
         return f'<WorkerRecord {self.key}>'
+
+
+class ScheduleRecord(persistent.Persistent):
+    """A schedule: its occurrences up to `last` (seconds since the epoch)
+    are dealt with, put or skipped; `job_id` is the job of the last one put
+    (at `occurrence`), by the worker process `put_by`.
+
+    Only the transaction that puts (or skips) an occurrence writes it, so
+    that of two processes that try the same occurrence, one conflicts.
+    How its jobs ended is kept in `outcome`, which others write.
+    """
+
+    job_id = occurrence = put_by = None
+
+    def __init__(self, name, last):
+        self.name = name
+        self.last = last
+        self.outcome = ScheduleOutcome()
+
+    def __repr__(self):
+        return f'<ScheduleRecord {self.name}>'
+
+
+class ScheduleOutcome(persistent.Persistent):
+    """How the jobs of a schedule ended: the last one (`outcome`,
+    'done' or 'failed', at `at`) and when one last succeeded
+    (`last_success`).  Written when a job of the schedule ends; the
+    changes of jobs that end at once are merged."""
+
+    outcome = at = last_success = None
+
+    def ended(self, outcome, now):
+        """Record that a job ended with `outcome` at `now`."""
+        if self.at is None or now >= self.at:
+            self.outcome, self.at = outcome, now
+        if outcome == record.DONE:
+            self.last_success = max(now, self.last_success or now)
+
+    def _p_resolveConflict(self, old, committed, new):
+        merged = dict(committed)
+        if (new.get('at') or 0) >= (committed.get('at') or 0):
+            merged['outcome'], merged['at'] = new.get('outcome'), new.get('at')
+        successes = [state['last_success'] for state in (committed, new)
+                     if state.get('last_success') is not None]
+        if successes:
+            merged['last_success'] = max(successes)
+        return merged
 
 
 def process_key():

@@ -32,6 +32,7 @@ from ZODB.POSException import ConflictError
 from ZODB.utils import tid_repr
 
 from gocept.runner import assembly
+from gocept.runner import config
 from gocept.runner import outage
 from gocept.runner import retry
 from gocept.runner import security
@@ -39,6 +40,8 @@ from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
 from gocept.runner.jobs import registry
+from gocept.runner.jobs import schedulemetrics
+from gocept.runner.jobs import scheduler
 from gocept.runner.jobs import store
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
@@ -67,11 +70,15 @@ class JobWorker:
     """What one main loop does with jobs: its worker record, the job it
     runs (see the module)."""
 
-    def __init__(self, loop, connection, liveness, burst=False):
+    def __init__(self, loop, connection, liveness, burst=False, entries=()):
         self.loop = loop
         self.connection = connection
         self.liveness = liveness
         self.burst = burst
+        # What puts the jobs of the schedules (see
+        # gocept.runner.jobs.scheduler), if zope.conf has any.
+        self.scheduler = None if not entries else scheduler.Scheduler(
+            entries, connection, liveness.key)
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
@@ -80,6 +87,10 @@ class JobWorker:
         """Take a due job and run it; return the seconds to wait before
         the next tick."""
         self.loop.in_worker = False
+        wait = None
+        if self.scheduler is not None and not self.burst:
+            # In the tick's transaction, committed if it puts a job.
+            wait = self.scheduler.tick()
         try:
             # The first attempt in the tick's transaction.
             taken, _ = retry.run(self._take)
@@ -91,7 +102,7 @@ class JobWorker:
             ending.log()
         what, value = taken
         if what == 'idle':
-            return value
+            return value if wait is None else max(0, min(value, wait))
         if what == 'exit':
             return Exit
         if what == 'taken':
@@ -294,15 +305,19 @@ class WorkerMiddleware(Middleware):
         self.modules = list(modules)
 
     def before_loop(self, loop):
-        config = zope.app.appsetup.product.getProductConfiguration(
+        product = zope.app.appsetup.product.getProductConfiguration(
             PRODUCT_CONFIG) or {}
         registry.import_modules(
-            config.get('modules', '').split(),
+            product.get('modules', '').split(),
             f'<product-config {PRODUCT_CONFIG}>, modules')
         registry.import_modules(self.modules, '--import')
+        entries = scheduler.configured(config.schedules())
         connection = zope.component.hooks.getSite()._p_jar
         heartbeat = liveness.acquire(connection.db())
-        _current.worker = JobWorker(loop, connection, heartbeat, self.burst)
+        _current.worker = JobWorker(loop, connection, heartbeat, self.burst,
+                                    entries)
+        if entries:
+            schedulemetrics.export(loop.process, entries)
 
     def after_loop(self, loop):
         worker = getattr(_current, 'worker', None)
