@@ -236,9 +236,10 @@ _schedules = {}
 
 
 def configure_schedules(conf):
-    """Make the ``<schedules>`` section of `conf` the schedules."""
+    """Make the ``<schedules>`` section of `conf` (None: none) the
+    schedules."""
     global _schedules
-    section = getattr(conf, 'schedules', None)
+    section = getattr(conf, 'schedules', None) if conf else None
     _schedules = {} if section is None else dict(section.entries)
 
 
