@@ -47,11 +47,21 @@ LOG = """\
 <eventlog>
   level WARNING
   <logfile>
-    path {path}
+    path {directory}/workers.log
     format %(asctime)s %(levelname)s %(name)s %(message)s
   </logfile>
 </eventlog>
+<logger>
+  name gocept.runner.jobs
+  level DEBUG
+  propagate false
+  <logfile>
+    path {directory}/jobs.log
+    format %(asctime)s %(levelname)s %(name)s %(message)s
+  </logfile>
+</logger>
 """
+CONFLICT = 'Schedules: a conflict putting due jobs'
 
 
 class Server:
@@ -83,9 +93,11 @@ class Server:
 def zope_conf(directory, zodb, schedules):
     path = os.path.join(directory, 'zope.conf')
     lines = ''.join(f'  {name}\n' for name in schedules)
+    for name in 'workers.log', 'jobs.log':
+        if os.path.exists(os.path.join(directory, name)):
+            os.remove(os.path.join(directory, name))
     testing.write_zope_conf(
-        directory, zodb, log=LOG.format(path=os.path.join(directory,
-                                                          'workers.log')),
+        directory, zodb, log=LOG.format(directory=directory),
         extra=f'<schedules>\n{lines}</schedules>\n' if lines else '')
     return path
 
@@ -177,7 +189,10 @@ def trial(server, count, seconds, directory):
         db.close()
     expected = {o for o in range(int(began) + 1, int(ended))
                 if o < ended - 1}
+    with open(os.path.join(directory, 'jobs.log')) as f:
+        conflicts = f.read().count(CONFLICT)
     return dict(
+        conflicts=conflicts / max(1, len(occurrences)),
         occurrences=len(set(occurrences)),
         missed=len(expected - set(occurrences)),
         doubled=len(occurrences) - len(set(occurrences)),
@@ -249,6 +264,8 @@ def report(rows, idles, seconds, load_before, load_after, elapsed):
         ' (goal: 0);',
         "delay: seconds from an occurrence's time to the start of its job,"
         ' median and 99th percentile (goal: 0.1 and 1);',
+        'conflicts: commits of the schedule that conflicted, per'
+        ' occurrence (over the whole run, start-up included);',
         'CPU: of a worker process, % of a core, mean of the processes.',
         'Idle: one worker process, idle, without schedules (the reference)'
         ' and with one that does not occur; % of a core, the median of'
@@ -264,13 +281,15 @@ def report(rows, idles, seconds, load_before, load_after, elapsed):
         f' {elapsed:.0f} s.',
         '',
         f'{"engine":<11} {"N":>2}  {"occurrences":>11}  {"missed":>6}'
-        f'  {"doubled":>7}  {"median":>7}  {"p99":>6}  {"CPU":>6}',
+        f'  {"doubled":>7}  {"median":>7}  {"p99":>6}  {"conflicts":>9}'
+        f'  {"CPU":>6}',
     ]
     for engine, count, r in rows:
         lines.append(
             f'{names[engine]:<11} {count:>2}  {r["occurrences"]:>11}'
             f'  {r["missed"]:>6}  {r["doubled"]:>7}  {r["median"]:>7.3f}'
-            f'  {r["p99"]:>6.3f}  {r["cpu"]:>5.1f}%')
+            f'  {r["p99"]:>6.3f}  {r["conflicts"]:>9.2f}'
+            f'  {r["cpu"]:>5.1f}%')
     lines.append('')
     lines.append(f'{"engine":<11}  {"without":>8}  {"with":>8}  {"cost":>8}')
     for engine, r in idles.items():

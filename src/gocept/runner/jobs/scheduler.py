@@ -153,7 +153,7 @@ class Scheduler:
         if not due or not _putting.acquire(blocking=False):
             return wait
         try:
-            lines, _ = retry.run(self._put)
+            lines, _ = retry.run(self._put, failed=_conflicted)
         except ConflictError:
             log.debug('Schedules: conflicts putting due jobs; looking again')
             return 0
@@ -201,11 +201,13 @@ class Scheduler:
         """Put the job(s) of the due occurrences of `entry` or skip them, as
         its catch_up says; return the log lines."""
         found, more = entry.schedule.between(schedule.last, now, LIMIT)
-        latest = found[-1]
+        latest = previous = found[-1]
         if more:
+            # Only the latest (and the one before it) of those not found.
             tail, _ = entry.schedule.between(
                 max(latest, now - (latest - found[0])), now, LIMIT)
             latest = tail[-1] if tail else latest
+            previous = tail[-2] if len(tail) > 1 else previous
         on_time = now - latest <= LATE
         if entry.catch_up == 'all':
             put = found if entry.overlap else found[:1]
@@ -226,9 +228,10 @@ class Scheduler:
                 ' (%s); skipped', (entry.name, local_time(occurrence),
                                    why(occurrence))))
         if len(skipped) > LOGGED or more and entry.catch_up != 'all':
+            until = previous if more and put else skipped[-1]
             lines.append((
                 logging.WARNING, 'Schedule %s missed more occurrences, up to'
-                ' %s; skipped', (entry.name, local_time(latest))))
+                ' %s; skipped', (entry.name, local_time(until))))
         for occurrence in put:
             job_id = self._job(jobs, entry, schedule, occurrence)
             if occurrence != latest or not on_time:
@@ -266,6 +269,12 @@ class Scheduler:
         jobs.put(job)
         schedule.job_id, schedule.occurrence = job.id, occurrence
         return job.id
+
+
+def _conflicted(error):
+    if isinstance(error, ConflictError):
+        log.debug('Schedules: a conflict putting due jobs (another worker'
+                  ' put them, mostly); looking again')
 
 
 def _running(jobs, schedule):

@@ -6,6 +6,7 @@ Worker processes keeping schedules together are tested against ZEO and
 PostgreSQL in test_schedules_workers.
 """
 
+import datetime
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import unittest
+import zoneinfo
 
 import transaction
 import ZODB
@@ -24,6 +26,8 @@ from gocept.runner.jobs import store
 from gocept.runner.jobs.schedule import Schedule
 from gocept.runner.jobs.scheduler import HANDOVER
 from gocept.runner.jobs.scheduler import LATE
+from gocept.runner.jobs.scheduler import LIMIT
+from gocept.runner.jobs.scheduler import LOGGED
 from gocept.runner.jobs.scheduler import Entry
 from gocept.runner.jobs.scheduler import Scheduler
 from gocept.runner.jobs.scheduler import configured
@@ -157,6 +161,25 @@ class SchedulerTest(unittest.TestCase):
             f'Schedule {NAME}every_second: job {job_id} put for its'
             f' occurrence at {local_time(START + 5)}'], lines)
 
+    def test_many_missed_occurrences_are_logged_up_to_a_limit(self):
+        lines = self.missed(schedulejobs.every_second, 150.5)
+        self.assertEqual([150], self.occurrences('every_second'))
+        self.assertEqual(LOGGED + 2, len(lines))
+        self.assertTrue(lines[LOGGED - 1].startswith(
+            f'Schedule {NAME}every_second missed its occurrence at'
+            f' {local_time(START + LOGGED)} '))
+        self.assertEqual(
+            f'Schedule {NAME}every_second missed more occurrences, up to'
+            f' {local_time(START + 149)}; skipped', lines[LOGGED])
+        self.assertIn(' put for its occurrence at ', lines[-1])
+        # More than are dealt with at once (LIMIT): the latest runs.
+        self.finish()
+        lines = self.missed(schedulejobs.every_second, LIMIT + 500.5)
+        self.assertEqual([150, LIMIT + 651], self.occurrences('every_second'))
+        self.assertEqual(
+            f'Schedule {NAME}every_second missed more occurrences, up to'
+            f' {local_time(START + LIMIT + 650)}; skipped', lines[LOGGED])
+
     def test_catch_up_latest_runs_an_occurrence_that_is_late(self):
         # Late: LATE seconds past, and no later one due.
         lines = self.missed(schedulejobs.every_second, 120 + LATE + 1,
@@ -204,6 +227,31 @@ class SchedulerTest(unittest.TestCase):
                                    ' it late')
         self.assertIn('put for its occurrence', lines[2])
 
+    def test_a_nightly_job_runs_once_on_either_day_of_a_dst_change(self):
+        berlin = zoneinfo.ZoneInfo('Europe/Berlin')
+        for day, expected in (((2026, 3, 29), '03-29 03:00+0200'),
+                              ((2026, 10, 25), '10-25 02:30+0200')):
+            start = datetime.datetime(*day, 1, tzinfo=berlin).timestamp()
+            self.clock.now = start
+            # Kept from the day's 01:00 on.
+            jobs = self.jobs()
+            if NAME + 'nightly' in jobs.schedules():
+                jobs.purge_schedule(NAME + 'nightly')
+                transaction.commit()
+            scheduler = self.scheduler(schedulejobs.nightly)
+            with self.assertNoLogs('gocept.runner.jobs', logging.WARNING):
+                # Every 30 seconds for four hours, as a worker ticks.
+                for step in range(4 * 120):
+                    self.clock.now = start + 30 * step
+                    scheduler.tick()
+                    self.finish()
+            put = [job.occurrence for job in self.jobs().records()
+                   if job.schedule == NAME + 'nightly' and
+                   job.occurrence > start]
+            self.assertEqual([expected], [
+                datetime.datetime.fromtimestamp(t, berlin).strftime(
+                    '%m-%d %H:%M%z') for t in put])
+
     def test_how_its_jobs_ended_is_kept_with_the_schedule(self):
         scheduler = self.scheduler(schedulejobs.every_second)
         scheduler.tick()
@@ -243,7 +291,8 @@ class SchedulerTest(unittest.TestCase):
                     NAME + 'every_second'].last
                 read.set()
                 committed.wait(10)
-                with self.assertLogs('txn', logging.DEBUG) as logs:
+                with self.assertLogs('gocept.runner.jobs',
+                                     logging.DEBUG) as logs:
                     results['tick'] = second.tick()
                 results['logs'] = logs.output
             finally:
@@ -258,9 +307,11 @@ class SchedulerTest(unittest.TestCase):
         thread.join(10)
         self.assertEqual([1], self.occurrences('every_second'))
         self.assertEqual(0, results['tick'])
-        # It conflicted, and tried again.
-        self.assertTrue(any('abort' in line for line in results['logs']),
-                        results['logs'])
+        # It conflicted, and looked again.
+        self.assertEqual(
+            ['DEBUG:gocept.runner.jobs:Schedules: a conflict putting due jobs'
+             ' (another worker put them, mostly); looking again'],
+            results['logs'])
         self.assertEqual(
             'host:1:a',
             self.jobs().schedules()[NAME + 'every_second'].put_by)
