@@ -89,8 +89,7 @@ class JobWorker:
         self.loop.in_worker = False
         wait = None
         if self.scheduler is not None and not self.burst:
-            # In the tick's transaction, committed if it puts a job.
-            wait = self.scheduler.tick()
+            wait = self._schedule()
         try:
             # The first attempt in the tick's transaction.
             taken, _ = retry.run(self._take)
@@ -109,6 +108,21 @@ class JobWorker:
             job, function = value
             self._run(job, function)
         return 0
+
+    def _schedule(self):
+        """Put the jobs of the due occurrences of the schedules, in the
+        tick's transaction (committed if it puts one); return the seconds
+        until they are to be looked at again, or None."""
+        try:
+            return self.scheduler.tick()
+        except Exception as error:
+            if outage.unavailable(error):
+                raise  # the loop waits for the storage
+            # Jobs go on being taken whatever befalls the schedules.
+            log.error('Worker %s: the schedules failed; taking jobs all the'
+                      ' same', self.key, exc_info=True)
+            transaction.abort()
+            return None
 
     def _jobs(self):
         return store.jobs_of(self.connection)

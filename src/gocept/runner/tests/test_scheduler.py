@@ -13,6 +13,8 @@ import re
 import shutil
 import tempfile
 import threading
+import time
+import types
 import unittest
 import zoneinfo
 
@@ -23,6 +25,7 @@ import ZODB.FileStorage
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.jobs import record
 from gocept.runner.jobs import store
+from gocept.runner.jobs import worker
 from gocept.runner.jobs.schedule import Schedule
 from gocept.runner.jobs.scheduler import HANDOVER
 from gocept.runner.jobs.scheduler import LATE
@@ -32,6 +35,7 @@ from gocept.runner.jobs.scheduler import Entry
 from gocept.runner.jobs.scheduler import Scheduler
 from gocept.runner.jobs.scheduler import configured
 from gocept.runner.jobs.scheduler import local_time
+from gocept.runner.tests import fakeloop
 from gocept.runner.tests import schedulejobs
 
 
@@ -49,7 +53,8 @@ class Clock:
         return self.now
 
 
-class SchedulerTest(unittest.TestCase):
+class DatabaseTest(unittest.TestCase):
+    """A FileStorage with a Jobs container, and a test clock."""
 
     def setUp(self):
         directory = tempfile.mkdtemp(prefix='gocept.runner.schedules.')
@@ -94,6 +99,9 @@ class SchedulerTest(unittest.TestCase):
             else:
                 jobs.fail(job)
         transaction.commit()
+
+
+class SchedulerTest(DatabaseTest):
 
     def test_a_schedule_starts_with_its_first_occurrence_after_now(self):
         scheduler = self.scheduler(schedulejobs.every_second)
@@ -365,3 +373,47 @@ class ConfiguredTest(unittest.TestCase):
             ' named twice', self.error({
                 f'{schedulejobs.MODULE}.nightly': '',
                 f'{schedulejobs.MODULE}:nightly': ''}))
+
+
+class Broken(Schedule):
+    """A schedule that fails to say its occurrences, once `broken`."""
+
+    broken = False
+
+    def after(self, instant):
+        if self.broken:
+            raise RuntimeError('broken schedule')
+        return super().after(instant)
+
+
+class WorkerTest(DatabaseTest):
+    """A worker's tick with schedules."""
+
+    def worker(self, *entries):
+        return worker.JobWorker(
+            fakeloop.FakeLoop(), self.connection,
+            types.SimpleNamespace(key='host:1:a'), entries=entries)
+
+    def test_a_worker_wakes_for_the_next_occurrence_before_its_poll(self):
+        job_worker = self.worker(Entry(schedulejobs.every_second,
+                                       Schedule(0.25)))
+        job_worker.scheduler.clock = time.time
+        # It makes the schedule's record; then waits for its occurrence.
+        self.assertEqual(0, job_worker.tick())
+        wait = job_worker.tick()
+        self.assertTrue(0 <= wait <= 0.25, wait)
+
+    def test_jobs_are_taken_whatever_befalls_the_schedules(self):
+        broken = Broken(1)
+        broken.broken = True
+        job_worker = self.worker(Entry(schedulejobs.every_second, broken))
+        job_worker.scheduler.clock = time.time
+        # A record to look at.
+        self.jobs().schedule_record(NAME + 'every_second', 0)
+        transaction.commit()
+        with self.assertLogs('gocept.runner.jobs', logging.ERROR) as logs:
+            self.assertEqual(worker.POLL, job_worker.tick())
+        self.assertIn('Worker host:1:a/', logs.output[0])
+        self.assertIn('the schedules failed; taking jobs all the same',
+                      logs.output[0])
+        self.assertIn('RuntimeError: broken schedule', logs.output[0])
