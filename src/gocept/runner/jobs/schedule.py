@@ -28,10 +28,6 @@ import zoneinfo
 import croniter
 
 
-# How far the wall clock may go back at a change of daylight saving time.
-_REPEAT = datetime.timedelta(hours=3)
-
-
 class Schedule:
     """The occurrences of `spec`: a cron expression (a string) or an
     interval (a number of seconds above 0), the cron expression in
@@ -110,10 +106,11 @@ class Schedule:
 
     def _cron(self, instant):
         start = self._wall(instant)
-        if self._ambiguous(start) and not start.fold:
+        first, second = self._instants(start.replace(fold=0))
+        if second is not None and not start.fold:
             # Times of the repeated hour before `start` occur again after
-            # `instant`, at their second passing.
-            start -= _REPEAT
+            # `instant`, at their second passing: from its beginning on.
+            start -= datetime.timedelta(seconds=second - first)
         times = croniter.croniter(
             self.expression, start - datetime.timedelta(seconds=1))
         # A wildcard expression's second passings of a repeated hour: they
@@ -154,12 +151,6 @@ class Schedule:
             else:
                 early = middle
         return late, None
-
-    def _ambiguous(self, wall):
-        return (self._instant(wall.replace(fold=0)) !=
-                self._instant(wall.replace(fold=1)) and
-                self._wall(self._instant(wall.replace(fold=0))).replace(
-                    fold=0) == wall.replace(fold=0))
 
     def _wall(self, instant):
         """The wall-clock time (naive, with its fold) of `instant`."""
