@@ -10,14 +10,17 @@ Two kinds of figures, from two places:
 - The queue of the database: how many jobs are pending, delayed, running
   and failed, and how long the earliest due job has waited.  Every worker
   process on the database gives the same figures.  Counting them reads
-  every bucket of the queue's BTrees (a sixth of a second for 100,000
-  pending jobs on a warm cache, see benchmarks/job_depth.py), which no
-  scrape should wait for and no job should wait behind: the process's
+  every bucket of the queue's BTrees: of 100,000 pending jobs, a fifth of
+  a millisecond once they are in the connection's cache, but half a
+  second of loading when they are not (benchmarks/job_depth.py).  No
+  scrape should wait for that, and no job behind it: the process's
   heartbeat (gocept.runner.jobs.liveness) reads them after each beat, in
-  its own thread on its own connection, every few seconds, and a scrape
-  gives what it read last.  The age of the earliest due job is told at
-  the scrape from when that job became due, so that it grows between two
-  reads, and also while the storage is away.
+  its own thread on its own connection, every few seconds (whether the
+  workers are idle or busy: a queue that grows because every worker is
+  busy is what the figures are for), and a scrape gives what it read
+  last.  The age of the earliest due job is told at the scrape from when
+  that job became due, so that it grows between two reads, also while
+  the storage is away.
 
 This module imports prometheus_client: only a process with metrics
 imports it (see gocept.runner.jobs.worker.WorkerMiddleware).
@@ -27,6 +30,7 @@ import time
 
 import prometheus_client.core
 
+from gocept.runner.jobs import registry
 from gocept.runner.metrics import Exporter
 from gocept.runner.metrics import histogram_buckets
 
@@ -39,8 +43,9 @@ STATES = ('pending', 'delayed', 'running', 'failed')
 
 def export(process, counts, liveness):
     """Export the jobs' figures with the metrics of `process`, if it has
-    any: `counts` (a worker's Counts) and those of `liveness` (the
-    heartbeat of the worker's database), which then reads the queue."""
+    any: `counts` (a worker's Counts, from its thread) and those of
+    `liveness` (the heartbeat of the worker's database), which then reads
+    the queue."""
     exporter = next((middleware for middleware in process.middleware
                      if isinstance(middleware, Exporter)), None)
     if exporter is None:
@@ -50,6 +55,10 @@ def export(process, counts, liveness):
     if collector is None:
         collector = Collector()
         exporter.add(collector)
+    # Every job function's series from the start, at 0: an alert on
+    # increase() sees the first failure, too.
+    for name in registry.names():
+        counts.of(name)
     collector.add(counts)
     collector.add(liveness.counts)
     liveness.queue = collector.queue

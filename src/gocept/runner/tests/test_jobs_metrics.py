@@ -323,6 +323,10 @@ class FileStorageTest(Workers, unittest.TestCase):
             figure(f'{name}_total', WHEN_ALLOWED)
             for name in ('done', 'retried', 'failed')))
         self.assertEqual(1, figure('failed_total', 'os:system'))
+        # A job function that did not run has its series from the start.
+        self.assertEqual((0, 0, 0), tuple(
+            figure(f'{name}_total', 'gocept.runner.tests.jobprograms:add')
+            for name in ('done', 'retried', 'failed')))
         self.assertEqual(3, figure('attempts_total', MARK, outcome='done'))
         self.assertEqual(3, figure('attempts_total', FAIL, outcome='error'))
         self.assertEqual(2, figure('attempts_total', WHEN_ALLOWED,
