@@ -292,7 +292,8 @@ def describe(error, job):
 class WorkerMiddleware(Middleware):
     """The middleware of a loop of `work`: it imports the modules of job
     functions that zope.conf names, keeps its process's heartbeat going
-    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker.
+    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker, whose
+    figures a process with metrics exports (see gocept.runner.jobs.metrics).
 
     With `burst`, the loop ends when no job is pending or running.
     `modules` are imported as well (those of gocept-jobs's --import).
