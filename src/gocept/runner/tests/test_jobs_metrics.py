@@ -32,6 +32,7 @@ MARK = 'gocept.runner.tests.jobprograms:mark'
 SLOW = 'gocept.runner.tests.jobprograms:slow_mark'
 FAIL = 'gocept.runner.tests.jobprograms:fail'
 WHEN_ALLOWED = 'gocept.runner.tests.jobprograms:mark_when_allowed'
+LONG = 'gocept.runner.tests.jobprograms:long_run'
 # The job modules of the workers, as an operator names them.
 PRODUCT_CONFIG = """\
 <product-config gocept.runner.jobs>
@@ -427,3 +428,28 @@ class ZEOTest(Workers, unittest.TestCase):
         self.assertGreaterEqual(
             value(later, 'gocept_runner_job_oldest_pending_age_seconds'),
             age + 1)
+
+    def test_the_process_that_finds_a_dead_one_counts_its_job(self):
+        with self.client() as client:
+            client.set(dead_after=2)
+            long_id = jobprograms.long_run.delay(client.counters(1)[0])
+            transaction.commit()
+            dying = jobprograms.start(self.dir)
+            self.addCleanup(dying.wait)
+            self.addCleanup(dying.kill)
+            client.wait(lambda: client.jobs().get(long_id).state
+                        == 'running', TIMEOUT, jobprograms.output(self.dir))
+            dying.kill()
+            worker = self.start('gocept-jobs')
+            # No retries: its attempt died, and it failed for good.
+            samples = worker.scrape(lambda samples: value(
+                samples, 'gocept_runner_job_failed_total',
+                job_name=LONG) == 1)
+            self.assertEqual(1, value(
+                samples, 'gocept_runner_job_attempts_total', job_name=LONG,
+                outcome='died'))
+            self.assertEqual(0, value(
+                samples, 'gocept_runner_job_duration_seconds_count',
+                job_name=LONG))
+            self.assertEqual('failed', client.record(long_id).state)
+        self.assertEqual(0, worker.stop())
