@@ -14,7 +14,9 @@ times in a connection of its own:
   (after every object left it) and warm (the reads after that), against
   ``len(jobs)``, which reads every shard too;
 - a scrape of what a worker process serves, with the jobs' figures (20
-  job names, the depth as read) and without them.
+  job names, the depth as read) and without them;
+
+and counts what the reads leave in the connection's cache.
 
 Each figure is the CPU time of the reading thread, the median of ROUNDS
 reads, with the lowest and the highest (on ZEO, without the server's).
@@ -94,6 +96,11 @@ def measure(db, count):
         cold = timed(lambda: jobs.depth(time.time()),
                      before=connection.cacheMinimize)
         warm = timed(lambda: jobs.depth(time.time()))
+        # What the reads leave in the connection's cache: the buckets, and
+        # a ghost of each job they hold (the jobs are not loaded).
+        cache = connection._cache
+        cached = (cache.cache_non_ghost_count,
+                  len(cache) - cache.cache_non_ghost_count)
         length = timed(lambda: len(jobs))
         # The metrics a worker process serves: its loop's and its own,
         # then with the jobs' figures (20 job names).
@@ -118,7 +125,8 @@ def measure(db, count):
             'jobs.depth(now), warm cache': (warm, 'len(jobs), warm'),
             'a scrape without the jobs\' figures': (plain, None),
             'a scrape with them': (
-                scrape, 'a scrape without the jobs\' figures')}
+                scrape, 'a scrape without the jobs\' figures'),
+            'cached': cached}
 
 
 def main():
@@ -157,6 +165,9 @@ def main():
         f' {time.strftime("%Y-%m-%d", time.gmtime())}.', '']
     for storage, figures in results.items():
         lines.append(storage)
+        loaded, ghosts = figures.pop('cached')
+        lines.append(f'  in the cache after the reads: {loaded:,} objects'
+                     f' loaded, {ghosts:,} ghosts')
         for figure, (seconds, reference) in figures.items():
             median = statistics.median(seconds)
             line = (f'  {figure:<36} {median * 1000:8.2f} ms  ('
