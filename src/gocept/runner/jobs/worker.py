@@ -21,6 +21,7 @@ Every log line about a job names it by name and id.
 """
 
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -40,6 +41,7 @@ from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
 from gocept.runner.jobs import registry
 from gocept.runner.jobs import store
+from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
 from gocept.runner.middleware import Middleware
@@ -75,6 +77,8 @@ class JobWorker:
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
+        # What it did with jobs (see gocept.runner.jobs.metrics).
+        self.counts = Counts()
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -89,6 +93,7 @@ class JobWorker:
             return 0
         for ending in self._endings:
             ending.log()
+            self.counts.ended(ending)
         what, value = taken
         if what == 'idle':
             return value
@@ -165,12 +170,14 @@ class JobWorker:
         except BaseException as error:
             if outage.unavailable(error):
                 raise  # the loop waits for the storage; see _take
-            self._failed(job, number, error, taken_in)
+            self._failed(job, number, error, taken_in,
+                         time.monotonic() - started)
             if isinstance(error, KeyboardInterrupt):
                 raise
         else:
-            log.debug('Job %s done in %.3f seconds', job.describe(),
-                      time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self.counts.done(job.name, seconds)
+            log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
         finally:
             self._restore_interaction()
 
@@ -200,8 +207,9 @@ class JobWorker:
         # The rest of the tick runs as the loop's principal again.
         security.begin(self.loop.principal)
 
-    def _failed(self, job, number, error, taken_in):
-        """Transaction 3: record the failed attempt of `job`."""
+    def _failed(self, job, number, error, taken_in, seconds):
+        """Transaction 3: record the failed attempt of `job`, which ran
+        `seconds`."""
         outcome, line = describe(error, job)
         text = job_traceback(error)
         endings = []
@@ -218,6 +226,7 @@ class JobWorker:
         retry.run(record, begin=transaction.begin)
         for ending in endings:
             ending.log()
+            self.counts.ended(ending, seconds)
 
     def unregister(self):
         """Remove the worker's record, unless it has a job left (when the
@@ -283,7 +292,8 @@ def describe(error, job):
 class WorkerMiddleware(Middleware):
     """The middleware of a loop of `work`: it imports the modules of job
     functions that zope.conf names, keeps its process's heartbeat going
-    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker.
+    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker, whose
+    figures a process with metrics exports (see gocept.runner.jobs.metrics).
 
     With `burst`, the loop ends when no job is pending or running.
     `modules` are imported as well (those of gocept-jobs's --import).
@@ -302,7 +312,13 @@ class WorkerMiddleware(Middleware):
         registry.import_modules(self.modules, '--import')
         connection = zope.component.hooks.getSite()._p_jar
         heartbeat = liveness.acquire(connection.db())
-        _current.worker = JobWorker(loop, connection, heartbeat, self.burst)
+        worker = _current.worker = JobWorker(
+            loop, connection, heartbeat, self.burst)
+        # gocept.runner.metrics is imported only for a process with
+        # metrics (see assembly.Run), and so is the module of the jobs'.
+        if 'gocept.runner.metrics' in sys.modules:
+            from gocept.runner.jobs import metrics
+            metrics.export(loop.process, worker.counts, heartbeat)
 
     def after_loop(self, loop):
         worker = getattr(_current, 'worker', None)
