@@ -37,6 +37,11 @@ def lookup_function(name):
     return _registry.get(name)
 
 
+def names():
+    """The names of the job functions registered."""
+    return list(_registry)
+
+
 def job(function=None, *, retries=RETRIES, time_limit=None,
         retry_pause=RETRY_PAUSE):
     """Decorate a module's function as a job function: ``@job`` or

@@ -21,6 +21,7 @@ Every log line about a job names it by name and id.
 """
 
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -40,9 +41,9 @@ from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
 from gocept.runner.jobs import registry
-from gocept.runner.jobs import schedulemetrics
 from gocept.runner.jobs import scheduler
 from gocept.runner.jobs import store
+from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
 from gocept.runner.middleware import Middleware
@@ -82,6 +83,8 @@ class JobWorker:
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
+        # What it did with jobs (see gocept.runner.jobs.metrics).
+        self.counts = Counts()
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -99,6 +102,7 @@ class JobWorker:
             return 0
         for ending in self._endings:
             ending.log()
+            self.counts.ended(ending)
         what, value = taken
         if what == 'idle':
             return value if wait is None else max(0, min(value, wait))
@@ -190,12 +194,14 @@ class JobWorker:
         except BaseException as error:
             if outage.unavailable(error):
                 raise  # the loop waits for the storage; see _take
-            self._failed(job, number, error, taken_in)
+            self._failed(job, number, error, taken_in,
+                         time.monotonic() - started)
             if isinstance(error, KeyboardInterrupt):
                 raise
         else:
-            log.debug('Job %s done in %.3f seconds', job.describe(),
-                      time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self.counts.done(job.name, seconds)
+            log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
         finally:
             self._restore_interaction()
 
@@ -225,8 +231,9 @@ class JobWorker:
         # The rest of the tick runs as the loop's principal again.
         security.begin(self.loop.principal)
 
-    def _failed(self, job, number, error, taken_in):
-        """Transaction 3: record the failed attempt of `job`."""
+    def _failed(self, job, number, error, taken_in, seconds):
+        """Transaction 3: record the failed attempt of `job`, which ran
+        `seconds`."""
         outcome, line = describe(error, job)
         text = job_traceback(error)
         endings = []
@@ -243,6 +250,7 @@ class JobWorker:
         retry.run(record, begin=transaction.begin)
         for ending in endings:
             ending.log()
+            self.counts.ended(ending, seconds)
 
     def unregister(self):
         """Remove the worker's record, unless it has a job left (when the
@@ -308,7 +316,8 @@ def describe(error, job):
 class WorkerMiddleware(Middleware):
     """The middleware of a loop of `work`: it imports the modules of job
     functions that zope.conf names, keeps its process's heartbeat going
-    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker.
+    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker, whose
+    figures a process with metrics exports (see gocept.runner.jobs.metrics).
 
     With `burst`, the loop ends when no job is pending or running.
     `modules` are imported as well (those of gocept-jobs's --import).
@@ -328,9 +337,15 @@ class WorkerMiddleware(Middleware):
         entries = scheduler.configured(config.schedules())
         connection = zope.component.hooks.getSite()._p_jar
         heartbeat = liveness.acquire(connection.db())
-        _current.worker = JobWorker(loop, connection, heartbeat, self.burst,
-                                    entries)
-        if entries:
+        worker = _current.worker = JobWorker(
+            loop, connection, heartbeat, self.burst, entries)
+        # gocept.runner.metrics is imported only for a process with
+        # metrics (see assembly.Run), and so are the modules of the jobs'
+        # and the schedules'.
+        if 'gocept.runner.metrics' in sys.modules:
+            from gocept.runner.jobs import metrics
+            from gocept.runner.jobs import schedulemetrics
+            metrics.export(loop.process, worker.counts, heartbeat)
             schedulemetrics.export(loop.process, entries)
 
     def after_loop(self, loop):
