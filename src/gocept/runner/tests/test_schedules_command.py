@@ -145,9 +145,40 @@ class CommandsTest(unittest.TestCase):
 
 
 class ProgramTest(unittest.TestCase):
-    """gocept-jobs work with a <schedules> it cannot keep."""
+    """The workers of gocept-jobs and gocept-runner keep the schedules, and
+    refuse a <schedules> they cannot keep."""
 
     layer = testing.SubprocessLayer
+
+    def test_gocept_runner_s_workers_keep_the_schedules_too(self):
+        directory = tempfile.mkdtemp(prefix='gocept.runner.schedules.')
+        self.addCleanup(shutil.rmtree, directory)
+        conf = jobprograms.write_zope_conf(
+            directory, '<zodb>\n  <filestorage>\n'
+            f'    path {directory}/Data.fs\n  </filestorage>\n</zodb>\n',
+            extra=f'<schedules>\n  {schedulejobs.MODULE}.every_second\n'
+                  '</schedules>\n')
+        result = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), 'gocept-runner'),
+             '-C', conf, '--max-runtime', '3', 'gocept.runner.jobs:work',
+             'gocept.runner.jobs:work'],
+            capture_output=True, text=True, cwd=directory, timeout=120)
+        self.assertEqual(75, result.returncode, result.stderr)
+        storage = ZODB.FileStorage.FileStorage(
+            os.path.join(directory, 'Data.fs'), read_only=True)
+        db = ZODB.DB(storage)
+        try:
+            with db.transaction() as connection:
+                jobs = store.jobs_of(connection)
+                done = [job.occurrence for job in jobs.records()
+                        if job.schedule == NAME + 'every_second' and
+                        job.state == 'done']
+                self.assertGreaterEqual(len(done), 1, result.stdout)
+                self.assertEqual(len(done), len(set(done)))
+                self.assertEqual(len(done), connection.root()[
+                    'every_second'].count)
+        finally:
+            db.close()
 
     def test_a_function_that_cannot_be_imported_is_status_2(self):
         directory = tempfile.mkdtemp(prefix='gocept.runner.schedules.')
