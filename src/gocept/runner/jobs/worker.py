@@ -41,6 +41,7 @@ from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
 from gocept.runner.jobs import registry
 from gocept.runner.jobs import store
+from gocept.runner.jobs import wakeup
 from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
@@ -51,7 +52,8 @@ from gocept.runner.tick import Exit
 log = logging.getLogger('gocept.runner.jobs')
 
 #: Seconds an idle worker waits before it looks for due jobs again (less,
-#: when one is due earlier).
+#: when one is due earlier), unless a job queued wakes it first (see
+#: gocept.runner.jobs.wakeup).
 POLL = 1
 # The product-config section and its key that name the modules of job
 # functions for a worker to import.
@@ -69,11 +71,14 @@ class JobWorker:
     """What one main loop does with jobs: its worker record, the job it
     runs (see the module)."""
 
-    def __init__(self, loop, connection, liveness, burst=False):
+    def __init__(self, loop, connection, liveness, burst=False,
+                 watcher=None):
         self.loop = loop
         self.connection = connection
         self.liveness = liveness
         self.burst = burst
+        # The wakeup.Watcher that wakes the loop when a job is queued.
+        self.watcher = watcher
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
@@ -96,6 +101,8 @@ class JobWorker:
             self.counts.ended(ending)
         what, value = taken
         if what == 'idle':
+            if self.watcher is not None:
+                self.watcher.attend(self._jobs())
             return value
         if what == 'exit':
             return Exit
@@ -311,9 +318,15 @@ class WorkerMiddleware(Middleware):
             f'<product-config {PRODUCT_CONFIG}>, modules')
         registry.import_modules(self.modules, '--import')
         connection = zope.component.hooks.getSite()._p_jar
-        heartbeat = liveness.acquire(connection.db())
+        db = connection.db()
+        heartbeat = liveness.acquire(db)
+        try:
+            watcher = wakeup.watch(loop, db)
+        except BaseException:
+            liveness.release(heartbeat)
+            raise
         worker = _current.worker = JobWorker(
-            loop, connection, heartbeat, self.burst)
+            loop, connection, heartbeat, self.burst, watcher)
         # gocept.runner.metrics is imported only for a process with
         # metrics (see assembly.Run), and so is the module of the jobs'.
         if 'gocept.runner.metrics' in sys.modules:
@@ -328,6 +341,7 @@ class WorkerMiddleware(Middleware):
         try:
             worker.unregister()
         finally:
+            wakeup.unwatch(loop, worker.watcher.db)
             liveness.release(worker.liveness)
 
 

@@ -3,7 +3,8 @@ their database for the tests of gocept.runner.jobs.
 
 Run workers as ``python -m gocept.runner.tests.jobprograms ZOPE_CONF
 [KEY=VALUE...]``: ``workers=N`` loops in threads (1: in the main thread),
-``burst=1`` to end when no job is left, and the process settings of
+``burst=1`` to end when no job is left, ``poll=SECONDS`` for the idle
+workers' poll (gocept.runner.jobs.worker.POLL), and the process settings of
 gocept.runner.assembly.Run (``max_runtime=...``).  The exit status is the
 process's (see gocept.runner.status).
 """
@@ -31,6 +32,7 @@ from gocept.runner import status
 from gocept.runner import testing
 from gocept.runner.jobs import job
 from gocept.runner.jobs import store
+from gocept.runner.jobs import worker
 from gocept.runner.tests import programs
 
 
@@ -97,6 +99,21 @@ def long_run(counter):
     """Change `counter`, then compute for 30 seconds."""
     counter.count += 1
     spin(30)
+
+
+@job(retries=0)
+def nap(counter, seconds):
+    """Sleep `seconds`, then count a run in `counter`."""
+    time.sleep(seconds)
+    counter.count += 1
+
+
+@job(retries=0)
+def spawn(counters, seconds, after=0):
+    """After `after` seconds, put a job `nap` for each of `counters`."""
+    time.sleep(after)
+    for counter in counters:
+        nap.delay(counter, seconds)
 
 
 @job
@@ -230,6 +247,7 @@ def main(argv):
     settings = {key: float(value) for key, value in settings.items()}
     settings['workers'] = int(settings.get('workers', 1))
     settings['burst'] = bool(settings.get('burst', 0))
+    worker.POLL = settings.pop('poll', worker.POLL)
     process = run(argv[0], **settings)
     sys.exit(status.process_status(process))
 
