@@ -2,8 +2,9 @@
 process on a ZEO server and on a PostgreSQL server (RelStorage), and for
 jobs that a job puts in the same process on a FileStorage.
 
-The workers' poll is made POLL seconds long: a job started within SOON
-seconds was found by the wake-up, not by the poll.
+In the tests with worker processes, the workers' poll is made POLL seconds
+long: a job started within SOON seconds was found by the wake-up, not by
+the poll.
 """
 
 import shutil
@@ -17,7 +18,10 @@ import transaction
 from gocept.runner import jobs
 from gocept.runner import testing
 from gocept.runner.jobs import store
+from gocept.runner.jobs import wakeup
+from gocept.runner.jobs.record import Job
 from gocept.runner.tests import jobprograms
+from gocept.runner.tests.fakeloop import root
 
 
 POLL = 30
@@ -25,6 +29,72 @@ POLL = 30
 # far below the poll.
 SOON = 10
 TIMEOUT = 60
+
+
+class Loop:
+    """Stands for a MainLoop: counts how often it was told to tick now."""
+
+    woken = 0
+
+    def tick_now(self):
+        self.woken += 1
+
+
+class WatcherTest(unittest.TestCase):
+    """The Watcher of a database's workers, in this process, on a
+    FileStorage."""
+
+    def setUp(self):
+        self.root = root(self)
+        self.db = self.root._p_jar.db()
+        self.jobs = store.jobs_of(self.root._p_jar, create=True)
+        transaction.commit()
+        self.loops = [Loop(), Loop()]
+        self.watcher = None
+        for loop in self.loops:
+            self.watcher = wakeup.watch(loop, self.db)
+            self.addCleanup(wakeup.unwatch, loop, self.db)
+
+    def put(self):
+        self.jobs.put(Job(uuid.uuid4().hex, 'module:function', ()))
+
+    def woken(self):
+        return [loop.woken for loop in self.loops]
+
+    def test_a_commit_that_queues_jobs_wakes_every_loop_once(self):
+        self.put()
+        self.put()
+        self.assertEqual([0, 0], self.woken())
+        transaction.commit()
+        self.assertEqual([1, 1], self.woken())
+
+    def test_a_put_that_aborts_wakes_nobody(self):
+        self.put()
+        transaction.abort()
+        self.assertEqual([0, 0], self.woken())
+
+    def test_of_others_commits_only_those_that_rang_wake(self):
+        # What the Relay shows it of ZEO's invalidations.
+        self.watcher.attend(self.jobs)
+        self.root['other'] = 'unrelated'
+        transaction.commit()
+        self.watcher.invalidated([self.jobs._p_oid])
+        self.assertEqual([0, 0], self.woken())
+        self.watcher.invalidated([self.jobs._p_oid, self.jobs.bell._p_oid])
+        self.assertEqual([1, 1], self.woken())
+        # The commit that makes the container changes the root.
+        self.watcher.invalidated({self.root._p_oid})
+        self.assertEqual([2, 2], self.woken())
+
+    def test_a_loop_no_longer_watching_is_not_woken(self):
+        wakeup.unwatch(self.loops[0], self.db)
+        self.put()
+        transaction.commit()
+        self.assertEqual([0, 1], self.woken())
+        wakeup.unwatch(self.loops[1], self.db)
+        self.put()
+        transaction.commit()
+        self.assertEqual([0, 1], self.woken())
 
 
 class OtherProcess:
