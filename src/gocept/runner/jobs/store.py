@@ -290,4 +290,6 @@ def jobs_of(connection, create=False):
     jobs = root.get(ROOT_KEY)
     if jobs is None and create:
         jobs = root[ROOT_KEY] = Jobs()
+        # Now, not at the commit: what a put does needs the connection.
+        connection.add(jobs)
     return jobs

@@ -41,6 +41,8 @@ log = logging.getLogger('gocept.runner.jobs')
 CHANNEL = 'gocept_runner_jobs'
 # The `application_name` of our PostgreSQL connections.
 APPLICATION = 'gocept.runner.jobs wake-up'
+# Seconds a worker that stops waits for its Listener's thread, at most.
+STOP_TIMEOUT = 5
 
 # A database -> the Watcher of its workers in this process.
 _watchers = {}
@@ -265,8 +267,11 @@ class Listener:
     def stop(self):
         self._stopping = True
         self._stop.wake()
-        self._thread.join()
-        self._stop.close()
+        # Not for long: a thread that connects to a server gone quiet may
+        # take a minute to notice; it ends by itself then (a daemon).
+        self._thread.join(STOP_TIMEOUT)
+        if not self._thread.is_alive():
+            self._stop.close()
 
     def _run(self):
         pauses = retry.Backoff(0.1, 10)

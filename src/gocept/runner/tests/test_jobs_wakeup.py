@@ -68,6 +68,14 @@ class WatcherTest(unittest.TestCase):
         transaction.commit()
         self.assertEqual([1, 1], self.woken())
 
+    def test_the_put_that_makes_the_container_wakes_every_loop(self):
+        del self.root[store.ROOT_KEY]
+        transaction.commit()
+        self.jobs = store.jobs_of(self.root._p_jar, create=True)
+        self.put()
+        transaction.commit()
+        self.assertEqual([1, 1], self.woken())
+
     def test_a_put_that_aborts_wakes_nobody(self):
         self.put()
         transaction.abort()
