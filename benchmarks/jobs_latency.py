@@ -14,12 +14,14 @@ the client that puts jobs, in two modes each:
   by its poll (gocept.runner.jobs.worker.POLL, 1 second).
 
 1. Latency: jobs put one at a time (each committed alone, the next one
-   after the last is done and a random pause of 50 to 250 ms); for each,
+   after the last is done and a random pause of 50 to 1050 ms, so that
+   the puts fall anywhere in the reference's poll); for each,
    when its attempt started minus when it was made (before its commit).
    The median and the 90th percentile.
 2. CPU of the idle worker process (all its threads, from /proc), while
    nothing happens and while this process commits unrelated changes 100
-   times a second: what reacting to other commits costs an idle worker.
+   times a second (in 8 threads): what reacting to other commits costs an
+   idle worker.
 
 The goal: a median latency of at most 50 ms with wake-ups.  Writes
 benchmarks/jobs-latency-results.txt (--quick, a smoke run: 10 jobs and
@@ -37,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -55,6 +58,8 @@ WORKER = os.path.join(HERE, 'workers', 'jobs_latency_worker.py')
 MODES = ('wake-up', 'poll')
 GOAL = 0.050
 COMMITS_PER_SECOND = 100
+# Threads that commit them, each in a connection of its own.
+COMMITTERS = 8
 TIMEOUT = 60
 
 
@@ -84,7 +89,8 @@ class Run:
         self.client = self.connected.__enter__()
         transaction.begin()
         self.client.root[store.ROOT_KEY] = store.Jobs()
-        self.client.root['unrelated'] = BTrees.OOBTree.OOBTree()
+        self.client.root['unrelated'] = BTrees.OOBTree.OOBTree({
+            number: BTrees.OOBTree.OOBTree() for number in range(COMMITTERS)})
         transaction.commit()
         with open(os.path.join(self.directory, 'output'), 'ab') as output:
             self.worker = subprocess.Popen(
@@ -114,7 +120,7 @@ class Run:
         """Put `count` jobs one at a time; return their latencies."""
         result = []
         for _ in range(count):
-            time.sleep(random.uniform(0.05, 0.25))
+            time.sleep(random.uniform(0.05, 1.05))
             counter, = self.client.counters(1)
             job_id = jobprograms.mark.delay(counter)
             transaction.commit()
@@ -131,24 +137,38 @@ class Run:
         """The idle worker's CPU seconds per second over `seconds`, while
         this process commits `commits` unrelated changes a second (as many
         as it can, if fewer); and the commits a second made."""
-        unrelated = self.client.root['unrelated']
         start, cpu = time.monotonic(), cpu_seconds(self.worker.pid)
-        number = 0
-        while True:
-            now = time.monotonic()
-            if now - start >= seconds:
-                break
-            if commits:
-                number += 1
-                unrelated[number % 100] = number
-                transaction.commit()
-                time.sleep(max(0, start + number / commits -
-                               time.monotonic()))
-            else:
-                time.sleep(seconds - (now - start))
+        made = []
+        threads = [threading.Thread(target=self.commit_unrelated,
+                                    args=(number, start + seconds,
+                                          commits / COMMITTERS, made))
+                   for number in range(COMMITTERS if commits else 0)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        time.sleep(max(0, start + seconds - time.monotonic()))
         elapsed = time.monotonic() - start
         return ((cpu_seconds(self.worker.pid) - cpu) / elapsed,
-                number / elapsed)
+                sum(made) / elapsed)
+
+    def commit_unrelated(self, number, until, rate, made):
+        """Commit `rate` changes a second to a BTree of its own until
+        `until` (time.monotonic); add how many to `made`."""
+        manager = transaction.TransactionManager()
+        connection = self.client.db.open(manager)
+        try:
+            tree = connection.root()['unrelated'][number]
+            count, start = 0, time.monotonic()
+            while time.monotonic() < until:
+                count += 1
+                tree[count % 100] = count
+                manager.commit()
+                time.sleep(max(0, start + count / rate - time.monotonic()))
+        finally:
+            manager.abort()
+            connection.close()
+        made.append(count)
 
 
 def servers(directory):
@@ -254,7 +274,7 @@ def report(rows, count, window, seconds):
     lines += [
         '',
         f'Latency: {count} jobs put one at a time by another process, each'
-        ' after the last was done and a pause of 50 to 250 ms; from when the'
+        ' after the last was done and a pause of 50 to 1050 ms; from when the'
         ' job was made (before its commit) to when its attempt started.'
         ' CPU: the idle worker process (all its threads) over'
         f' {window} s with nothing to do ("idle"), then over {window} s while'
