@@ -25,11 +25,13 @@ import zope.app.appsetup.bootstrap
 import zope.component.hooks
 import zope.processlifetime
 
+import gocept.runner
 from gocept.runner import assembly
 from gocept.runner import environment
 from gocept.runner import jobs
 from gocept.runner import status
 from gocept.runner import testing
+from gocept.runner.decorators import appmain
 from gocept.runner.jobs import job
 from gocept.runner.jobs import store
 from gocept.runner.jobs import worker
@@ -119,6 +121,20 @@ def spawn(counters, seconds, after=0):
 @job
 def add(a, b=0):
     return a + b
+
+
+@appmain(ticks=0.1)
+def producer():
+    """A runner's worker beside job workers in one process: once one of
+    them has looked for jobs (and idles), put a job `mark` on the Counter
+    ``root()['counter']``, and end."""
+    container = store.jobs_of(root()._p_jar)
+    if container is None or not any(
+            process.workers for process in container.processes().values()):
+        return None
+    counter = root()['counter'] = Counter()
+    mark.delay(counter)
+    return gocept.runner.Exit
 
 
 def not_a_job(counter):

@@ -9,6 +9,8 @@ the poll.
 
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import unittest
 import uuid
@@ -247,3 +249,29 @@ class FileStorageTest(unittest.TestCase):
                 self.assertLess(attempt.started - job.created, 3)
             self.assertEqual(2, len({job.attempts[0].worker for job in naps}))
             self.assertEqual([1, 1], [c.count for c in client.counters_of()])
+
+    def test_the_embedded_default_of_gocept_runner(self):
+        # gocept-runner without zope.conf: a FileStorage var/Data.fs, for
+        # one process.  A runner's worker of that process puts a job when
+        # the job worker idles.
+        program = (
+            'import sys\n'
+            'from gocept.runner import cli\n'
+            'from gocept.runner.jobs import worker\n'
+            'import gocept.runner.tests.jobprograms\n'
+            f'worker.POLL = {POLL}\n'
+            "sys.exit(cli.main(['--max-runtime', '8',"
+            " 'gocept.runner.tests.jobprograms:producer',"
+            " 'gocept.runner.jobs:work'], exiting=True))\n")
+        result = subprocess.run(
+            [sys.executable, '-c', program], cwd=self.dir,
+            capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(75, result.returncode, result.stderr)
+        zodb = (f'<zodb>\n  <filestorage>\n    path {self.dir}/var/Data.fs\n'
+                '  </filestorage>\n</zodb>\n')
+        with jobprograms.client(zodb) as client:
+            job, = client.fresh().records()
+            attempt, = job.attempts
+            self.assertEqual('done', attempt.outcome)
+            self.assertLess(attempt.started - job.created, 3)
+            self.assertEqual(1, client.root['counter'].count)
