@@ -33,6 +33,7 @@ import argparse
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -138,6 +139,7 @@ class Run:
         this process commits `commits` unrelated changes a second (as many
         as it can, if fewer); and the commits a second made."""
         start, cpu = time.monotonic(), cpu_seconds(self.worker.pid)
+        ticks = self.ticks()
         made = []
         threads = [threading.Thread(target=self.commit_unrelated,
                                     args=(number, start + seconds,
@@ -150,7 +152,13 @@ class Run:
         time.sleep(max(0, start + seconds - time.monotonic()))
         elapsed = time.monotonic() - start
         return ((cpu_seconds(self.worker.pid) - cpu) / elapsed,
-                sum(made) / elapsed)
+                sum(made) / elapsed, (self.ticks() - ticks) / elapsed)
+
+    def ticks(self):
+        """How many ticks the worker has run, as its log says."""
+        numbers = re.findall(r'^DEBUG gocept\.runner\.runner Tick (\d+) of',
+                             jobprograms.output(self.directory), re.M)
+        return int(numbers[-1]) if numbers else 0
 
     def commit_unrelated(self, number, until, rate, made):
         """Commit `rate` changes a second to a BTree of its own until
@@ -221,8 +229,9 @@ def main():
                 try:
                     with Run(run_dir, section(), mode) as run:
                         latencies = run.latencies(count)
-                        idle, _ = run.cpu(window, 0)
-                        busy, rate = run.cpu(window, COMMITS_PER_SECOND)
+                        idle, _, _ = run.cpu(window, 0)
+                        busy, rate, ticks = run.cpu(
+                            window, COMMITS_PER_SECOND)
                 except Exception as e:
                     print(f'  failed: {type(e).__name__}: {e}')
                     print(jobprograms.output(run_dir)[-3000:])
@@ -230,7 +239,7 @@ def main():
                     continue
                 rows.append((name, mode, statistics.median(latencies),
                              percentile(latencies, 0.9), max(latencies),
-                             idle, busy, rate))
+                             idle, busy, rate, ticks))
                 print('  ' + format_row(rows[-1]), flush=True)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -246,16 +255,16 @@ def main():
 
 
 def format_row(row):
-    name, mode, median, p90, worst, idle, busy, rate = row
+    name, mode, median, p90, worst, idle, busy, rate, ticks = row
     return (f'{name:<22} {mode:<8} {median * 1000:9.1f} {p90 * 1000:7.1f}'
             f' {worst * 1000:7.1f} {idle * 100:11.2f} {busy * 100:11.2f}'
-            f' {rate:9.0f}')
+            f' {rate:9.0f} {ticks:7.1f}')
 
 
 def report(rows, count, window, seconds):
     lines = [
         'storage                mode     median ms  p90 ms  max ms'
-        '  CPU % idle  CPU % busy  commits/s',
+        '  CPU % idle  CPU % busy  commits/s  ticks/s',
         *(format_row(row) for row in rows), '']
     for name in dict.fromkeys(row[0] for row in rows):
         by_mode = {row[1]: row for row in rows if row[0] == name}
@@ -270,7 +279,8 @@ def report(rows, count, window, seconds):
             f' idle worker while another client commits unrelated changes'
             f' ({wake[7]:.0f} and {poll[7]:.0f} a second):'
             f' {wake[6] * 100:.2f} % of a CPU with wake-ups,'
-            f' {poll[6] * 100:.2f} % with the poll alone.')
+            f' {poll[6] * 100:.2f} % with the poll alone; {wake[8]:.1f} and'
+            f' {poll[8]:.1f} ticks a second.')
     lines += [
         '',
         f'Latency: {count} jobs put one at a time by another process, each'
@@ -280,7 +290,9 @@ def report(rows, count, window, seconds):
         f' {window} s with nothing to do ("idle"), then over {window} s while'
         ' another client commits unrelated changes ("busy"), aiming at'
         f' {COMMITS_PER_SECOND} commits a second (the column "commits/s" has'
-        ' how many it made).  "poll": the reference, nothing wakes the'
+        ' how many it made), and the ticks the worker ran a second meanwhile'
+        ' ("ticks/s": one a second is its poll; more would be wake-ups by'
+        ' unrelated commits).  "poll": the reference, nothing wakes the'
         ' worker (its poll is 1 s).',
         f'Python {platform.python_version()}, {os.cpu_count()} CPUs, load'
         ' average at the end {:.1f} {:.1f} {:.1f}; whole run {:.0f} s.'.format(
