@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import uuid
@@ -298,7 +299,8 @@ def report(rows, count, window, seconds):
         ' average at the end {:.1f} {:.1f} {:.1f}; whole run {:.0f} s.'.format(
             *os.getloadavg(), seconds),
     ]
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(textwrap.fill(line, 78) if len(line) > 100 else line
+                     for line in lines) + '\n'
 
 
 if __name__ == '__main__':

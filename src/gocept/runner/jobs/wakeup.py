@@ -97,9 +97,10 @@ def unwatch(loop, db):
         if watcher is None:
             return
         watcher.loops = watcher.loops - {loop}
-        if not watcher.loops:
-            del _watchers[db]
-            watcher.stop()
+        if watcher.loops:
+            return
+        del _watchers[db]
+    watcher.stop()
 
 
 class Watcher:
