@@ -263,10 +263,11 @@ def format_row(row):
 
 
 def report(rows, count, window, seconds):
-    lines = [
+    table = [
         'storage                mode     median ms  p90 ms  max ms'
         '  CPU % idle  CPU % busy  commits/s  ticks/s',
         *(format_row(row) for row in rows), '']
+    lines = []
     for name in dict.fromkeys(row[0] for row in rows):
         by_mode = {row[1]: row for row in rows if row[0] == name}
         if set(by_mode) != set(MODES):
@@ -299,8 +300,8 @@ def report(rows, count, window, seconds):
         ' average at the end {:.1f} {:.1f} {:.1f}; whole run {:.0f} s.'.format(
             *os.getloadavg(), seconds),
     ]
-    return '\n'.join(textwrap.fill(line, 78) if len(line) > 100 else line
-                     for line in lines) + '\n'
+    return '\n'.join(
+        table + [textwrap.fill(line, 78) for line in lines]) + '\n'
 
 
 if __name__ == '__main__':
