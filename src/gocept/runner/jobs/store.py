@@ -18,11 +18,13 @@ import random
 import socket
 import time
 
+import BTrees.Length
 import BTrees.LOBTree
 import BTrees.OOBTree
 import persistent
 
 from gocept.runner.jobs import record
+from gocept.runner.jobs import wakeup
 from gocept.runner.queue import RANDOM_BITS
 
 
@@ -60,6 +62,10 @@ class Jobs(persistent.Persistent):
     due is skipped, so delayed jobs and jobs waiting for their retry wait
     in the same place.  `dead_after` and `keep_done` (seconds) are stored
     with the container once set on it, for every worker to read.
+
+    `bell` changes whenever a job is queued (see gocept.runner.jobs.wakeup).
+    A BTrees.Length: the commits of two puts do not conflict on it, and a
+    ZEO server resolves them without any class of ours.
     """
 
     dead_after = DEAD_AFTER
@@ -79,6 +85,7 @@ class Jobs(persistent.Persistent):
         self._failed = BTrees.OOBTree.OOBTree()
         # The worker processes: a key -> a ProcessRecord.
         self._processes = BTrees.OOBTree.OOBTree()
+        self.bell = BTrees.Length.Length()
 
     def __len__(self):
         """How many jobs are pending (reads every shard)."""
@@ -100,6 +107,7 @@ class Jobs(persistent.Persistent):
             key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
         shard[key] = job
         job.state, job.shard, job.key = record.PENDING, index, key
+        wakeup.ring(self)
 
     def requeue(self, job, eta):
         """Queue `job` again for `eta` (in a shard chosen at random)."""
@@ -360,4 +368,6 @@ def jobs_of(connection, create=False):
     jobs = root.get(ROOT_KEY)
     if jobs is None and create:
         jobs = root[ROOT_KEY] = Jobs()
+        # Now, not at the commit: what a put does needs the connection.
+        connection.add(jobs)
     return jobs

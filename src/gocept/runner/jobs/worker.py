@@ -43,6 +43,7 @@ from gocept.runner.jobs import liveness
 from gocept.runner.jobs import registry
 from gocept.runner.jobs import scheduler
 from gocept.runner.jobs import store
+from gocept.runner.jobs import wakeup
 from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
@@ -53,7 +54,8 @@ from gocept.runner.tick import Exit
 log = logging.getLogger('gocept.runner.jobs')
 
 #: Seconds an idle worker waits before it looks for due jobs again (less,
-#: when one is due earlier).
+#: when one is due earlier), unless a job queued wakes it first (see
+#: gocept.runner.jobs.wakeup).
 POLL = 1
 # The product-config section and its key that name the modules of job
 # functions for a worker to import.
@@ -71,7 +73,8 @@ class JobWorker:
     """What one main loop does with jobs: its worker record, the job it
     runs (see the module)."""
 
-    def __init__(self, loop, connection, liveness, burst=False, entries=()):
+    def __init__(self, loop, connection, liveness, burst=False, entries=(),
+                 watcher=None):
         self.loop = loop
         self.connection = connection
         self.liveness = liveness
@@ -80,6 +83,8 @@ class JobWorker:
         # gocept.runner.jobs.scheduler), if zope.conf has any.
         self.scheduler = None if not entries else scheduler.Scheduler(
             entries, connection, liveness.key)
+        # The wakeup.Watcher that wakes the loop when a job is queued.
+        self.watcher = watcher
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
@@ -105,6 +110,8 @@ class JobWorker:
             self.counts.ended(ending)
         what, value = taken
         if what == 'idle':
+            if self.watcher is not None:
+                self.watcher.attend(self._jobs())
             return value if wait is None else max(0, min(value, wait))
         if what == 'exit':
             return Exit
@@ -336,9 +343,15 @@ class WorkerMiddleware(Middleware):
         registry.import_modules(self.modules, '--import')
         entries = scheduler.configured(config.schedules())
         connection = zope.component.hooks.getSite()._p_jar
-        heartbeat = liveness.acquire(connection.db())
+        db = connection.db()
+        heartbeat = liveness.acquire(db)
+        try:
+            watcher = wakeup.watch(loop, db)
+        except BaseException:
+            liveness.release(heartbeat)
+            raise
         worker = _current.worker = JobWorker(
-            loop, connection, heartbeat, self.burst, entries)
+            loop, connection, heartbeat, self.burst, entries, watcher)
         # gocept.runner.metrics is imported only for a process with
         # metrics (see assembly.Run), and so are the modules of the jobs'
         # and the schedules'.
@@ -356,6 +369,7 @@ class WorkerMiddleware(Middleware):
         try:
             worker.unregister()
         finally:
+            wakeup.unwatch(loop, worker.watcher.db)
             liveness.release(worker.liveness)
 
 
