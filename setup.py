@@ -56,6 +56,10 @@ setup(
     zip_safe=False,
     python_requires='>=3.10',
     install_requires=[
+        # The cron expressions of schedules (gocept.runner.jobs.periodic):
+        # a small, pure-Python library that reads them and finds the times
+        # that match, where a parser of our own would be one more to trust.
+        'croniter',
         'transaction',
         'ZConfig',
         'ZODB',

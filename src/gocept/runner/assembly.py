@@ -65,6 +65,14 @@ class Worker:
         return {name: value for name, value in self.settings.items()
                 if name in PROCESS_SETTINGS and value is not None}
 
+    def is_copy_of(self, other):
+        """Whether this is a copy of the Worker `other`: the same function
+        with the same settings, on the same site (as ``gocept-jobs work
+        --workers N`` runs N of them)."""
+        return (self.function is other.function and
+                self.site_name == other.site_name and
+                self.settings == other.settings)
+
     def make_loop(self, root, middleware=()):
         """Make the worker's MainLoop on its site in `root`, adding
         `middleware` to its own.
@@ -136,8 +144,12 @@ class Run:
             from gocept.runner import metrics as metrics_
             self.metrics = metrics_.Exporter(self.settings['metrics'],
                                              self.settings['metrics_file'])
-            for worker in self.workers:
-                worker.measure = self.metrics.measure(worker.function)
+            for number, worker in enumerate(self.workers):
+                original = next((other for other in self.workers[:number]
+                                 if worker.is_copy_of(other)), None)
+                worker.measure = self.metrics.measure(
+                    worker.function,
+                    copy_of=original and original.measure)
 
     def __call__(self, application):
         """Run the workers; return the Process when every loop has ended.

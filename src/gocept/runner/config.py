@@ -285,6 +285,24 @@ def configure_products(conf):
     zope.app.appsetup.product.setProductConfigurations(conf.product_config)
 
 
+# The <schedules> of the zope.conf loaded last: dotted name -> schedule.
+_schedules = {}
+
+
+def configure_schedules(conf):
+    """Make the ``<schedules>`` section of `conf` (None: none) the
+    schedules."""
+    global _schedules
+    section = getattr(conf, 'schedules', None) if conf else None
+    _schedules = {} if section is None else dict(section.entries)
+
+
+def schedules():
+    """The entries of ``<schedules>`` in the zope.conf loaded last: each
+    job function's dotted name and its schedule ('' for its own)."""
+    return dict(_schedules)
+
+
 def from_config(section, variable):
     """Return a callable that reads `variable` of ``<product-config
     section>``.

@@ -60,6 +60,7 @@ def application(zope_conf):
     config.configure_logging(conf)
     config.ignore_server_settings(conf)
     config.configure_products(conf)
+    config.configure_schedules(conf)
     load_zcml(conf.site_definition, config.zcml_features(conf))
     databases = open_databases(conf.databases)
     try:

@@ -216,6 +216,8 @@ class Exporter(Middleware):
         self.address = None if serve is None else address(serve)
         self.path = path
         self.measures = []
+        # Those of `add`.
+        self.collectors = []
         self.server = None
         # When the run began (Unix time).
         self.started = None
@@ -227,18 +229,34 @@ class Exporter(Middleware):
         prometheus_client.ProcessCollector(
             namespace='gocept_runner', registry=self.registry)
 
-    def measure(self, worker):
+    def measure(self, worker, copy_of=None):
         """A new Measure of `worker`, whose figures this exports.
 
-        Raises ConfigurationError if another has the same label.
+        `copy_of` is the Measure of a loop whose copy this one's loop is
+        (the same worker with the same settings, as gocept-jobs's
+        ``--workers`` runs): their figures are one sample of their label,
+        counts summed.  Raises ConfigurationError if another has the same
+        label.
         """
         measure = Measure(worker)
-        if any(m.worker == measure.worker for m in self.measures):
+        if copy_of is not None:
+            if copy_of not in self.measures or (
+                    copy_of.worker != measure.worker):
+                raise ValueError(f'{copy_of!r} is no Measure of {worker!r}'
+                                 ' here')
+        elif any(m.worker == measure.worker for m in self.measures):
             raise ConfigurationError(
                 f'Two workers named {measure.worker}: their metrics would'
                 ' not be told apart')
         self.measures.append(measure)
         return measure
+
+    def add(self, collector):
+        """Export the figures of `collector` as well (an object with
+        prometheus_client's ``collect()`` and ``describe()``), once."""
+        if collector not in self.collectors:
+            self.collectors.append(collector)
+            self.registry.register(collector)
 
     def __enter__(self):
         self.started = time.time()
@@ -379,92 +397,111 @@ class Metrics(Measure):
 
 class _Collector:
     """The figures of Measures, as prometheus_client's metric families: one
-    family for each figure, a sample for each worker."""
+    family for each figure, a sample for each worker (the Measures of
+    copies of one worker give one sample: counts summed, the latest time,
+    the worst state)."""
 
     def __init__(self, measures):
         self.measures = measures
 
     def collect(self):
         # A Measure without a worker has seen no loop yet.
-        measures = [m for m in list(self.measures) if m.worker is not None]
-        if not measures:
+        groups = {}
+        for measure in list(self.measures):
+            if measure.worker is not None:
+                groups.setdefault(measure.worker, []).append(measure)
+        if not groups:
             return []
-        ended = [m for m in measures if m.last_run is not None]
-        return self._families(measures, ended, runs=bool(ended))
+        ended = {worker: group for worker, group in groups.items()
+                 if all(m.last_run is not None for m in group)}
+        return self._families(groups, ended, runs=bool(ended))
 
     def describe(self):
         """Every family that `collect` gives, without samples: a registry
         selects series by their names (``/metrics?name[]=NAME``)."""
-        return self._families([], [], runs=True)
+        return self._families({}, {}, runs=True)
 
-    def _families(self, measures, ended, runs):
-        """The families with samples of `measures`; those of the last run
-        (with samples of `ended`) if `runs`."""
+    def _families(self, groups, ended, runs):
+        """The families with samples of `groups` (the Measures of each
+        label); those of the last run (with samples of `ended`) if
+        `runs`."""
         core = prometheus_client.core
         families = []
 
         def family(kind, name, documentation, value=None, labels=(),
-                   of=measures):
-            # `value`: a function of a Measure giving its sample.
+                   of=groups):
+            # `value`: a function of a label's Measures giving its sample.
             metric = kind(name, documentation, labels=['worker', *labels])
             families.append(metric)
             if value is not None:
-                for measure in of:
-                    metric.add_metric([measure.worker], value(measure))
+                for worker, group in of.items():
+                    metric.add_metric([worker], value(group))
             return metric
 
         ticks = family(core.CounterMetricFamily, 'gocept_runner_ticks',
                        'Ticks by outcome.', labels=['outcome'])
-        for measure in measures:
-            for outcome, number in list(measure.ticks.items()):
-                if TICK_OUTCOMES[outcome] is not None:
-                    ticks.add_metric([measure.worker, TICK_OUTCOMES[outcome]],
-                                     number)
+        for worker, group in groups.items():
+            for outcome, label in TICK_OUTCOMES.items():
+                if label is not None:
+                    ticks.add_metric([worker, label], sum(
+                        m.ticks[outcome] for m in group))
         family(core.CounterMetricFamily, 'gocept_runner_conflicts',
                'Conflicts on commit, retried or not.',
-               lambda m: m.conflicts)
+               lambda group: sum(m.conflicts for m in group))
         durations = family(
             core.HistogramMetricFamily, 'gocept_runner_tick_duration_seconds',
             "Seconds from a tick's begin to the end of its commit.")
-        for measure in measures:
-            buckets, total = [], 0
-            for bound, number in zip(BUCKETS, list(measure.durations)):
-                total += number
-                buckets.append(
-                    (prometheus_client.utils.floatToGoString(bound), total))
-            durations.add_metric([measure.worker], buckets,
-                                 measure.duration_sum)
+        for worker, group in groups.items():
+            counts = [sum(column) for column in zip(
+                *(list(m.durations) for m in group))]
+            durations.add_metric(
+                [worker], histogram_buckets(counts),
+                sum(m.duration_sum for m in group))
         family(core.GaugeMetricFamily, LAST_SUCCESS,
                'When the worker last succeeded (Unix time).',
-               lambda m: m.last_success)
+               lambda group: max(m.last_success for m in group))
         family(core.GaugeMetricFamily, 'gocept_runner_storage_unavailable',
                'Whether the loop backs off from a storage outage (1) or not'
-               ' (0).', _unavailable)
+               ' (0).', lambda group: max(map(_unavailable, group)))
         family(core.CounterMetricFamily,
                'gocept_runner_storage_unavailable_seconds',
                'Seconds the storage was unavailable.',
-               lambda m: 0 if m.outage is None else m.outage.seconds())
+               lambda group: max(0 if m.outage is None else m.outage.seconds()
+                                 for m in group))
         items = family(core.CounterMetricFamily, 'gocept_runner_items',
                        'Items of transaction_per_item by outcome.',
                        labels=['outcome'])
-        for measure in measures:
-            for outcome, number in list(measure.items.items()):
-                items.add_metric([measure.worker, outcome], number)
+        for worker, group in groups.items():
+            for outcome in ITEM_OUTCOMES:
+                items.add_metric([worker, outcome], sum(
+                    m.items[outcome] for m in group))
         family(core.InfoMetricFamily, 'gocept_runner',
-               'The version of gocept.runner.', lambda m: {'version': VERSION})
+               'The version of gocept.runner.',
+               lambda group: {'version': VERSION})
         if runs:
             family(core.GaugeMetricFamily, 'gocept_runner_last_run_success',
                    'Whether the last run succeeded (1) or failed (0).',
-                   lambda m: 1 if m.last_run[0] else 0, of=ended)
+                   lambda group: min(1 if m.last_run[0] else 0
+                                     for m in group), of=ended)
             family(core.GaugeMetricFamily,
                    'gocept_runner_last_run_timestamp_seconds',
                    'When the last run ended (Unix time).',
-                   lambda m: m.last_run[1], of=ended)
+                   lambda group: max(m.last_run[1] for m in group), of=ended)
             family(core.GaugeMetricFamily,
                    'gocept_runner_last_run_duration_seconds',
                    'How many seconds the last run took.',
-                   lambda m: m.last_run[2], of=ended)
+                   lambda group: max(m.last_run[2] for m in group), of=ended)
         return families
+
+
+def histogram_buckets(counts):
+    """The buckets of a HistogramMetricFamily's sample from `counts`, how
+    many fell into each of BUCKETS (not cumulative)."""
+    buckets, total = [], 0
+    for bound, number in zip(BUCKETS, counts):
+        total += number
+        buckets.append((prometheus_client.utils.floatToGoString(bound), total))
+    return buckets
 
 
 class _Server:

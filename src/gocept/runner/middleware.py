@@ -54,7 +54,8 @@ class Middleware:
 
     def after_wakeup(self, loop):
         """Something woke the loop while it slept between two ticks (a
-        signal, a stop); it sleeps on if it still runs.  A loop that does
+        signal, a stop, ``tick_now()``); it sleeps on if it still runs and
+        was not told to tick now.  A loop that does
         not sleep after a tick (``ticks=0``) and still runs is told after
         the tick in which it was woken."""
 

@@ -94,8 +94,9 @@ class MainLoop:
         self._steps = self._security = None
         self._warned = set()
         self._wakeup = Wakeup()
-        # Whether the loop was woken since it last slept.
-        self._woken = False
+        # Whether the loop was woken since it last slept; whether its next
+        # (or running) sleep is to end at once (see tick_now).
+        self._woken = self._now = False
         # Whether the next tick needs a new transaction to see fresh data.
         self._stale = True
 
@@ -145,7 +146,7 @@ class MainLoop:
         self._site = self.app if ISite.providedBy(self.app) else old_site
         self.running, self.committed, self.tick_count = True, False, 0
         self.stopped_because = self.signal = self.last_tick = None
-        self._warned, self._stale = set(), True
+        self._warned, self._stale, self._now = set(), True, False
         self._hooks = hooks = Hooks([*self.process.hooks(), *self.middleware])
         before_tick = 'before_tick' in hooks.called
         if self.process.stopped_because is not None:
@@ -252,24 +253,34 @@ class MainLoop:
 
     def sleep(self, seconds):
         """Sleep `seconds` (MAX_PAUSE at most), waking at once when the loop
-        is stopped."""
+        is stopped or told to tick now."""
         if seconds <= 0:
             return  # the next tick follows at once (ticks=0, a limit)
         deadline = time.monotonic() + float(min(seconds, MAX_PAUSE))
         self._stale, self._woken = True, False
-        while self.running:
+        while self.running and not self._now:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             # select() takes no timeout longer than about 9e9 seconds.
             if self._wakeup.sleep(min(remaining, 3600)):
                 self._hooks.after_wakeup(self)
+        # Told before this, the next tick's new transaction sees what
+        # caused it.
+        self._now = False
 
     def wake(self):
         """End the loop's sleep between two ticks at once (it sleeps on if
         it still runs), or, if none follows the running tick, have the loop
         call `after_wakeup` after it; safe in a signal handler."""
         self._woken = True
+        self._wakeup.wake()
+
+    def tick_now(self):
+        """End the loop's sleep between two ticks at once and tick; if it
+        does not sleep now, the next sleep ends as soon as it begins.  Safe
+        from other threads and in a signal handler."""
+        self._now = True
         self._wakeup.wake()
 
     def stop(self, reason='stop'):

@@ -9,6 +9,7 @@ from gocept.runner.jobs.lookup import get
 from gocept.runner.jobs.lookup import result
 from gocept.runner.jobs.lookup import status
 from gocept.runner.jobs.registry import job
+from gocept.runner.jobs.registry import periodic
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.worker import work
 from gocept.runner.jobs.worker import workers
@@ -20,6 +21,7 @@ __all__ = [
     'TimeLimitExceeded',
     'get',
     'job',
+    'periodic',
     'result',
     'status',
     'work',

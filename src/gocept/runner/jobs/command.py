@@ -8,7 +8,8 @@ of a database.
     gocept-jobs list [--pending | --delayed | --running | --done | --failed]
     gocept-jobs show ID
     gocept-jobs retry ID... | --failed
-    gocept-jobs purge --failed [--older-than DURATION]
+    gocept-jobs purge --failed [--older-than DURATION] | --schedule NAME
+    gocept-jobs schedules
 
 Each takes -C zope.conf as the other programs do.  What it prints is for
 people and for ``grep``/``awk`` alike: one job per line, the same columns
@@ -26,6 +27,7 @@ import transaction
 from ZODB.utils import oid_repr
 
 from gocept.runner import assembly
+from gocept.runner import config as config_
 from gocept.runner import environment
 from gocept.runner import retry
 from gocept.runner import status
@@ -40,6 +42,7 @@ from gocept.runner.arguments import duration
 from gocept.runner.arguments import positive_int
 from gocept.runner.arguments import production_options
 from gocept.runner.jobs import record
+from gocept.runner.jobs import scheduler
 from gocept.runner.jobs import store
 from gocept.runner.jobs.worker import workers
 from gocept.runner.programs import DEFAULT_CONFIG
@@ -77,6 +80,8 @@ def main(argv=None, prog='gocept-jobs', exiting=False):
               or DEFAULT_CONFIG)
     if args.command == 'retry' and bool(args.ids) == args.failed:
         subparser.error('give the ids of failed jobs, or --failed')
+    if args.command == 'purge' and args.schedule and args.older_than:
+        subparser.error('--older-than is for --failed, not --schedule')
     if args.command == 'work':
         return execute(subparser.prog, args.debug,
                        lambda: work(args, config), exiting,
@@ -151,13 +156,23 @@ def make_parser(prog='gocept-jobs'):
     retry_.add_argument('--failed', action='store_true',
                         help='every failed job')
 
-    purge = command('purge', 'remove failed jobs for good')
-    purge.add_argument('--failed', action='store_true', required=True,
-                       help='the failed jobs (required)')
+    purge = command('purge', 'remove failed jobs, or the record of a'
+                             ' schedule no longer kept, for good')
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument('--failed', action='store_true',
+                      help='the failed jobs')
+    what.add_argument('--schedule', metavar='NAME',
+                      help='the record of the schedule NAME (as schedules'
+                           ' lists it), which <schedules> of zope.conf no'
+                           ' longer names')
     purge.add_argument(
         '--older-than', type=duration, metavar='DURATION',
-        help='only those whose last attempt ended longer ago than DURATION'
-             ' (seconds, or a number with s, m, h, d or w: 30d)')
+        help='only the failed jobs whose last attempt ended longer ago than'
+             ' DURATION (seconds, or a number with s, m, h, d or w: 30d)')
+
+    command('schedules', 'list the schedules: one line each: its last'
+                         ' occurrence run, the status of its job, its next'
+                         ' occurrence, its name and schedule')
     return parser
 
 
@@ -261,6 +276,9 @@ def retry_jobs(jobs_of, args):
 
 def purge_jobs(jobs_of, args):
     """``purge``: remove the failed jobs (older than asked) for good."""
+    if args.schedule is not None:
+        return purge_schedule(jobs_of, args)
+
     def select(jobs):
         before = time.time() - (args.older_than or 0)
         return [job.id for job in jobs.failed()
@@ -307,11 +325,65 @@ def _change(jobs_of, args, select, done, change):
     return status.EX_OK
 
 
+def purge_schedule(jobs_of, args):
+    """``purge --schedule``: remove the record of a schedule that
+    zope.conf no longer names."""
+    name = args.schedule
+    if any(entry.name == name for entry in
+           scheduler.configured(config_.schedules())):
+        print(f'{args.parser.prog}: schedule {name} is in <schedules> of'
+              ' zope.conf: remove it there first', file=sys.stderr)
+        return status.EX_FAILURE
+    jobs = jobs_of()
+    if jobs is None or name not in jobs.schedules():
+        print(f'{args.parser.prog}: no schedule {name}', file=sys.stderr)
+        return status.EX_FAILURE
+
+    def purge():
+        current = jobs_of()
+        if name in current.schedules():
+            current.purge_schedule(name)
+        transaction.get().note(f'gocept-jobs purge: schedule {name}')
+    retry.run(purge, begin=transaction.begin)
+    print(f'purged schedule {name}')
+    return status.EX_OK
+
+
+def list_schedules(jobs_of, args):
+    """``schedules``: print a line for each schedule that zope.conf names
+    or the database has a record of, by name."""
+    entries = {entry.name: entry for entry in
+               scheduler.configured(config_.schedules())}
+    jobs = jobs_of()
+    records = {} if jobs is None else jobs.schedules()
+    now = time.time()
+    for name in sorted(set(entries) | set(records)):
+        entry, schedule = entries.get(name), records.get(name)
+        last = outcome = None
+        if schedule is not None and schedule.occurrence is not None:
+            last = schedule.occurrence
+            job = jobs.get(schedule.job_id)
+            outcome = (job.status(now) if job is not None
+                       else schedule.outcome.outcome)
+        if entry is None:
+            following = 'stopped'
+        elif schedule is None:
+            following = timestamp(entry.schedule.after(now))
+        else:
+            following = timestamp(entry.next(schedule.last))
+        width = len(timestamp(now))
+        last = '-' if last is None else timestamp(last)
+        print(f'{last:<{width}}  {outcome or "-":<8} {following:<{width}}'
+              f'  {name}  {"-" if entry is None else entry.schedule}')
+    return status.EX_OK
+
+
 COMMANDS = {
     'list': list_jobs,
     'show': show_job,
     'retry': retry_jobs,
     'purge': purge_jobs,
+    'schedules': list_schedules,
 }
 
 

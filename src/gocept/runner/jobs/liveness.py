@@ -27,6 +27,7 @@ from persistent.TimeStamp import TimeStamp
 from gocept.runner import retry
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import store
+from gocept.runner.jobs.counts import Counts
 
 
 log = logging.getLogger('gocept.runner.jobs')
@@ -60,6 +61,11 @@ class Liveness:
         self._stop = threading.Event()
         self._thread = None
         self._warned = set()
+        # The attempts its sweeps ended (see gocept.runner.jobs.metrics).
+        self.counts = Counts()
+        # Where to put what it reads of the queue after each beat, if
+        # anything: a gocept.runner.jobs.metrics.Queue.
+        self.queue = None
 
     @property
     def interval(self):
@@ -91,6 +97,9 @@ class Liveness:
                 own_time = self._guarded('beat', self._beat, connection)
                 if own_time is not None:
                     self._guarded('sweep', self._sweep, connection, own_time)
+                if self.queue is not None:
+                    self._guarded('reading of the queue', self._read_queue,
+                                  connection)
                 if self._stop.wait(self.interval):
                     break
             self._guarded('unregister', self._unregister, connection)
@@ -149,6 +158,7 @@ class Liveness:
                       begin=transaction.begin)
             for ending in endings:
                 ending.log()
+                self.counts.ended(ending)
         while not self._stop.is_set():
             removed, _ = retry.run(
                 lambda: store.jobs_of(connection).expire(time.time()),
@@ -156,6 +166,15 @@ class Liveness:
             if removed < store.EXPIRE_BATCH:
                 break
         self._warned.discard('sweep')
+
+    def _read_queue(self, connection):
+        """Read the depth of the queue into `queue`."""
+        transaction.begin()
+        jobs = store.jobs_of(connection)
+        now = time.time()
+        if jobs is not None:
+            self.queue.state = (jobs.depth(now), now)
+        self._warned.discard('reading of the queue')
 
     def _bury(self, connection, key, own_time, endings):
         """Remove the dead process `key`, ending the attempts its workers

@@ -72,6 +72,8 @@ class Job(persistent.Persistent):
     # The attempts before this index do not count against its retries: a
     # failed job retried by hand has all its retries again.
     counted_from = 0
+    # The name of the schedule that put it, and the time of its occurrence.
+    schedule = occurrence = None
 
     def __init__(self, id, name, args=(), kwargs=None, retries=3,
                  time_limit=None, retry_pause=10, principal=None, eta=None):

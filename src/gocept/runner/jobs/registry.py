@@ -21,9 +21,12 @@ from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.jobs import lookup
 from gocept.runner.jobs.attempts import RETRY_PAUSE
 from gocept.runner.jobs.record import Job
+from gocept.runner.jobs.schedule import Schedule
 
 
 RETRIES = 3
+#: What a schedule does with occurrences that no worker put in time.
+CATCH_UP = ('latest', 'all', 'none')
 
 # The job functions: name -> JobFunction.
 _registry = {}
@@ -32,6 +35,11 @@ _registry = {}
 def lookup_function(name):
     """The JobFunction registered as `name`, or None."""
     return _registry.get(name)
+
+
+def names():
+    """The names of the job functions registered."""
+    return list(_registry)
 
 
 def job(function=None, *, retries=RETRIES, time_limit=None,
@@ -53,8 +61,44 @@ def job(function=None, *, retries=RETRIES, time_limit=None,
     return JobFunction(function, **options)
 
 
+def periodic(schedule, *, catch_up='latest', timezone=None, overlap=False,
+             **job_options):
+    """Decorate a module's function as a job function (see `job`, which
+    takes `job_options`) that runs on `schedule`: a cron expression (five
+    fields, or six with the seconds last) in `timezone` (default: the
+    machine's), or a number of seconds.
+
+    It runs where zope.conf's ``<schedules>`` names it, without arguments,
+    once per occurrence however many workers run.  Occurrences missed (no
+    worker ran, or the job of an earlier one still ran) are `catch_up`:
+    'latest' puts one job for them, 'all' one per occurrence, 'none' skips
+    them.  While a job of the schedule is pending or running, no other is
+    put, unless `overlap`.
+    """
+    when = Schedule(schedule, timezone)
+    if catch_up not in CATCH_UP:
+        raise ValueError(
+            f'catch_up must be one of {", ".join(map(repr, CATCH_UP))}, not'
+            f' {catch_up!r}')
+    decorate_job = job(**job_options)
+
+    def decorate(function):
+        decorated = decorate_job(function)
+        decorated.schedule = when
+        decorated.catch_up = catch_up
+        decorated.overlap = bool(overlap)
+        return decorated
+    return decorate
+
+
 class JobFunction:
-    """A function decorated with `job`, registered under its `name`."""
+    """A function decorated with `job`, registered under its `name`;
+    `schedule` (a Schedule), `catch_up` and `overlap` are those of
+    `periodic`."""
+
+    schedule = None
+    catch_up = 'latest'
+    overlap = False
 
     def __init__(self, function, retries, time_limit, retry_pause):
         if not callable(function) or isinstance(function, JobFunction):

@@ -5,20 +5,26 @@ workers and the code that puts jobs seldom conflict: the container never
 changes once made (its settings aside); pending jobs wait in shards, as in
 gocept.runner.queue; a job's record is written only by the worker that
 runs it; each worker process has a record that only its heartbeat writes,
-and each of its workers a record that only that worker writes.  (A BTree
+and each of its workers a record that only that worker writes.  A
+schedule's record is written only by the transaction that puts the job of
+an occurrence, and how its jobs ended goes into an object of its own,
+whose concurrent changes are resolved.  (A BTree
 that many write at once would conflict whenever one of them empties it.)
 """
 
+import collections
 import os
 import random
 import socket
 import time
 
+import BTrees.Length
 import BTrees.LOBTree
 import BTrees.OOBTree
 import persistent
 
 from gocept.runner.jobs import record
+from gocept.runner.jobs import wakeup
 from gocept.runner.queue import RANDOM_BITS
 
 
@@ -56,10 +62,16 @@ class Jobs(persistent.Persistent):
     due is skipped, so delayed jobs and jobs waiting for their retry wait
     in the same place.  `dead_after` and `keep_done` (seconds) are stored
     with the container once set on it, for every worker to read.
+
+    `bell` changes whenever a job is queued (see gocept.runner.jobs.wakeup).
+    A BTrees.Length: the commits of two puts do not conflict on it, and a
+    ZEO server resolves them without any class of ours.
     """
 
     dead_after = DEAD_AFTER
     keep_done = KEEP_DONE
+    # The schedules' records by name, once one is made (see schedule_record).
+    _schedules = None
 
     def __init__(self, shards=SHARDS):
         if shards < 1:
@@ -73,6 +85,7 @@ class Jobs(persistent.Persistent):
         self._failed = BTrees.OOBTree.OOBTree()
         # The worker processes: a key -> a ProcessRecord.
         self._processes = BTrees.OOBTree.OOBTree()
+        self.bell = BTrees.Length.Length()
 
     def __len__(self):
         """How many jobs are pending (reads every shard)."""
@@ -94,6 +107,7 @@ class Jobs(persistent.Persistent):
             key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
         shard[key] = job
         job.state, job.shard, job.key = record.PENDING, index, key
+        wakeup.ring(self)
 
     def requeue(self, job, eta):
         """Queue `job` again for `eta` (in a shard chosen at random)."""
@@ -142,6 +156,7 @@ class Jobs(persistent.Persistent):
 
     def done(self, job, now):
         """Keep the done `job` for `keep_done` seconds from `now`."""
+        self._ended(job, record.DONE, now)
         job.state = record.DONE
         # The shard it was taken from: workers seldom take from the same.
         shard = self._done[job.shard % len(self._done)]
@@ -152,6 +167,7 @@ class Jobs(persistent.Persistent):
 
     def fail(self, job):
         """Keep `job` among the failed jobs."""
+        self._ended(job, record.FAILED, job.ended or time.time())
         job.state = record.FAILED
         self._failed[job.id] = job
 
@@ -189,6 +205,59 @@ class Jobs(persistent.Persistent):
                 removed += 1
         return removed
 
+    def depth(self, now):
+        """How many jobs are pending (due at `now`), delayed (pending, not
+        yet due), running and failed, and when the earliest pending job is
+        due: a Depth.
+
+        It reads every bucket of every shard (of 100,000 pending jobs,
+        about 1,700 buckets), and of the failed jobs: it is for a
+        heartbeat's thread (see gocept.runner.jobs.metrics), not for a
+        tick.
+        """
+        due = _key(now) | _LOW_BITS
+        pending = delayed = 0
+        earliest = None
+        for shard in self._pending:
+            if not shard:
+                continue
+            first = shard.minKey()
+            if earliest is None or first < earliest:
+                earliest = first
+            if first > due:
+                delayed += len(shard)
+            else:
+                waiting = len(shard.keys(min=due, excludemin=True))
+                delayed += waiting
+                pending += len(shard) - waiting
+        running = sum(1 for _ in self.running())
+        return Depth(pending, delayed, running, len(self._failed),
+                     None if earliest is None else _seconds(earliest))
+
+    def _ended(self, job, outcome, now):
+        if job.schedule is not None:
+            schedule = self.schedules().get(job.schedule)
+            if schedule is not None:
+                schedule.outcome.ended(outcome, now)
+
+    def schedules(self):
+        """The records of the schedules, by name."""
+        return {} if self._schedules is None else self._schedules
+
+    def schedule_record(self, name, last):
+        """The ScheduleRecord of the schedule `name`, made (as dealt with
+        up to `last`) if there is none."""
+        if self._schedules is None:
+            self._schedules = BTrees.OOBTree.OOBTree()
+        schedule = self._schedules.get(name)
+        if schedule is None:
+            schedule = self._schedules[name] = ScheduleRecord(name, last)
+        return schedule
+
+    def purge_schedule(self, name):
+        """Remove the record of the schedule `name` for good."""
+        del self._schedules[name]
+
     def processes(self):
         """The records of the worker processes, by key."""
         return self._processes
@@ -199,6 +268,12 @@ class Jobs(persistent.Persistent):
             for worker in process.workers.values():
                 if worker.job is not None:
                     yield worker.job, worker
+
+
+#: How many jobs are in each state, and when the earliest pending job is
+#: due (None if none is pending): see Jobs.depth.
+Depth = collections.namedtuple(
+    'Depth', ['pending', 'delayed', 'running', 'failed', 'earliest'])
 
 
 class ProcessRecord(persistent.Persistent):
@@ -232,6 +307,53 @@ class WorkerRecord(persistent.Persistent):
         return f'<WorkerRecord {self.key}>'
 
 
+class ScheduleRecord(persistent.Persistent):
+    """A schedule: its occurrences up to `last` (seconds since the epoch)
+    are dealt with, put or skipped; `job_id` is the job of the last one put
+    (at `occurrence`), by the worker process `put_by`.
+
+    Only the transaction that puts (or skips) an occurrence writes it, so
+    that of two processes that try the same occurrence, one conflicts.
+    How its jobs ended is kept in `outcome`, which others write.
+    """
+
+    job_id = occurrence = put_by = None
+
+    def __init__(self, name, last):
+        self.name = name
+        self.last = last
+        self.outcome = ScheduleOutcome()
+
+    def __repr__(self):
+        return f'<ScheduleRecord {self.name}>'
+
+
+class ScheduleOutcome(persistent.Persistent):
+    """How the jobs of a schedule ended: the last one (`outcome`,
+    'done' or 'failed', at `at`) and when one last succeeded
+    (`last_success`).  Written when a job of the schedule ends; the
+    changes of jobs that end at once are merged."""
+
+    outcome = at = last_success = None
+
+    def ended(self, outcome, now):
+        """Record that a job ended with `outcome` at `now`."""
+        if self.at is None or now >= self.at:
+            self.outcome, self.at = outcome, now
+        if outcome == record.DONE:
+            self.last_success = max(now, self.last_success or now)
+
+    def _p_resolveConflict(self, old, committed, new):
+        merged = dict(committed)
+        if (new.get('at') or 0) >= (committed.get('at') or 0):
+            merged['outcome'], merged['at'] = new.get('outcome'), new.get('at')
+        successes = [state['last_success'] for state in (committed, new)
+                     if state.get('last_success') is not None]
+        if successes:
+            merged['last_success'] = max(successes)
+        return merged
+
+
 def process_key():
     """A key of this process unique among all hosts and times."""
     return (f'{socket.gethostname()}:{os.getpid()}:'
@@ -246,4 +368,6 @@ def jobs_of(connection, create=False):
     jobs = root.get(ROOT_KEY)
     if jobs is None and create:
         jobs = root[ROOT_KEY] = Jobs()
+        # Now, not at the commit: what a put does needs the connection.
+        connection.add(jobs)
     return jobs

@@ -21,6 +21,7 @@ Every log line about a job names it by name and id.
 """
 
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -32,6 +33,7 @@ from ZODB.POSException import ConflictError
 from ZODB.utils import tid_repr
 
 from gocept.runner import assembly
+from gocept.runner import config
 from gocept.runner import outage
 from gocept.runner import retry
 from gocept.runner import security
@@ -39,7 +41,10 @@ from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
 from gocept.runner.jobs import registry
+from gocept.runner.jobs import scheduler
 from gocept.runner.jobs import store
+from gocept.runner.jobs import wakeup
+from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
 from gocept.runner.middleware import Middleware
@@ -49,7 +54,8 @@ from gocept.runner.tick import Exit
 log = logging.getLogger('gocept.runner.jobs')
 
 #: Seconds an idle worker waits before it looks for due jobs again (less,
-#: when one is due earlier).
+#: when one is due earlier), unless a job queued wakes it first (see
+#: gocept.runner.jobs.wakeup).
 POLL = 1
 # The product-config section and its key that name the modules of job
 # functions for a worker to import.
@@ -67,19 +73,31 @@ class JobWorker:
     """What one main loop does with jobs: its worker record, the job it
     runs (see the module)."""
 
-    def __init__(self, loop, connection, liveness, burst=False):
+    def __init__(self, loop, connection, liveness, burst=False, entries=(),
+                 watcher=None):
         self.loop = loop
         self.connection = connection
         self.liveness = liveness
         self.burst = burst
+        # What puts the jobs of the schedules (see
+        # gocept.runner.jobs.scheduler), if zope.conf has any.
+        self.scheduler = None if not entries else scheduler.Scheduler(
+            entries, connection, liveness.key)
+        # The wakeup.Watcher that wakes the loop when a job is queued.
+        self.watcher = watcher
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
+        # What it did with jobs (see gocept.runner.jobs.metrics).
+        self.counts = Counts()
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
         the next tick."""
         self.loop.in_worker = False
+        wait = None
+        if self.scheduler is not None and not self.burst:
+            wait = self._schedule()
         try:
             # The first attempt in the tick's transaction.
             taken, _ = retry.run(self._take)
@@ -89,15 +107,33 @@ class JobWorker:
             return 0
         for ending in self._endings:
             ending.log()
+            self.counts.ended(ending)
         what, value = taken
         if what == 'idle':
-            return value
+            if self.watcher is not None:
+                self.watcher.attend(self._jobs())
+            return value if wait is None else max(0, min(value, wait))
         if what == 'exit':
             return Exit
         if what == 'taken':
             job, function = value
             self._run(job, function)
         return 0
+
+    def _schedule(self):
+        """Put the jobs of the due occurrences of the schedules, in the
+        tick's transaction (committed if it puts one); return the seconds
+        until they are to be looked at again, or None."""
+        try:
+            return self.scheduler.tick()
+        except Exception as error:
+            if outage.unavailable(error):
+                raise  # the loop waits for the storage
+            # Jobs go on being taken whatever befalls the schedules.
+            log.error('Worker %s: the schedules failed; taking jobs all the'
+                      ' same', self.key, exc_info=True)
+            transaction.abort()
+            return None
 
     def _jobs(self):
         return store.jobs_of(self.connection)
@@ -165,12 +201,14 @@ class JobWorker:
         except BaseException as error:
             if outage.unavailable(error):
                 raise  # the loop waits for the storage; see _take
-            self._failed(job, number, error, taken_in)
+            self._failed(job, number, error, taken_in,
+                         time.monotonic() - started)
             if isinstance(error, KeyboardInterrupt):
                 raise
         else:
-            log.debug('Job %s done in %.3f seconds', job.describe(),
-                      time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self.counts.done(job.name, seconds)
+            log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
         finally:
             self._restore_interaction()
 
@@ -200,8 +238,9 @@ class JobWorker:
         # The rest of the tick runs as the loop's principal again.
         security.begin(self.loop.principal)
 
-    def _failed(self, job, number, error, taken_in):
-        """Transaction 3: record the failed attempt of `job`."""
+    def _failed(self, job, number, error, taken_in, seconds):
+        """Transaction 3: record the failed attempt of `job`, which ran
+        `seconds`."""
         outcome, line = describe(error, job)
         text = job_traceback(error)
         endings = []
@@ -218,6 +257,7 @@ class JobWorker:
         retry.run(record, begin=transaction.begin)
         for ending in endings:
             ending.log()
+            self.counts.ended(ending, seconds)
 
     def unregister(self):
         """Remove the worker's record, unless it has a job left (when the
@@ -283,7 +323,8 @@ def describe(error, job):
 class WorkerMiddleware(Middleware):
     """The middleware of a loop of `work`: it imports the modules of job
     functions that zope.conf names, keeps its process's heartbeat going
-    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker.
+    (see gocept.runner.jobs.liveness) and makes the loop's JobWorker, whose
+    figures a process with metrics exports (see gocept.runner.jobs.metrics).
 
     With `burst`, the loop ends when no job is pending or running.
     `modules` are imported as well (those of gocept-jobs's --import).
@@ -294,15 +335,31 @@ class WorkerMiddleware(Middleware):
         self.modules = list(modules)
 
     def before_loop(self, loop):
-        config = zope.app.appsetup.product.getProductConfiguration(
+        product = zope.app.appsetup.product.getProductConfiguration(
             PRODUCT_CONFIG) or {}
         registry.import_modules(
-            config.get('modules', '').split(),
+            product.get('modules', '').split(),
             f'<product-config {PRODUCT_CONFIG}>, modules')
         registry.import_modules(self.modules, '--import')
+        entries = scheduler.configured(config.schedules())
         connection = zope.component.hooks.getSite()._p_jar
-        heartbeat = liveness.acquire(connection.db())
-        _current.worker = JobWorker(loop, connection, heartbeat, self.burst)
+        db = connection.db()
+        heartbeat = liveness.acquire(db)
+        try:
+            watcher = wakeup.watch(loop, db)
+        except BaseException:
+            liveness.release(heartbeat)
+            raise
+        worker = _current.worker = JobWorker(
+            loop, connection, heartbeat, self.burst, entries, watcher)
+        # gocept.runner.metrics is imported only for a process with
+        # metrics (see assembly.Run), and so are the modules of the jobs'
+        # and the schedules'.
+        if 'gocept.runner.metrics' in sys.modules:
+            from gocept.runner.jobs import metrics
+            from gocept.runner.jobs import schedulemetrics
+            metrics.export(loop.process, worker.counts, heartbeat)
+            schedulemetrics.export(loop.process, entries)
 
     def after_loop(self, loop):
         worker = getattr(_current, 'worker', None)
@@ -312,6 +369,7 @@ class WorkerMiddleware(Middleware):
         try:
             worker.unregister()
         finally:
+            wakeup.unwatch(loop, worker.watcher.db)
             liveness.release(worker.liveness)
 
 

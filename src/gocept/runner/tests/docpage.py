@@ -19,8 +19,9 @@ a comment may call:
     call `function` when the page ends, whether it passed or not (to stop a
     server that the page's set-up started, say).
 ``page.replace(old, new)``
-    from now on, write `new` for `old` into files and commands (a server's
-    port that the test chose, say).
+    from now on, write `new` for `old` into files, commands and the output
+    that commands are to print (a server's port that the test chose, a
+    job's id, say).
 ``install_scripts(caption)``
     write the console scripts that the ``setup.py`` of that caption
     declares into ``bin/``, as pip writes them when it installs the
@@ -125,10 +126,11 @@ class Page:
         for step, following in zip(steps, steps[1:] + [None]):
             output, status = self.shell.run(
                 self._replaced(step.command), timeout)
-            if not checker.check_output(step.expected, output, FLAGS):
+            expected = self._replaced(step.expected)
+            if not checker.check_output(expected, output, FLAGS):
                 print(f'line {step.line}: $ {step.command}')
                 print(checker.output_difference(
-                    doctest.Example(step.command, step.expected), output,
+                    doctest.Example(step.command, expected), output,
                     FLAGS))
             elif status and (following is None
                              or following.command != 'echo $?'):

@@ -3,7 +3,8 @@ their database for the tests of gocept.runner.jobs.
 
 Run workers as ``python -m gocept.runner.tests.jobprograms ZOPE_CONF
 [KEY=VALUE...]``: ``workers=N`` loops in threads (1: in the main thread),
-``burst=1`` to end when no job is left, and the process settings of
+``burst=1`` to end when no job is left, ``poll=SECONDS`` for the idle
+workers' poll (gocept.runner.jobs.worker.POLL), and the process settings of
 gocept.runner.assembly.Run (``max_runtime=...``).  The exit status is the
 process's (see gocept.runner.status).
 """
@@ -24,13 +25,16 @@ import zope.app.appsetup.bootstrap
 import zope.component.hooks
 import zope.processlifetime
 
+import gocept.runner
 from gocept.runner import assembly
 from gocept.runner import environment
 from gocept.runner import jobs
 from gocept.runner import status
 from gocept.runner import testing
+from gocept.runner.decorators import appmain
 from gocept.runner.jobs import job
 from gocept.runner.jobs import store
+from gocept.runner.jobs import worker
 from gocept.runner.tests import programs
 
 
@@ -99,9 +103,38 @@ def long_run(counter):
     spin(30)
 
 
+@job(retries=0)
+def nap(counter, seconds):
+    """Sleep `seconds`, then count a run in `counter`."""
+    time.sleep(seconds)
+    counter.count += 1
+
+
+@job(retries=0)
+def spawn(counters, seconds, after=0):
+    """After `after` seconds, put a job `nap` for each of `counters`."""
+    time.sleep(after)
+    for counter in counters:
+        nap.delay(counter, seconds)
+
+
 @job
 def add(a, b=0):
     return a + b
+
+
+@appmain(ticks=0.1)
+def producer():
+    """A runner's worker beside job workers in one process: once one of
+    them has looked for jobs (and idles), put a job `mark` on the Counter
+    ``root()['counter']``, and end."""
+    container = store.jobs_of(root()._p_jar)
+    if container is None or not any(
+            process.workers for process in container.processes().values()):
+        return None
+    counter = root()['counter'] = Counter()
+    mark.delay(counter)
+    return gocept.runner.Exit
 
 
 def not_a_job(counter):
@@ -230,6 +263,7 @@ def main(argv):
     settings = {key: float(value) for key, value in settings.items()}
     settings['workers'] = int(settings.get('workers', 1))
     settings['burst'] = bool(settings.get('burst', 0))
+    worker.POLL = settings.pop('poll', worker.POLL)
     process = run(argv[0], **settings)
     sys.exit(status.process_status(process))
 

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -18,6 +19,7 @@ from gocept.runner import testing
 from gocept.runner.config import ConfigurationError
 from gocept.runner.tests import programs
 from gocept.runner.tests.test_host import HostTest
+from gocept.runner.tests.test_host import counter
 from gocept.runner.tests.test_metrics import MODULE
 from gocept.runner.tests.test_metrics import PROG
 from gocept.runner.tests.test_metrics import RunnerProcess
@@ -32,6 +34,13 @@ from gocept.runner.tests.test_metrics import without_prometheus_client
 MIXED = f'{MODULE}.mixed'
 STEADY = f'{MODULE}.steady'
 JOB = f'{MODULE}.job'
+
+
+def tally():
+    """Count a tick of its thread."""
+    counts = counter()
+    key = threading.get_ident()
+    counts[key] = counts.get(key, 0) + 1
 
 
 class HostProcess(RunnerProcess):
@@ -257,14 +266,44 @@ class HostTests(HostTest):
     def test_two_workers_of_one_name_are_a_configuration_error(self):
         def job():
             raise AssertionError('not to be called')
-        with self.assertRaises(ConfigurationError) as caught:
-            host.Host([job, job], metrics_file='host.prom')
+        for other in (host.Worker(job, ticks=5),
+                      host.Worker(job, site_name='elsewhere')):
+            with self.assertRaises(ConfigurationError) as caught:
+                host.Host([job, other], metrics_file='host.prom')
+            self.assertEqual(
+                f'Two workers named {__name__}.HostTests.test_two_workers_of'
+                '_one_name_are_a_configuration_error.<locals>.job: their'
+                ' metrics would not be told apart', str(caught.exception))
+            # Without metrics, they may.
+            host.Host([job, other])
+
+    def test_copies_of_a_worker_are_one_sample_of_its_label(self):
+        # The same function with the same settings on the same site, as
+        # gocept-jobs work --workers N runs: their counts are summed, the
+        # last success is the latest.
+        path = os.path.join(self.directory, 'host.prom')
+        runner = self.run_host(
+            host.Worker(tally, once=True), host.Worker(tally, once=True),
+            host.Worker(tally, once=True), metrics_file=path)
+        first, *copies = [worker.measure for worker in runner.workers]
+        self.assertEqual(3, len({id(m) for m in [first, *copies]}))
+        self.assertEqual(3, sum(self.read_counts().values()))
+        samples = read(path)
+        label = f'{__name__}.tally'
+        self.assertEqual(3, value(samples, 'gocept_runner_ticks_total',
+                                  worker=label, outcome='committed'))
+        self.assertEqual(3, value(
+            samples, 'gocept_runner_tick_duration_seconds_count',
+            worker=label))
         self.assertEqual(
-            f'Two workers named {__name__}.HostTests.test_two_workers_of_one'
-            '_name_are_a_configuration_error.<locals>.job: their metrics'
-            ' would not be told apart', str(caught.exception))
-        # Without metrics, they may.
-        host.Host([job, job])
+            max(m.last_success for m in runner.metrics.measures),
+            value(samples, 'gocept_runner_last_success_timestamp_seconds',
+                  worker=label))
+        self.assertEqual(1, value(samples, 'gocept_runner_last_run_success',
+                                  worker=label))
+        self.assertEqual(1, len([key for key in samples
+                                 if key[0] == 'gocept_runner_ticks_total' and
+                                 ('outcome', 'committed') in key[1]]))
 
     def test_every_worker_has_a_measure_labelled_with_its_name(self):
         def first():

@@ -17,4 +17,7 @@ def test_suite():
         reference = DocPageSuite('reference/jobs.rst')
         reference.layer = testing.DocsLayer
         suite.addTest(reference)
+        schedules = DocPageSuite('howto/schedules.rst')
+        schedules.layer = testing.DocsLayer
+        suite.addTest(schedules)
     return suite

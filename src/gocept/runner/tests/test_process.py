@@ -249,6 +249,36 @@ class SeveralLoopsTest(ProcessTest):
                               'after_wakeup', 'after_wakeup', 'after_loop'],
                              recorder.of(name))
 
+    def test_tick_now_ends_a_loops_sleep_and_it_ticks(self):
+        # Two loops that sleep an hour after each tick; b is told to tick.
+        loops = [self.loop(name, ticks=3600) for name in 'ab']
+        runner = Process(loops)
+        thread = self.run_in_thread(
+            runner, [loop.worker.ticked for loop in loops])
+        loops[1].worker.ticked.clear()
+        loops[1].tick_now()
+        self.assertTrue(loops[1].worker.ticked.wait(TIMEOUT))
+        runner.stop()
+        self.join(thread)
+        self.assertEqual({'a': 1, 'b': 2}, self.counts())
+
+    def test_tick_now_in_a_tick_ends_the_sleep_after_it_at_once(self):
+        def then(work):
+            if len(work.threads) == 1:
+                work.loop.tick_now()
+        loop = self.loop('a', ticks=3600, then=then)
+        runner = Process([loop, self.loop('b', ticks=3600)])
+        thread = self.run_in_thread(runner)
+        deadline = time.monotonic() + TIMEOUT
+        while len(loop.worker.threads) < 2:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+        # Told once, it ticked once more, and sleeps now.
+        time.sleep(0.2)
+        runner.stop()
+        self.join(thread)
+        self.assertEqual({'a': 2, 'b': 1}, self.counts())
+
     def test_a_failing_loop_starts_again_after_pauses_that_double(self):
         for name, value in (('RESTART_PAUSE', 0.01),
                             ('MAX_RESTART_PAUSE', 0.04)):

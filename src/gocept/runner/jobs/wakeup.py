@@ -1,0 +1,333 @@
+"""What wakes an idle worker: a commit that queued a job.
+
+A worker that finds no due job sleeps until the next one is due, or POLL
+seconds (gocept.runner.jobs.worker), and looks again: that poll is the
+safety net.  A commit that queues a job (a put, a retry) wakes the idle
+workers of its database at once, wherever they run:
+
+- in the committing process, whatever the storage (the threads of a
+  FileStorage's workers, a job that puts jobs): the transaction's
+  after-commit hook tells them;
+- in the other processes of a ZEO server: the commit changed the doorbell
+  of the Jobs container (a BTrees.Length that each job queued changes).
+  The server tells every client which objects each commit changed; the
+  Relay through which the client storage tells its database looks for the
+  doorbell among them: an unrelated commit costs one set look-up;
+- in the other processes of a RelStorage on PostgreSQL: the committing
+  process sends NOTIFY on CHANNEL after the commit, on a connection of its
+  own; each worker process LISTENs on one of its own, in a thread.
+  Unrelated commits send nothing.
+
+A wake-up is a hint: the worker looks for due jobs at once
+(MainLoop.tick_now).  One that is lost (a connection that broke, a worker
+just starting) costs at most POLL seconds.
+"""
+
+import logging
+import select
+import threading
+import weakref
+
+import transaction
+from ZODB.utils import z64
+
+from gocept.runner import retry
+from gocept.runner.wakeup import Wakeup
+
+
+log = logging.getLogger('gocept.runner.jobs')
+
+#: The PostgreSQL channel on which a committed job is announced.
+CHANNEL = 'gocept_runner_jobs'
+# The `application_name` of our PostgreSQL connections.
+APPLICATION = 'gocept.runner.jobs wake-up'
+# Seconds a worker that stops waits for its Listener's thread, at most.
+STOP_TIMEOUT = 5
+
+# A database -> the Watcher of its workers in this process.
+_watchers = {}
+# A database -> its Notifier (None: not a RelStorage on PostgreSQL).
+_notifiers = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def ring(jobs):
+    """Ring the doorbell of `jobs` (a Jobs container) in the current
+    transaction: once that has committed, the idle workers of the database
+    wake."""
+    jobs.bell.change(1)
+    jar = jobs._p_jar
+    txn = (transaction.get() if jar is None else
+           jar.transaction_manager.get())
+    try:
+        txn.data(jobs)
+    except KeyError:
+        txn.set_data(jobs, True)  # one hook per transaction
+        txn.addAfterCommitHook(_rang, (jobs,))
+
+
+def _rang(committed, jobs):
+    if not committed or jobs._p_jar is None:
+        return
+    db = jobs._p_jar.db()
+    watcher = _watchers.get(db)
+    if watcher is not None:
+        watcher.wake()
+    notifier = notifier_of(db)
+    if notifier is not None:
+        notifier.notify()
+
+
+def watch(loop, db):
+    """Wake `loop` (a MainLoop) whenever a job is queued in `db`; return
+    the Watcher of `db`'s workers in this process."""
+    with _lock:
+        watcher = _watchers.get(db)
+        if watcher is None:
+            watcher = _watchers[db] = Watcher(db)
+            watcher.start()
+        watcher.loops = watcher.loops | {loop}
+    return watcher
+
+
+def unwatch(loop, db):
+    """No longer wake `loop` for `db`."""
+    with _lock:
+        watcher = _watchers.get(db)
+        if watcher is None:
+            return
+        watcher.loops = watcher.loops - {loop}
+        if watcher.loops:
+            return
+        del _watchers[db]
+    watcher.stop()
+
+
+class Watcher:
+    """The workers (`loops`) of the database `db` in this process, and what
+    tells them of jobs queued by other processes (see the module)."""
+
+    def __init__(self, db):
+        self.db = db
+        # Replaced, never changed: other threads go through it.
+        self.loops = frozenset()
+        # The oids whose change wakes the workers: the root's (a commit
+        # that makes the container) and the doorbell's (see `attend`).
+        self.oids = frozenset([z64])
+        self._relay = self._listener = None
+
+    def start(self):
+        storage = self.db.storage
+        adapter = postgresql_adapter(storage)
+        mvcc = getattr(self.db, '_mvcc_storage', storage)
+        if adapter is not None:
+            self._listener = Listener(adapter, self.wake)
+            self._listener.start()
+        elif mvcc is not storage and hasattr(storage, 'registerDB'):
+            # ZODB's DB has the storage tell its MVCC adapter of others'
+            # commits (IStorageDB); the Relay sits in between.
+            self._relay = Relay(mvcc, self)
+            storage.registerDB(self._relay)
+
+    def stop(self):
+        if self._listener is not None:
+            self._listener.stop()
+        if self._relay is not None:
+            try:
+                self.db.storage.registerDB(self._relay.target)
+            except Exception:
+                log.debug('Cannot remove the relay of %r', self.db,
+                          exc_info=True)
+
+    def attend(self, jobs):
+        """Look out for the doorbell of `jobs` (None: the database has no
+        jobs yet); called by a worker that found no due job."""
+        bell = None if jobs is None else jobs.bell._p_oid
+        if bell is not None and bell not in self.oids:
+            self.oids = frozenset([z64, bell])
+
+    def invalidated(self, oids):
+        """Wake the workers if a commit that changed `oids` rang."""
+        if not self.oids.isdisjoint(oids):
+            self.wake()
+
+    def wake(self):
+        """Have every worker look for due jobs at once."""
+        for loop in self.loops:
+            loop.tick_now()
+
+
+class Relay:
+    """Passes on what a storage tells the database `target` of others'
+    commits (ZEO's client storage does), and shows the `watcher` which
+    objects changed."""
+
+    def __init__(self, target, watcher):
+        self.target = target
+        self.watcher = watcher
+
+    def invalidate(self, tid, oids):
+        # The database first: a worker woken must see the commit.
+        self.target.invalidate(tid, oids)
+        self.watcher.invalidated(oids)
+
+    def invalidateCache(self):
+        # The client (re)connected: commits may have gone by unseen.
+        self.target.invalidateCache()
+        self.watcher.wake()
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+
+def postgresql_adapter(storage):
+    """The RelStorage adapter of `storage`, if it is a RelStorage on
+    PostgreSQL, else None."""
+    # RelStorage has no public name for its adapter.
+    adapter = getattr(storage, '_adapter', None)
+    if type(adapter).__module__.startswith('relstorage.adapters.postgresql'):
+        return adapter
+    return None
+
+
+def notifier_of(db):
+    """The Notifier of `db`, or None if it is no RelStorage on PostgreSQL."""
+    try:
+        return _notifiers[db]
+    except KeyError:
+        pass
+    with _lock:
+        if db not in _notifiers:
+            adapter = postgresql_adapter(db.storage)
+            _notifiers[db] = None if adapter is None else Notifier(adapter)
+        return _notifiers[db]
+
+
+class Notifier:
+    """Sends NOTIFY on CHANNEL to the PostgreSQL database of a RelStorage
+    (its `adapter`), on a connection of its own that it opens when first
+    needed, and again after one broke."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self._connection = None
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def notify(self):
+        """Tell the workers that listen that a job was queued."""
+        with self._lock:
+            error = None
+            for _ in range(2):  # a connection that broke, opened again
+                try:
+                    if self._connection is None:
+                        self._connection = self.adapter.connmanager.open(
+                            application_name=APPLICATION)
+                    connection, cursor = self._connection
+                    cursor.execute(f'NOTIFY {CHANNEL}')
+                    connection.commit()
+                    return
+                except Exception as e:
+                    error = e
+                    self.close()
+            level = logging.DEBUG if self._warned else logging.WARNING
+            self._warned = True
+            log.log(level, 'Cannot notify the workers of a job queued'
+                    ' (%s: %s); they find it when they poll',
+                    type(error).__name__, error)
+
+    def close(self):
+        if self._connection is not None:
+            _close(self._connection)
+            self._connection = None
+
+
+class Listener:
+    """LISTENs on CHANNEL to the PostgreSQL database of a RelStorage (its
+    `adapter`) in a thread of its own, and calls `wake` for notifications
+    (and when it has connected again, for those it may have missed).
+
+    It needs a driver that reads notifications as psycopg2 does
+    (``connection.poll()``, ``connection.notifies``).
+    """
+
+    def __init__(self, adapter, wake):
+        self.adapter = adapter
+        self.wake = wake
+        self._stop = Wakeup()
+        self._stopping = False
+        self._thread = None
+
+    def start(self):
+        self._stop.open()
+        self._thread = threading.Thread(
+            target=self._run, name='gocept.runner.jobs wake-up',
+            daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stopping = True
+        self._stop.wake()
+        # Not for long: a thread that connects to a server gone quiet may
+        # take a minute to notice; it ends by itself then (a daemon).
+        self._thread.join(STOP_TIMEOUT)
+        if not self._thread.is_alive():
+            self._stop.close()
+
+    def _run(self):
+        pauses = retry.Backoff(0.1, 10)
+        connected = None
+        failed = False
+        while not self._stopping:
+            try:
+                connected = self.adapter.connmanager.open(
+                    application_name=APPLICATION)
+                connection, cursor = connected
+                if not (callable(getattr(connection, 'poll', None)) and
+                        isinstance(getattr(connection, 'notifies', None),
+                                   list)):
+                    log.info('Workers of %s poll for new jobs: its driver'
+                             ' does not read notifications as psycopg2'
+                             ' does', self.adapter)
+                    return
+                cursor.execute(f'LISTEN {CHANNEL}')
+                connection.commit()
+                if failed:
+                    self.wake()  # for the jobs queued while we were away
+                failed = False
+                pauses.reset()
+                self._listen(connection)
+            except Exception as e:
+                failed = True
+                pause = next(pauses)
+                log.debug('Listening for new jobs failed (%s: %s); again in'
+                          ' %s seconds', type(e).__name__, e, pause)
+                self._wait(pause)
+            finally:
+                if connected is not None:
+                    _close(connected)
+                    connected = None
+
+    def _listen(self, connection):
+        while not self._stopping:
+            readable, _, _ = select.select([connection, self._stop], [], [])
+            if connection in readable:
+                connection.poll()
+                if connection.notifies:
+                    del connection.notifies[:]
+                    self.wake()
+            if self._stop in readable:
+                self._stop.sleep(0)
+
+    def _wait(self, seconds):
+        if not self._stopping:
+            self._stop.sleep(seconds)
+
+
+def _close(connected):
+    connection, cursor = connected
+    for thing in cursor, connection:
+        try:
+            thing.close()
+        except Exception:
+            pass
