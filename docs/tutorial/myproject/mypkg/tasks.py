@@ -1,8 +1,9 @@
 import logging
 
+from mypkg.jobs import database_root
+
 import gocept.runner
 from gocept.runner.jobs import job
-from mypkg.jobs import database_root
 
 
 log = logging.getLogger(__name__)
