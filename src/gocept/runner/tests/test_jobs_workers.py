@@ -43,6 +43,9 @@ class Scenarios:
     # Whether the test may look at the database while workers run, and
     # whether several processes may share it.
     shared = True
+    # How many jobs the workers drain (in threads, and in two processes
+    # where they may share the database: 8 workers).
+    jobs = JOBS
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='gocept.runner.jobs.')
@@ -124,7 +127,7 @@ class Scenarios:
             self):
         processes = 2 if self.shared else 1
         with self.client() as client:
-            counters, ids = self.put(client, jobprograms.mark, JOBS)
+            counters, ids = self.put(client, jobprograms.mark, self.jobs)
         self.assertEqual([0] * processes,
                          self.run_workers(processes, workers=4))
         with self.client() as client:
@@ -446,6 +449,8 @@ class FileStorageTest(Scenarios, unittest.TestCase):
 class ZEOTest(Scenarios, unittest.TestCase):
 
     layer = testing.ZEO_LAYER
+    # The figure once; the others drain fewer, for the suite's time.
+    jobs = 5000
 
     def zodb_section(self):
         return self.layer.server.zodb_section()
