@@ -449,7 +449,8 @@ class FileStorageTest(Scenarios, unittest.TestCase):
 class ZEOTest(Scenarios, unittest.TestCase):
 
     layer = testing.ZEO_LAYER
-    # The figure once; the others drain fewer, for the suite's time.
+    # 5,000 jobs for 8 workers here; the others drain fewer, for the
+    # suite's time.
     jobs = 5000
 
     def zodb_section(self):
