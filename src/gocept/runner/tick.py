@@ -155,6 +155,8 @@ class Steps:
         self.loop = loop
         self.tick = None
         self.collectors = peritem.collectors()
+        # The thread's own TransactionManager, as in MainLoop.commit.
+        self.transactions = transaction.manager.manager
         self.begin, self.commit, self.abort = (
             loop.begin, loop.commit, loop.abort)
         self.call, self.may_retry, self.failed = (
@@ -162,6 +164,7 @@ class Steps:
 
     def close(self):
         self.loop = self.tick = self.begin = self.commit = self.abort = None
+        self.transactions = None
         self.call = self.may_retry = self.failed = None
 
     def _call(self):
@@ -180,8 +183,7 @@ class Steps:
         if forks.generation != generation:
             forks.end_child(None)
         tick._returned = True
-        # The thread's own TransactionManager, as in MainLoop.commit.
-        tick._doomed = transaction.manager.manager.get().isDoomed()
+        tick._doomed = self.transactions.get().isDoomed()
         return result
 
     def _may_retry(self):
