@@ -206,7 +206,7 @@ class MainLoop:
             # committed since.  Right after the last tick that is done: the
             # end of its transaction did it.
             transaction.begin()
-        self._stale = False
+            self._stale = False
         if zope.component.hooks.getSite() is not self._site:
             log.debug('Worker %s changed the site; it is %r again',
                       self.name, self._site)
