@@ -24,7 +24,6 @@ app = procrastinate.App(connector=procrastinate.PsycopgConnector(
 calllog.ready()
 
 
-# The task is known by its name, also from __main__.
 @app.task(name='run', queue='bench')
 def run(seq, workload):
     return calllog.call(seq, workload)
@@ -57,9 +56,12 @@ def main(argv):
     with app.open():
         if argv[0] == 'schema':
             app.schema_manager.apply_schema()
+            print('{}')
         else:
             peer.main(argv, put_one, put_many, check)
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    # procrastinate wants its App in a module of its own name.
+    from procrastinate_tasks import main as main_of_module
+    main_of_module(sys.argv[1:])
