@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Job queues side by side: gocept.runner.jobs against procrastinate, RQ
-and dramatiq.
+"""Job queues side by side: gocept.runner.jobs, procrastinate, RQ, dramatiq.
 
     python3 benchmarks/jobs.py [--quick] [--systems S...] [--workers N...]
-        [--jobs J] [--fed-jobs F] [--sleep-jobs S] [--latency-jobs K]
+        [--modes M...] [--jobs J] [--fed-jobs F] [--sleep-jobs S]
+        [--latency-jobs K]
         [--repeat R] [--output PATH]
 
 Each system runs from its own virtualenv in benchmarks/work/ (made on
@@ -71,6 +71,7 @@ TIMEOUT = 300
 STARTUP_TIMEOUT = 180
 
 SYSTEMS = ('zeo', 'pg', 'procrastinate', 'rq', 'dramatiq')
+MODES = ('batch', 'fed', 'latency')
 TITLES = {
     'zeo': 'gocept.runner ZEO',
     'pg': 'gocept.runner RelStorage',
@@ -227,9 +228,11 @@ class System:
     # 'threads' (one process of N workers).
     forms = ('processes', 'threads')
 
-    def __init__(self, servers):
+    def __init__(self, servers, python=None):
+        """`servers`: the servers of the run, by kind; `python`: that of
+        the system's virtualenv (made if need be), unless given."""
         self.servers = servers
-        self.python = venvs.python(self.venv)
+        self.python = python or venvs.python(self.venv)
         self.bin = os.path.dirname(self.python)
 
     def prepare(self, directory):
@@ -506,7 +509,7 @@ def plan(args):
         for name in args.systems:
             trials.append((name, 'batch', 'noop', args.jobs,
                            max(args.workers), 'processes'))
-    return trials
+    return [t for t in trials if t[1] in args.modes]
 
 
 def cpu():
@@ -729,13 +732,18 @@ def main():
     parser.add_argument('--systems', nargs='+', choices=SYSTEMS,
                         default=list(SYSTEMS))
     parser.add_argument('--workers', type=int, nargs='+')
+    parser.add_argument('--modes', nargs='+', choices=MODES,
+                        default=list(MODES),
+                        help='the kinds of trials (all): --modes latency'
+                             ' measures only the latency')
     parser.add_argument('--jobs', type=int,
                         help='no-op jobs put at once (5000)')
     parser.add_argument('--fed-jobs', type=int,
                         help='no-op jobs fed one at a time (1000)')
     parser.add_argument('--sleep-jobs', type=int,
                         help='jobs of 20 ms per worker (250)')
-    parser.add_argument('--latency-jobs', type=int, help='(20)')
+    parser.add_argument('--latency-jobs', type=int,
+                        help='jobs put one at a time into idle workers (20)')
     parser.add_argument('--repeat', type=int,
                         help='trials of the no-op batch at the most'
                              ' workers, for the spread (3)')
