@@ -4,7 +4,7 @@
     python3 benchmarks/jobs.py [--quick] [--systems S...] [--workers N...]
         [--modes M...] [--jobs J] [--fed-jobs F] [--sleep-jobs S]
         [--latency-jobs K]
-        [--repeat R] [--output PATH]
+        [--repeat R] [--output PATH] [--from-log PATH]
 
 Each system runs from its own virtualenv in benchmarks/work/ (made on
 first use, from PyPI; see venvs.py) against servers this script starts on
@@ -566,8 +566,16 @@ def report(args, results, load_before, load_after, elapsed):
         return results.get((name, mode, workload, workers, form), [])
 
     def rate(name, mode, workload, workers, form='processes'):
-        found = [r['rate'] for r in get(name, mode, workload, workers, form)]
-        return spread(found) if found else (None, '')
+        """The rate of the trials, and how to show it: with its spread;
+        fed, with the producer's rate."""
+        found = get(name, mode, workload, workers, form)
+        if not found:
+            return None, '-'
+        value, plusminus = spread([r['rate'] for r in found])
+        if mode == 'fed':
+            put = statistics.median(r['put_rate'] for r in found)
+            return value, f'{value:.0f} ({put:.0f})'
+        return value, f'{value:.0f}{plusminus}'
 
     systems = [name for name in SYSTEMS if name in args.systems]
     lines = [
@@ -580,7 +588,8 @@ def report(args, results, load_before, load_after, elapsed):
         f' {platform.release()}; Python {platform.python_version()}',
         versions(systems),
         f'Load average before {load_before:.1f}, after {load_after:.1f};'
-        f' the run took {elapsed / 60:.0f} minutes.',
+        f' the run took {elapsed / 60:.0f} minutes.'
+        if elapsed == elapsed else 'Load average and duration not logged.',
         '',
         'Jobs per second.  N workers are N worker processes of one worker'
         ' each (RQ: SimpleWorker;',
@@ -616,10 +625,8 @@ def report(args, results, load_before, load_after, elapsed):
                 cells = [workload, mode, str(workers)]
                 rates = {}
                 for name in systems:
-                    value, plusminus = rate(name, mode, workload, workers)
-                    rates[name] = value
-                    cells.append('-' if value is None else
-                                 f'{value:.0f}{plusminus}')
+                    rates[name], text = rate(name, mode, workload, workers)
+                    cells.append(text)
                 for o, p in ratios:
                     cells.append(ratio(rates[o] or 0, rates[p]))
                     if rates[o] is not None and rates[p] is not None:
@@ -683,10 +690,16 @@ def report(args, results, load_before, load_after, elapsed):
         found = get(name, 'latency', 'noop', 1)
         if not found:
             continue
-        values = [v for r in found for v in r['latencies']]
+        if all('latencies' in r for r in found):
+            values = [v for r in found for v in r['latencies']]
+            longest = f'{1000 * max(values):6.1f}ms'
+        else:
+            # From the log of an older run, which gave the median only.
+            values = [r['latency'] for r in found]
+            longest = '-'
         latencies[name] = statistics.median(values)
         lines.append(f'{TITLES[name]:<25}  {1000 * latencies[name]:6.1f}ms'
-                     f'  {1000 * max(values):6.1f}ms')
+                     f'  {longest:>8}')
     lost = sum(r['lost'] for rs in results.values() for r in rs)
     twice = sum(r['twice'] for rs in results.values() for r in rs)
     unstopped = sum(1 for rs in results.values() for r in rs
@@ -748,6 +761,10 @@ def main():
                         help='trials of the no-op batch at the most'
                              ' workers, for the spread (3)')
     parser.add_argument('--output', help='where to write the table')
+    parser.add_argument(
+        '--from-log', metavar='PATH',
+        help='no trials: the table of a run whose standard error went to'
+             ' PATH (give its options again)')
     args = parser.parse_args()
     defaults = ({'workers': [1, 8], 'jobs': 500, 'fed_jobs': 200,
                  'sleep_jobs': 25, 'latency_jobs': 5, 'repeat': 1}
@@ -761,6 +778,8 @@ def main():
     if redis_needed(args) and shutil.which('redis-server') is None:
         sys.exit('jobs.py: redis-server is not installed'
                  ' (apt-get install redis-server)')
+    if args.from_log:
+        return from_log(args, output)
     work = os.path.join(venvs.WORK, 'jobs')
     shutil.rmtree(work, ignore_errors=True)
     servers = {}
@@ -782,18 +801,40 @@ def main():
             shutil.rmtree(directory)
             key = (name, mode, workload, workers, form)
             results.setdefault(key, []).append(result)
-            print(json.dumps([number, len(trials), key, {
-                k: v for k, v in result.items() if k != 'latencies'}]),
-                file=sys.stderr, flush=True)
+            print(json.dumps([number, len(trials), key, result]),
+                  file=sys.stderr, flush=True)
     finally:
         for server in servers.values():
             server.close()
-    text = report(args, results, load_before, os.getloadavg()[0],
-                  time.monotonic() - started)
+    run = [load_before, os.getloadavg()[0], time.monotonic() - started]
+    print(json.dumps(['run'] + run), file=sys.stderr, flush=True)
+    write(args, output, results, *run)
+
+
+def write(args, output, results, load_before, load_after, elapsed):
+    text = report(args, results, load_before, load_after, elapsed)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, 'w') as f:
         f.write(text)
     print(text)
+
+
+def from_log(args, output):
+    """Write the table of the trials that a run wrote to its standard
+    error, saved at args.from_log."""
+    results = {}
+    run = [float('nan')] * 3
+    with open(args.from_log) as f:
+        for line in f:
+            if not line.startswith('['):
+                continue
+            found = json.loads(line)
+            if found[0] == 'run':
+                run = found[1:]
+                continue
+            _, _, key, result = found
+            results.setdefault(tuple(key), []).append(result)
+    write(args, output, results, *run)
 
 
 def redis_needed(args):
