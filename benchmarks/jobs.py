@@ -3,8 +3,7 @@
 
     python3 benchmarks/jobs.py [--quick] [--systems S...] [--workers N...]
         [--modes M...] [--jobs J] [--fed-jobs F] [--sleep-jobs S]
-        [--latency-jobs K]
-        [--repeat R] [--output PATH] [--from-log PATH]
+        [--latency-jobs K] [--repeat R] [--output PATH] [--from-log PATH]
 
 Each system runs from its own virtualenv in benchmarks/work/ (made on
 first use, from PyPI; see venvs.py) against servers this script starts on
@@ -38,8 +37,10 @@ commit conflicted, and keeps only the last call's effects: its jobs are
 checked in the database (each done, with one done attempt, and with the
 write workload, its counter at 1).  Waste is the share of calls that were
 repeats.  Writes benchmarks/jobs-results.txt (--quick: to
-benchmarks/work/jobs-results-quick.txt).  This script uses the standard
-library only; the jobs and their workers run in the virtualenvs.
+benchmarks/work/jobs-results-quick.txt), and each trial's figures as a
+line of JSON to standard error, from which --from-log makes the table
+again.  This script uses the standard library only; the jobs and their
+workers run in the virtualenvs.
 """
 
 import argparse

@@ -89,36 +89,35 @@ def latency(count, workload):
 
 
 def check(count, workload):
-    """The jobs not done, done more than once (their changes committed
+    """The jobs not done (or, with 'write', whose change was not
+    committed), those done more than once (or whose change was committed
     twice), and the attempts of all."""
     transaction.begin()
     jobs = store.jobs_of(zope.component.hooks.getSite()._p_jar)
-    done = {}
-    attempts = outcomes = 0
-    others = {}
+    done, twice = set(), set()
+    attempts = 0
+    outcomes = {}
     for record in jobs.records():
         seq = record.args[0]
-        finished = sum(1 for a in record.attempts if a.outcome == 'done')
-        if record.state != 'done':
-            finished = 0
-        if workload == 'write':
-            tally = record.args[2].count
-            if tally != finished:
-                finished = max(finished, tally)
-        done[seq] = done.get(seq, 0) + finished
         attempts += len(record.attempts)
-        for a in record.attempts:
-            if a.outcome != 'done':
-                others[a.outcome] = others.get(a.outcome, 0) + 1
-                outcomes += 1
+        for attempt in record.attempts:
+            if attempt.outcome != 'done':
+                outcomes[attempt.outcome] = outcomes.get(
+                    attempt.outcome, 0) + 1
+        finished = sum(1 for a in record.attempts if a.outcome == 'done')
+        committed = record.args[2].count if workload == 'write' else 1
+        if record.state == 'done' and finished and committed:
+            done.add(seq)
+        if finished > 1 or committed > 1:
+            twice.add(seq)
     transaction.abort()
     return {
-        'done': sum(1 for seq in range(count) if done.get(seq)),
-        'lost': sum(1 for seq in range(count) if not done.get(seq)),
-        'twice': sum(1 for n in done.values() if n > 1),
+        'done': len(done & set(range(count))),
+        'lost': len(set(range(count)) - done),
+        'twice': len(twice),
         'attempts': attempts,
-        'repeated': outcomes,
-        'outcomes': others,
+        'repeated': sum(outcomes.values()),
+        'outcomes': outcomes,
     }
 
 
