@@ -3,7 +3,8 @@
 
     python3 benchmarks/jobs.py [--quick] [--systems S...] [--workers N...]
         [--modes M...] [--jobs J] [--fed-jobs F] [--sleep-jobs S]
-        [--latency-jobs K] [--repeat R] [--output PATH] [--from-log PATH]
+        [--side-jobs W] [--latency-jobs K] [--repeat R] [--output PATH]
+        [--from-log PATH]
 
 Each system runs from its own virtualenv in benchmarks/work/ (made on
 first use, from PyPI; see venvs.py) against servers this script starts on
@@ -510,12 +511,12 @@ def plan(args):
                     trials.append((name, mode, workload, count, workers,
                                    'processes'))
         if 8 in args.workers:
-            trials.append((name, 'batch', 'write', args.jobs, 8,
+            trials.append((name, 'batch', 'write', args.side_jobs, 8,
                            'processes'))
             if 'threads' in CLASSES[name].forms:
                 for workload in ('noop', 'sleep', 'write'):
                     count = (args.sleep_jobs * 8 if workload == 'sleep'
-                             else args.jobs)
+                             else args.side_jobs)
                     trials.append((name, 'batch', workload, count, 8,
                                    'threads'))
         trials.append((name, 'latency', 'noop', args.latency_jobs, 1,
@@ -621,11 +622,15 @@ def report(args, results, load_before, load_after, elapsed):
         'the gocept.runner rate to procrastinate\'s and RQ\'s of the same'
         ' row, measured in this run.',
     ]
-    lines.append(
-        f'One trial a row, but {args.repeat} of the no-op batch at'
-        f' {max(args.workers)} workers (their median, ± half their range'
-        ' in % of it:')
-    lines.append('the spread to expect of the other rows).')
+    if args.repeat > 1:
+        lines.append(
+            f'One trial a row, but {args.repeat} of the no-op batch at'
+            f' {max(args.workers)} workers (their median, ± half their'
+            ' range in % of it:')
+        lines.append('the spread to expect of the other rows).')
+    else:
+        lines.append('One trial a row (no trial repeated: no spread'
+                     ' measured).')
     lines.append('')
     columns = [('workload', 8), ('mode', 5), ('N', 2)]
     columns += [(TITLES[name].replace('gocept.runner ', ''), 13)
@@ -663,7 +668,10 @@ def report(args, results, load_before, load_after, elapsed):
         ' keeps where it keeps results',
         '(gocept.runner: in the job\'s record, and the job adds one to a'
         ' counter of its own; RQ: in Redis;',
-        'procrastinate and dramatiq keep none).',
+        'procrastinate and dramatiq keep none).  Jobs: the no-op row of 8'
+        f' processes is the first table\'s ({args.jobs}),',
+        f'the other no-op and write rows {args.side_jobs} jobs, sleep'
+        f' {args.sleep_jobs * 8}.',
         '',
         f'{"system":<25}  {"workload":<8}  {"8 processes":>20}'
         f'  {"1 process of 8":>20}',
@@ -770,14 +778,17 @@ def main():
     parser.add_argument('--jobs', type=int,
                         help='no-op jobs put at once (5000)')
     parser.add_argument('--fed-jobs', type=int,
-                        help='no-op jobs fed one at a time (1000)')
+                        help='no-op jobs fed one at a time (500)')
     parser.add_argument('--sleep-jobs', type=int,
-                        help='jobs of 20 ms per worker (250)')
+                        help='jobs of 20 ms per worker (100)')
+    parser.add_argument('--side-jobs', type=int,
+                        help='no-op and writing jobs of the table at 8'
+                             ' workers (2000)')
     parser.add_argument('--latency-jobs', type=int,
                         help='jobs put one at a time into idle workers (20)')
     parser.add_argument('--repeat', type=int,
                         help='trials of the no-op batch at the most'
-                             ' workers, for the spread (3)')
+                             ' workers, for the spread (2)')
     parser.add_argument('--output', help='where to write the table')
     parser.add_argument(
         '--from-log', metavar='PATH',
@@ -785,10 +796,12 @@ def main():
              ' PATH (give its options again)')
     args = parser.parse_args()
     defaults = ({'workers': [1, 8], 'jobs': 500, 'fed_jobs': 200,
-                 'sleep_jobs': 25, 'latency_jobs': 5, 'repeat': 1}
+                 'sleep_jobs': 25, 'side_jobs': 500, 'latency_jobs': 5,
+                 'repeat': 1}
                 if args.quick else
-                {'workers': [1, 2, 4, 8], 'jobs': 5000, 'fed_jobs': 1000,
-                 'sleep_jobs': 250, 'latency_jobs': 20, 'repeat': 3})
+                {'workers': [1, 2, 4, 8], 'jobs': 5000, 'fed_jobs': 500,
+                 'sleep_jobs': 100, 'side_jobs': 2000, 'latency_jobs': 20,
+                 'repeat': 2})
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
