@@ -750,12 +750,14 @@ def report(args, results, load_before, load_after, elapsed):
     if ours:
         peers = [latencies[n] for n in PEERS if n in latencies]
         worst = max(ours.values())
-        ok = worst <= LATENCY_GOAL and all(worst < p for p in peers)
         measured = ', '.join(f'{TITLES[n]} {v * 1000:.0f} ms'
                              for n, v in ours.items())
         lines.append(f'- median put-to-start latency at most'
-                     f' {LATENCY_GOAL * 1000:.0f} ms and below both peers\':'
-                     f' {met(ok)} ({measured})')
+                     f' {LATENCY_GOAL * 1000:.0f} ms:'
+                     f' {met(worst <= LATENCY_GOAL)} ({measured});')
+        if peers:
+            lines.append(f'  below procrastinate\'s and RQ\'s:'
+                         f' {met(all(worst < p for p in peers))}')
     lines.append(f'- 0 jobs lost, 0 done twice (every system):'
                  f' {met(not lost and not twice)}')
     if waste_met:
