@@ -4,7 +4,9 @@
 package index, ``benchmarks/work/venv-this`` this checkout (installed
 editable), both with ZEO and RelStorage, and ``benchmarks/work/venv-full``
 this checkout with zope.app.zcmlfiles and zope.securitypolicy (for
-host.py), all made with the Python that runs the benchmark.  A virtualenv
+host.py), ``venv-procrastinate``, ``venv-rq`` and ``venv-dramatiq`` the
+job queues that benchmarks/jobs.py compares with gocept.runner.jobs, all
+made with the Python that runs the benchmark.  A virtualenv
 is made again when what it should hold changed (another setup.py, say).
 Delete ``benchmarks/work`` to start afresh.
 """
@@ -29,12 +31,17 @@ REQUIREMENTS = {
     # This checkout with what the full zope.app site of gocept.runner 3.0's
     # tests needs (benchmarks/host.py).
     'full': ['-e', f'{ROOT}', 'zope.app.zcmlfiles', 'zope.securitypolicy'],
+    # The peers of gocept.runner.jobs in benchmarks/jobs.py, each with the
+    # client of its server.
+    'procrastinate': ['procrastinate'],
+    'rq': ['rq'],
+    'dramatiq': ['dramatiq[redis]'],
 }
 
 
 def python(name):
-    """The Python of the virtualenv `name` ('3.0', 'this' or 'full'), made
-    if new."""
+    """The Python of the virtualenv `name` (a key of REQUIREMENTS), made if
+    new."""
     venv = os.path.join(WORK, f'venv-{name}')
     executable = os.path.join(venv, 'bin', 'python')
     stamp_path = os.path.join(venv, 'bench-stamp')
