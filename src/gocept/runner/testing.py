@@ -410,7 +410,9 @@ POSTGRESQL_LAYER = PostgreSQLLayer()
 class ZopeInstanceLayer:
     """A zope.testrunner layer with a Zope 4+ instance in a temporary
     directory, made by Zope's ``mkwsgiinstance`` with the user ``admin``
-    (password ``admin``), on the ZEO server of ZEO_LAYER.
+    (password ``admin``), and a ZEO server of its own (the database of
+    ZEO_LAYER's has the root folder of the Zope 3 stack, which Zope cannot
+    take for its application).
 
     ``layer.instance`` is its directory; ``layer.zope_conf`` its
     ``etc/zope.conf`` as mkwsgiinstance wrote it (a FileStorage in
@@ -421,7 +423,7 @@ class ZopeInstanceLayer:
     variable CI is ``true``), where they are to run.
     """
 
-    __bases__ = (ZEO_LAYER,)
+    __bases__ = ()
 
     def __init__(self, name='ZopeInstanceLayer'):
         self.__name__ = name
@@ -438,6 +440,9 @@ class ZopeInstanceLayer:
             return
         self.directory = tempfile.mkdtemp(prefix='gocept.runner.zope.')
         self.instance = os.path.join(self.directory, 'instance')
+        os.mkdir(os.path.join(self.directory, 'zeo'))
+        self.server = ZEOServer(os.path.join(self.directory, 'zeo'))
+        self.server.start()
         subprocess.run(
             [sys.executable, '-m', 'Zope2.utilities.mkwsgiinstance',
              '-d', self.instance, '-u', 'admin:admin'],
@@ -454,10 +459,11 @@ class ZopeInstanceLayer:
         with open(self.zeo_conf, 'w') as f:
             f.write(conf.replace(storage, (
                 '<zeoclient>\n     server'
-                f' {ZEO_LAYER.server.address}\n   </zeoclient>')))
+                f' {self.server.address}\n   </zeoclient>')))
 
     def tearDown(self):
         if self.instance is not None:
+            self.server.stop()
             shutil.rmtree(self.directory)
         self.instance = self.zope_conf = self.zeo_conf = None
         self.missing = None

@@ -145,7 +145,7 @@ class InstanceTestCase(unittest.TestCase):
         """The OFS application in a database of the instance, and the
         last transaction of its storage (closed at the test's end)."""
         if conf_kind == 'zeo':
-            db = ZEO.DB(('127.0.0.1', testing.ZEO_LAYER.server.port))
+            db = ZEO.DB(('127.0.0.1', testing.ZOPE_INSTANCE_LAYER.server.port))
         else:
             db = ZODB.DB(ZODB.FileStorage.FileStorage(
                 self.data_fs, read_only=True))
