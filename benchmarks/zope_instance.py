@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: gocept.runner on a Zope 4+ instance against ``zconsole run``.
 
-    python benchmarks/zope.py [--quick]
+    python benchmarks/zope_instance.py [--quick]
 
 Run it with the Python of a virtualenv that has gocept.runner[zope] (the
 checkout's .venv, say).  It makes an instance with Zope's mkwsgiinstance
