@@ -43,3 +43,28 @@ class BenchmarkScriptsTest(unittest.TestCase):
                     capture_output=True, text=True, timeout=60)
                 self.assertEqual(0, result.returncode, result.stderr)
                 self.assertIn('usage:', result.stdout)
+
+
+ROOT = os.path.dirname(BENCHMARKS)
+
+
+@unittest.skipUnless(os.path.isdir(BENCHMARKS), 'not run from a checkout')
+class BenchmarkResultsTest(unittest.TestCase):
+
+    def test_the_sdist_has_every_result_the_docs_include(self):
+        # The docs are in the sdist (graft docs), and build from it.
+        included = set()
+        for path in glob.glob(os.path.join(ROOT, 'docs', '**', '*.rst'),
+                              recursive=True):
+            with open(path) as f:
+                for line in f:
+                    words = line.split()
+                    if words[:2] == ['..', 'literalinclude::'] and (
+                            'benchmarks/' in words[2]):
+                        included.add('benchmarks/' + words[2].split(
+                            'benchmarks/', 1)[1])
+        with open(os.path.join(ROOT, 'MANIFEST.in')) as f:
+            manifest = {line.split()[1] for line in f
+                        if line.startswith('include ')}
+        self.assertTrue(included)
+        self.assertEqual([], sorted(included - manifest))
