@@ -398,9 +398,9 @@ def main():
         f' the median.',
         f'One process: workers/host_loop.py sets the lean site up once and'
         f' runs one worker {sizes.loop_runs} times as the single runner'
-        f' does (a MainLoop in the main thread) and as the host does'
-        f' (Host._work in a thread of its own, with its own connection and'
-        f' the host\'s middleware), in turn.  No'
+        f' does (a MainLoop in the main thread) and as a process of'
+        f' several loops runs each (Process._run_in_thread: a thread of its'
+        f' own, with its own connection), in turn.  No'
         f' process start and no other process in the comparison: the'
         f' steadiest figure of the two on a busy machine.',
         'RSS: the process\'s when the last of its workers had its first'

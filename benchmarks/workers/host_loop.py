@@ -3,12 +3,12 @@
 Arguments: zope.conf, ``empty`` or ``writing``, COUNT, RUNS.  Sets zope.conf
 up once, then RUNS times runs COUNT ticks of one worker in two ways, in
 turn (which first alternating): as the single runner does (a MainLoop in the
-main thread, on the root folder of the set-up's connection), and as a Host
-does (Host._work in a thread of its own: its own connection, the host's
-middleware, the main thread waiting).  Reports the seconds from the first
-tick to the last of every run, in order: the harness takes the best of each
-(hardly touched by other work on the machine, which only ever slows a run)
-and the ratios of neighbouring runs.
+main thread, on the root folder of the set-up's connection), and as a
+process of several loops runs each (gocept.runner.process.Process, in a
+thread of its own: its own connection, the main thread waiting).  Reports
+the seconds from the first tick to the last of every run, in order: the
+harness takes the best of each (hardly touched by other work on the
+machine, which only ever slows a run) and the ratios of neighbouring runs.
 """
 
 import sys
@@ -16,8 +16,8 @@ import threading
 
 import gocept.runner
 from gocept.runner import environment
-from gocept.runner.host import Host
-from gocept.runner.host import Worker
+from gocept.runner.assembly import Worker
+from gocept.runner.process import Process
 
 import benchlib
 
@@ -49,11 +49,12 @@ def as_single(root, db):
 
 
 def as_host(root, db):
-    host = Host([Worker(timed_worker(runs_seconds['host']), ticks=0)])
-    thread = threading.Thread(target=host._work, args=(host.workers[0], db))
+    loop = Worker(timed_worker(runs_seconds['host']), ticks=0).make_loop(root)
+    process = Process([loop])
+    thread = threading.Thread(target=process._run_in_thread, args=(loop, db))
     thread.start()
     thread.join()
-    if host.workers[0].loop.stopped_because != 'Exit':
+    if loop.stopped_because != 'Exit':
         sys.exit('The host worker did not end by Exit')
 
 
