@@ -297,6 +297,18 @@ def configure_schedules(conf):
     _schedules = {} if section is None else dict(section.entries)
 
 
+def configure_product_schedules(values):
+    """Make the lines of ``<product-config gocept.runner.schedules>``
+    (`values`: a name -> the rest of its line), the schedules of a Zope 4+
+    instance: each line a name of one's choice, then what a line of
+    ``<schedules>`` has."""
+    global _schedules
+    _schedules = {}
+    for value in (values or {}).values():
+        dotted, _, spec = value.strip().partition(' ')
+        _schedules[dotted] = spec.strip()
+
+
 def schedules():
     """The entries of ``<schedules>`` in the zope.conf loaded last: each
     job function's dotted name and its schedule ('' for its own)."""

@@ -1,6 +1,7 @@
 """Preparing the Zope environment a worker runs in."""
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -175,11 +176,20 @@ def import_zopeapp(zope_conf):
     return zopeapp
 
 
+def zope_loaded():
+    """gocept.runner.zopeapp if this process has imported Zope (it runs a
+    Zope 4+ instance, or code of one), else None."""
+    # Only such a process can have Zope's objects, and importing the
+    # module then costs little: Zope's packages are imported already.
+    if 'OFS.interfaces' not in sys.modules:
+        return None
+    return importlib.import_module('gocept.runner.zopeapp')
+
+
 def zope_stack(obj):
     """gocept.runner.zopeapp if `obj` is an object of a Zope 4+ instance,
     else None (an object of the Zope 3 stack)."""
-    # Only a process that has set a Zope instance up has imported it.
-    zopeapp = sys.modules.get('gocept.runner.zopeapp')
+    zopeapp = zope_loaded()
     if zopeapp is not None and zopeapp.is_zope_object(obj):
         return zopeapp
     return None

@@ -222,6 +222,13 @@ class MainLoop:
                 'interaction', 'Worker %s left a security interaction open;'
                 ' ticks start without one', self.name)
 
+    def act_as(self, principal_id):
+        """Run the rest of the tick as the principal `principal_id` (None:
+        as the loop's own principal); ConfigurationError if it is
+        unknown."""
+        security.begin(self.principal if principal_id is None
+                       else security.lookup_principal(principal_id))
+
     def commit(self):
         """Commit the tick's transaction (abort a doomed one); end the
         interaction."""

@@ -37,6 +37,7 @@ from zope.component.interfaces import ISite
 
 from gocept.runner import config
 from gocept.runner import outage
+from gocept.runner import security
 from gocept.runner.interfaces import AlreadyRunning
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.interfaces import UnknownSite
@@ -52,6 +53,9 @@ APPLICATION = 'Application'
 PRODUCT = 'gocept.runner'
 SERVER_URL_KEY = 'server-url'
 DEFAULT_SERVER_URL = 'http://nohost'
+# The product configuration whose lines are the schedules of the job
+# workers (see gocept.runner.config.configure_product_schedules).
+SCHEDULES = 'gocept.runner.schedules'
 
 # The zope.conf this process set Zope up from; whether it shut Zope down;
 # how many `application` blocks use it.
@@ -133,6 +137,10 @@ def start(zope_conf):
     # For gocept.runner.from_config, as on the Zope 3 stack.
     for name, values in (options.configroot.product_config or {}).items():
         zope.app.appsetup.product.setProductConfiguration(name, values)
+    # Zope's zope.conf has no <schedules>: the lines of a product-config
+    # name a schedule first (ZConfig makes its keys lower case).
+    config.configure_product_schedules(
+        (options.configroot.product_config or {}).get(SCHEDULES))
     _check_server_url(zope_conf)
     starter = Zope2.Startup.get_wsgi_starter()
     starter.setConfiguration(options.configroot)
@@ -215,6 +223,26 @@ def publish(request, obj):
              if ITraversable.providedBy(item)]
     request['PUBLISHED'] = obj
     request['PARENTS'] = chain[1:] or chain
+
+
+def published():
+    """The nearest object stored in a database above the object that the
+    current request (zope.globalrequest's) has published, or None: where
+    jobs are put outside a component site (see
+    gocept.runner.jobs.lookup)."""
+    request = zope.globalrequest.getRequest()
+    parents = [] if request is None else request.get('PARENTS') or []
+    for obj in parents:
+        if getattr(obj, '_p_jar', None) is not None:
+            return obj
+    return None
+
+
+def current_user_id():
+    """The id of the user of Zope's security manager, or None (the
+    anonymous user, or none)."""
+    user = AccessControl.SecurityManagement.getSecurityManager().getUser()
+    return None if user is None else user.getId()
 
 
 def is_zope_object(obj):
@@ -362,6 +390,19 @@ class ZopeLoop(MainLoop):
             self.request['AUTHENTICATED_USER'] = self._principal
             AccessControl.SecurityManagement.newSecurityManager(
                 self.request, self._principal)
+
+    def act_as(self, principal_id):
+        """Run the rest of the tick as the Zope user `principal_id` (see
+        find_user; None: as the loop's own user, if it has one)."""
+        user = self._principal if principal_id is None else find_user(
+            self.app, principal_id)
+        security.begin(user)
+        if user is None:
+            AccessControl.SecurityManagement.noSecurityManager()
+        else:
+            self.request['AUTHENTICATED_USER'] = user
+            AccessControl.SecurityManagement.newSecurityManager(
+                self.request, user)
 
     def commit(self):
         super().commit()

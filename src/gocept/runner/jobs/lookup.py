@@ -1,9 +1,11 @@
-"""The jobs of the current site's database: a job's status and result."""
+"""The jobs of the current site's database (on a Zope 4+ instance: of the
+current request's): a job's status and result."""
 
 import time
 
 import zope.component.hooks
 
+from gocept.runner import environment
 from gocept.runner.jobs import record
 from gocept.runner.jobs.store import jobs_of
 
@@ -18,16 +20,28 @@ class NoResult(LookupError):
     not done."""
 
 
-def site_jobs(create=False):
-    """The Jobs container of the database the current site is stored in
-    (see gocept.runner.jobs.store.jobs_of)."""
+def context():
+    """The object that jobs are put and looked up within: the current
+    site, if it is stored in a database; else, in a process of a Zope 4+
+    instance, the nearest object stored in a database that the current
+    request published (the OFS application is no component site).
+    Raises NoSite if there is neither."""
     site = zope.component.hooks.getSite()
-    connection = getattr(site, '_p_jar', None)
-    if connection is None:
+    if getattr(site, '_p_jar', None) is not None:
+        return site
+    zopeapp = environment.zope_loaded()
+    obj = None if zopeapp is None else zopeapp.published()
+    if obj is None:
         raise NoSite(
             'No site stored in a database: jobs are put and looked up'
             ' within one (in a request, or in a runner\'s tick)')
-    return jobs_of(connection, create=create)
+    return obj
+
+
+def site_jobs(create=False):
+    """The Jobs container of the database that context() is stored in
+    (see gocept.runner.jobs.store.jobs_of)."""
+    return jobs_of(context()._p_jar, create=create)
 
 
 def get(job_id):

@@ -17,11 +17,13 @@ import uuid
 
 import zope.security.management
 
+from gocept.runner import environment
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.jobs import lookup
 from gocept.runner.jobs.attempts import RETRY_PAUSE
 from gocept.runner.jobs.record import Job
 from gocept.runner.jobs.schedule import Schedule
+from gocept.runner.jobs.store import jobs_of
 
 
 RETRIES = 3
@@ -131,8 +133,9 @@ class JobFunction:
         in `countdown` seconds or at `eta` (a datetime, or seconds since
         the epoch), else now; return its id.
 
-        The job is put into the database the current site is stored in,
-        within the current transaction: if that aborts, there is no job.
+        The job is put into the database the current site is stored in
+        (see gocept.runner.jobs.lookup.context), within the current
+        transaction: if that aborts, there is no job.
         """
         if kwargs is None:
             kwargs = {}
@@ -141,11 +144,12 @@ class JobFunction:
         if not isinstance(kwargs, dict):
             raise TypeError(f'kwargs must be a dict, not {kwargs!r}')
         due = _due(countdown, eta)
-        jobs = lookup.site_jobs(create=True)
+        context = lookup.context()
+        jobs = jobs_of(context._p_jar, create=True)
         record = Job(uuid.uuid4().hex, self.name, args, kwargs,
                      retries=self.retries, time_limit=self.time_limit,
                      retry_pause=self.retry_pause,
-                     principal=current_principal(), eta=due)
+                     principal=current_principal(context), eta=due)
         jobs.put(record)
         return record.id
 
@@ -201,8 +205,13 @@ def _due(countdown, eta):
     return float(eta)
 
 
-def current_principal():
-    """The id of the principal of the current interaction, or None."""
+def current_principal(context=None):
+    """The id of the principal of the current interaction, or None; for
+    `context`, an object of a Zope 4+ instance: the id of the user of
+    Zope's security manager, or None."""
+    zopeapp = environment.zope_stack(context)
+    if zopeapp is not None:
+        return zopeapp.current_user_id()
     interaction = zope.security.management.queryInteraction()
     for participation in getattr(interaction, 'participations', ()):
         principal = getattr(participation, 'principal', None)

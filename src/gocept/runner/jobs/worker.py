@@ -28,7 +28,6 @@ import traceback
 
 import transaction
 import zope.app.appsetup.product
-import zope.component.hooks
 from ZODB.POSException import ConflictError
 from ZODB.utils import tid_repr
 
@@ -36,10 +35,10 @@ from gocept.runner import assembly
 from gocept.runner import config
 from gocept.runner import outage
 from gocept.runner import retry
-from gocept.runner import security
 from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
+from gocept.runner.jobs import lookup
 from gocept.runner.jobs import registry
 from gocept.runner.jobs import scheduler
 from gocept.runner.jobs import store
@@ -220,7 +219,7 @@ class JobWorker:
 
     def _call(self, job, function, taken_in):
         if job.principal is not None:
-            security.begin(security.lookup_principal(job.principal))
+            self.loop.act_as(job.principal)
         self.loop.in_worker = True
         try:
             with time_limit(job.time_limit):
@@ -236,7 +235,7 @@ class JobWorker:
 
     def _restore_interaction(self):
         # The rest of the tick runs as the loop's principal again.
-        security.begin(self.loop.principal)
+        self.loop.act_as(None)
 
     def _failed(self, job, number, error, taken_in, seconds):
         """Transaction 3: record the failed attempt of `job`, which ran
@@ -342,7 +341,7 @@ class WorkerMiddleware(Middleware):
             f'<product-config {PRODUCT_CONFIG}>, modules')
         registry.import_modules(self.modules, '--import')
         entries = scheduler.configured(config.schedules())
-        connection = zope.component.hooks.getSite()._p_jar
+        connection = lookup.context()._p_jar
         db = connection.db()
         heartbeat = liveness.acquire(db)
         try:

@@ -20,6 +20,7 @@ from zope.component.globalregistry import getGlobalSiteManager
 from zope.component.persistentregistry import PersistentComponents
 
 import gocept.runner
+import gocept.runner.jobs
 
 
 def _site():
@@ -119,3 +120,34 @@ def program():
     manage_addFolder(site, 'by-program')
     site['by-program'].seen_user = getSecurityManager().getUser().getId()
     return gocept.runner.Exit
+
+
+@gocept.runner.jobs.job(retries=0)
+def make_folder(name):
+    """A job: create the folder `name` in the object of the worker's loop,
+    keeping the user it ran as and the site."""
+    obj = _app()
+    manage_addFolder(obj, name)
+    obj[name].seen_user = getSecurityManager().getUser().getId()
+    site = _site()
+    obj[name].seen_site = None if site is None else '/'.join(
+        site.getPhysicalPath())
+    return name
+
+
+def put():
+    """Put the job make_folder(sys.argv[1]) in a tick; the file ``put``
+    has its id."""
+    job_id = make_folder.delay(sys.argv[1])
+    with open(os.path.join(os.environ['ZOPE_TEST_DIR'], 'put'), 'w') as f:
+        f.write(job_id)
+    return gocept.runner.Exit
+
+
+@gocept.runner.jobs.periodic(1)
+def every_second():
+    """A scheduled job: add one to ``scheduled`` of the worker's object;
+    make the file ``scheduled``."""
+    obj = _app()
+    obj.scheduled = getattr(obj, 'scheduled', 0) + 1
+    _signal('scheduled')
