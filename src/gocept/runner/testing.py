@@ -470,3 +470,42 @@ class ZopeInstanceLayer:
 
 
 ZOPE_INSTANCE_LAYER = ZopeInstanceLayer()
+
+
+class PloneSiteLayer(ZopeInstanceLayer):
+    """A ZopeInstanceLayer (an instance and a ZEO server of its own) whose
+    database has the Plone 6 site ``Plone``, made once by Products.CMFPlone's
+    site factory (addPloneSite, with the content types of
+    plone.app.contenttypes), with the user ``editor`` (a Contributor and
+    Editor) in the site's user folder.  Use ``layer.zeo_conf``.  Where
+    Plone is not installed, ``layer.missing`` says so (not in CI)."""
+
+    def __init__(self, name='PloneSiteLayer'):
+        super().__init__(name)
+
+    def setUp(self):
+        if importlib.util.find_spec('Products.CMFPlone') is None:
+            self.missing = ('Plone is not installed (pip install'
+                            ' gocept.runner[plone])')
+            if os.environ.get('CI') == 'true':
+                raise RuntimeError(f'{self.missing}, but CI needs it')
+            return
+        super().setUp()
+        if self.missing:
+            return
+        # Plone's set-up logs warnings of its own on stderr: shown only if
+        # it fails.
+        made = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), 'gocept-runner'),
+             '-C', self.zeo_conf, '--once', '--principal', 'admin',
+             'gocept.runner.tests.ploneworkers:add_site'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, ZOPE_TEST_DIR=self.directory))
+        if made.returncode:
+            self.tearDown()
+            raise RuntimeError(
+                f'Cannot make the Plone site (status {made.returncode}):'
+                f'\n{made.stdout}')
+
+
+PLONE_SITE_LAYER = PloneSiteLayer()
