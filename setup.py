@@ -86,6 +86,14 @@ setup(
         'zope': [
             'Zope >= 5',
         ],
+        # The tests on a Plone 6 site (PloneSiteLayer).  Without Plone's own
+        # version pins pip takes the pre-release plone.app.layout 7, whose
+        # ZCML fails to load in Plone 6.
+        'plone': [
+            'Plone',
+            'plone.api',
+            'plone.app.layout < 7',
+        ],
         # RelStorage drives PostgreSQL with psycopg2 (4.3 has no driver for
         # psycopg 3); psycopg2-binary is psycopg2 with wheels.  Not
         # RelStorage[postgresql]: that asks for psycopg2, built from source.
