@@ -2,18 +2,22 @@
 of ``gocept-runner``, ``gocept-jobs`` and a decorated console script on
 the site of PLONE_SITE_LAYER, whose workers use plone.api."""
 
+import importlib.util
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
+import unittest
 
 import transaction
 import ZEO
 from Acquisition import aq_base
 
 from gocept.runner import testing
+from gocept.runner.tests.docpage import DOCS
+from gocept.runner.tests.docpage import DocPageSuite
 from gocept.runner.tests.test_zopeapp import BIN
 from gocept.runner.tests.test_zopeapp import SERVER_URL
 from gocept.runner.tests.test_zopeapp import TIMEOUT
@@ -187,3 +191,19 @@ class PloneBadInputTests(PloneTestCase):
             f'gocept-runner: Invalid configuration file {self.conf}, line'
             f" {line}: unknown type name: 'zodb_db'\n",
             '-C', self.conf, '-s', 'Plone', f'{WORKERS}:create', 'never')
+
+
+def test_suite():
+    loader = unittest.defaultTestLoader
+    suite = unittest.TestSuite([
+        loader.loadTestsFromTestCase(PloneTests),
+        loader.loadTestsFromTestCase(PloneBadInputTests),
+    ])
+    # The how-to, run as a reader runs it; where Plone is installed, and not
+    # where the package is installed without its checkout.
+    if os.path.isdir(DOCS) and (
+            importlib.util.find_spec('Products.CMFPlone') is not None):
+        page = DocPageSuite('howto/plone.rst')
+        page.layer = testing.DocsLayer
+        suite.addTest(page)
+    return suite
