@@ -15,6 +15,11 @@ first, so that drift of the machine hits both alike:
    ``gocept-runner --ticks 0`` against a loop written by hand in a
    ``zconsole run`` script (begin, change, commit); ticks per second
    between the first tick and the last.
+3. and 4. the same on a Plone 6 site made with Plone's site factory, where
+   Plone is installed: ``gocept-runner -s Plone`` against ``zconsole run``
+   scripts that make the site the component site themselves; each tick
+   (and the first) finds the portal with ``plone.api.portal.get()`` and
+   writes an attribute of it.
 
 Each figure is the median of the rounds with its spread, and so is the
 ratio of the rounds; the ratio of the best run of each (steadier on a busy
@@ -26,6 +31,7 @@ Writes benchmarks/zope-results.txt (--quick, a smoke run: prints it only).
 
 import argparse
 import datetime
+import importlib.util
 import os
 import platform
 import shutil
@@ -40,6 +46,7 @@ from importlib.metadata import version
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 TIMEOUT = 300
+WHAT = ('startup', 'ticks', 'plone startup', 'plone ticks')
 
 WORKERS = '''\
 import os
@@ -69,6 +76,32 @@ def writing():
         with open(OUT, 'w') as f:
             f.write(repr((TICKS - 1) / (stamps[-1] - stamps[0])))
         return gocept.runner.Exit
+
+
+# Plone's modules are imported in its workers: the module serves an
+# instance without Plone as well.
+def add_site():
+    from Products.CMFPlone.factory import addPloneSite
+    addPloneSite(getRequest()['PUBLISHED'], 'Plone',
+                 extension_ids=['plone.app.contenttypes:default'])
+    return first()
+
+
+def first_plone():
+    import plone.api
+    plone.api.portal.get()
+    return first()
+
+
+def writing_plone():
+    import plone.api
+    portal = plone.api.portal.get()
+    portal.bench_count = getattr(portal, 'bench_count', 0) + 1
+    stamps.append(time.perf_counter())
+    if len(stamps) == TICKS:
+        with open(OUT, 'w') as f:
+            f.write(repr((TICKS - 1) / (stamps[-1] - stamps[0])))
+        return gocept.runner.Exit
 '''
 
 # zconsole run executes a script with the application as `app`.
@@ -78,6 +111,40 @@ import time
 
 with open(os.environ['BENCH_OUT'], 'w') as f:
     f.write(repr(time.time()))
+'''
+
+FIRST_PLONE_SCRIPT = '''\
+import os
+import time
+
+import plone.api
+from zope.component.hooks import setSite
+
+setSite(app.Plone)
+plone.api.portal.get()
+with open(os.environ['BENCH_OUT'], 'w') as f:
+    f.write(repr(time.time()))
+'''
+
+LOOP_PLONE_SCRIPT = '''\
+import os
+import time
+
+import plone.api
+import transaction
+from zope.component.hooks import setSite
+
+setSite(app.Plone)
+ticks = int(os.environ['BENCH_TICKS'])
+stamps = []
+for _ in range(ticks):
+    transaction.begin()
+    portal = plone.api.portal.get()
+    portal.bench_count = getattr(portal, 'bench_count', 0) + 1
+    stamps.append(time.perf_counter())
+    transaction.commit()
+with open(os.environ['BENCH_OUT'], 'w') as f:
+    f.write(repr((ticks - 1) / (stamps[-1] - stamps[0])))
 '''
 
 LOOP_SCRIPT = '''\
@@ -101,7 +168,7 @@ with open(os.environ['BENCH_OUT'], 'w') as f:
 class Bench:
     """An instance in `directory` and the files of the runs."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, plone):
         self.directory = directory
         self.instance = os.path.join(directory, 'instance')
         self.conf = os.path.join(self.instance, 'etc', 'zope.conf')
@@ -112,11 +179,15 @@ class Bench:
             check=True, stdout=subprocess.DEVNULL)
         for name, text in (('zopebench.py', WORKERS),
                            ('first.py', FIRST_SCRIPT),
-                           ('loop.py', LOOP_SCRIPT)):
+                           ('loop.py', LOOP_SCRIPT),
+                           ('first_plone.py', FIRST_PLONE_SCRIPT),
+                           ('loop_plone.py', LOOP_PLONE_SCRIPT)):
             with open(os.path.join(directory, name), 'w') as f:
                 f.write(text)
         # The first start creates the application: not measured.
         self.zconsole('first.py')
+        if plone:
+            self.runner('add_site', '--once', '--principal', 'admin')
 
     def run(self, command, ticks=0):
         """Run `command`; return (when it started, what it wrote)."""
@@ -125,7 +196,8 @@ class Bench:
         env = dict(os.environ, BENCH_OUT=self.out, BENCH_TICKS=str(ticks))
         started = time.time()
         subprocess.run(command, cwd=self.directory, env=env, check=True,
-                       timeout=TIMEOUT, stdout=subprocess.DEVNULL)
+                       timeout=TIMEOUT, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         with open(self.out) as f:
             return started, float(f.read())
 
@@ -137,17 +209,24 @@ class Bench:
         return self.run([os.path.join(BIN, 'gocept-runner'), '-C',
                          self.conf, *options, f'zopebench:{worker}'], ticks)
 
-    def startup(self, kind):
+    def startup(self, kind, plone=False):
+        suffix = '_plone' if plone else ''
         if kind == 'runner':
-            started, first = self.runner('first', '--once')
+            started, first = self.runner(
+                f'first{suffix}', '--once', *self.site(plone))
         else:
-            started, first = self.zconsole('first.py')
+            started, first = self.zconsole(f'first{suffix}.py')
         return first - started
 
-    def ticks(self, kind, ticks):
+    def ticks(self, kind, ticks, plone=False):
+        suffix = '_plone' if plone else ''
         if kind == 'runner':
-            return self.runner('writing', '--ticks', '0', ticks=ticks)[1]
-        return self.zconsole('loop.py', ticks)[1]
+            return self.runner(f'writing{suffix}', '--ticks', '0',
+                               *self.site(plone), ticks=ticks)[1]
+        return self.zconsole(f'loop{suffix}.py', ticks)[1]
+
+    def site(self, plone):
+        return ('-s', 'Plone') if plone else ()
 
 
 def spread(values):
@@ -161,22 +240,27 @@ def main():
                         help='a smoke run: 2 rounds, fewer ticks')
     args = parser.parse_args()
     rounds, ticks = (2, 300) if args.quick else (9, 3000)
+    plone = importlib.util.find_spec('Products.CMFPlone') is not None
     parent = '/dev/shm' if os.path.isdir('/dev/shm') else None
     directory = tempfile.mkdtemp(prefix='gocept.runner.bench.',
                                  dir=parent)
     load_before = os.getloadavg()
     began = time.monotonic()
     try:
-        bench = Bench(directory)
-        figures = {(what, kind): [] for what in ('startup', 'ticks')
+        bench = Bench(directory, plone)
+        figures = {(what, kind): [] for what in WHAT
                    for kind in ('runner', 'zconsole')}
         for number in range(rounds):
             order = (('runner', 'zconsole') if number % 2 == 0
                      else ('zconsole', 'runner'))
-            for kind in order:
-                figures['startup', kind].append(bench.startup(kind))
-            for kind in order:
-                figures['ticks', kind].append(bench.ticks(kind, ticks))
+            for on_plone in (False, True) if plone else (False,):
+                prefix = 'plone ' if on_plone else ''
+                for kind in order:
+                    figures[prefix + 'startup', kind].append(
+                        bench.startup(kind, on_plone))
+                for kind in order:
+                    figures[prefix + 'ticks', kind].append(
+                        bench.ticks(kind, ticks, on_plone))
     finally:
         shutil.rmtree(directory)
     # The best run of each: the shortest start-up, the most ticks per
@@ -187,6 +271,15 @@ def main():
         (f'writing ticks ({ticks:,}): gocept-runner ÷ hand loop in zconsole',
          'ticks/s', 'ticks', max, '≥ 0.9', lambda ratio: ratio >= 0.9),
     ]
+    if plone:
+        rows += [
+            ('Plone 6 site, start-up to the first tick: gocept-runner ÷'
+             ' zconsole run', 's', 'plone startup', min, '≤ 1.0',
+             lambda ratio: ratio <= 1.0),
+            (f'Plone 6 site, writing ticks ({ticks:,}): gocept-runner ÷'
+             ' hand loop in zconsole', 'ticks/s', 'plone ticks', max,
+             '≥ 0.9', lambda ratio: ratio >= 0.9),
+        ]
     lines = []
     for title, unit, what, best, goal, met in rows:
         runner, zconsole = figures[what, 'runner'], figures[what, 'zconsole']
@@ -206,12 +299,15 @@ def main():
              for row in lines]
     text.append(rule)
     text.append('')
+    plone_version = (f', Products.CMFPlone {version("Products.CMFPlone")}'
+                     if plone else '')
     text.append(
         f'Date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}'
         f' UTC; {platform.machine()}, {os.cpu_count()} CPUs, Python'
         f' {platform.python_version()}; gocept.runner'
         f' {version("gocept.runner")}, Zope {version("Zope")}, ZODB'
-        f' {version("ZODB")}; the instance on {parent or "disk"}.  Load'
+        f' {version("ZODB")}{plone_version}; the instance on'
+        f' {parent or "disk"}.  Load'
         f' average {" ".join(f"{x:.1f}" for x in load_before)} before,'
         f' {" ".join(f"{x:.1f}" for x in os.getloadavg())} after; the run'
         f' took {time.monotonic() - began:.0f} s.  {rounds} rounds, which'
