@@ -478,7 +478,9 @@ class PloneSiteLayer(ZopeInstanceLayer):
     site factory (addPloneSite, with the content types of
     plone.app.contenttypes), with the user ``editor`` (a Contributor and
     Editor) in the site's user folder.  Use ``layer.zeo_conf``.  Where
-    Plone is not installed, ``layer.missing`` says so (not in CI)."""
+    Plone is not installed, ``layer.missing`` says so, in CI, too: CI runs
+    these tests in an environment of their own (``tox -e plone``), as
+    Plone installed slows the start of every Zope instance down."""
 
     def __init__(self, name='PloneSiteLayer'):
         super().__init__(name)
@@ -486,9 +488,7 @@ class PloneSiteLayer(ZopeInstanceLayer):
     def setUp(self):
         if importlib.util.find_spec('Products.CMFPlone') is None:
             self.missing = ('Plone is not installed (pip install'
-                            ' gocept.runner[plone])')
-            if os.environ.get('CI') == 'true':
-                raise RuntimeError(f'{self.missing}, but CI needs it')
+                            ' gocept.runner[plone], or tox -e plone)')
             return
         super().setUp()
         if self.missing:

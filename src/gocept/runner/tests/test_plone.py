@@ -45,8 +45,7 @@ class PloneTestCase(InstanceTestCase):
     def setUp(self):
         layer = testing.PLONE_SITE_LAYER
         if layer.missing:
-            if os.environ.get('CI') == 'true':
-                self.fail(layer.missing)
+            # In CI, too: tox -e plone runs these (see PloneSiteLayer).
             self.skipTest(layer.missing)
         self.dir = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.dir)
