@@ -75,19 +75,36 @@ class ZopeJobsTests(InstanceTestCase):
         self.assertIn('Principal: editor\n', output)
         self.assertIn("Result: 'by-site-job'\n", output)
 
-    def test_a_user_the_worker_does_not_know_fails_the_job(self):
+    def test_failed_jobs_are_retried_and_purged_on_the_instance(self):
         # editor is a user of sites/intranet: a worker at the root does
-        # not know it, and the job fails, naming it.
-        job_id = self.put('never', '-s', 'sites/intranet',
-                          '--principal', 'editor')
+        # not know it, and the jobs fail, naming it.
+        retried, purged = (
+            self.put(name, '-s', 'sites/intranet', '--principal', 'editor')
+            for name in ('retried', 'purged'))
         status, output = self.jobs('work', '--burst', '--import', WORKERS)
         self.assertEqual(0, status, output)
         status, output = self.jobs('list', '--failed')
         self.assertEqual(0, status)
-        self.assertIn(f'{job_id}  failed', output)
-        self.assertIn("Unknown user 'editor'", output)
-        status, output = self.jobs('purge', '--failed')
-        self.assertEqual((0, 'purged 1 failed job\n'), (status, output))
+        self.assertEqual(
+            sorted([retried, purged]),
+            sorted(line.split()[0] for line in output.splitlines()))
+        self.assertEqual(2, output.count(
+            "ConfigurationError: Unknown user 'editor': no acl_users from /"
+            " up to the root knows it\n"))
+        self.assertEqual((0, 'retried 1 failed job\n'),
+                         self.jobs('retry', retried))
+        self.assertEqual((0, 'purged 1 failed job\n'),
+                         self.jobs('purge', '--failed'))
+        # A worker on the site knows editor.
+        status, output = self.jobs(
+            'work', '--burst', '--import', WORKERS, '-s', 'sites/intranet')
+        self.assertEqual((0, ''), (status, output))
+        app, _ = self.opened()
+        self.assertEqual('editor', app.sites.intranet['retried'].seen_user)
+        self.assertNotIn('purged', app.sites.intranet.objectIds())
+        status, output = self.jobs('list')
+        self.assertEqual(0, status)
+        self.assertRegex(output, rf'^{retried}  done +2  .*  {JOB_NAME}\n$')
 
     def test_a_schedule_fires_on_the_instance(self):
         conf = self.path('zope.conf')
