@@ -114,6 +114,12 @@ class Jobs(persistent.Persistent):
         job.eta = eta
         self._queue(job, random.randrange(len(self._pending)))
 
+    def give_back(self, job):
+        """Queue `job`, taken but not begun, again as it was: its last
+        attempt is forgotten."""
+        job.forget_attempt()
+        self._queue(job, job.shard)
+
     def take(self, now):
         """Remove the next job due at `now` from its shard and return it,
         and None; or None and when the next job is due (None if none is

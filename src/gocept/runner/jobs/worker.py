@@ -13,6 +13,11 @@ and id (and with its principal as the user):
    database happen once or not at all.  A conflict is tried again at once
    (gocept.runner.retry.run); when it goes on, the attempt ends as a
    'conflict', which does not count against the job's retries.
+
+   While jobs are due, the run's transaction is also the take of the next
+   job (the first try of it: a retry after a conflict takes none), so
+   that a job costs one commit, not two.  A job taken so but not begun
+   when the loop ends is given back as it was, without the attempt.
 3. Only when the run failed: the attempt's error and traceback are
    recorded, and the job is queued again or failed (see
    gocept.runner.jobs.attempts).
@@ -88,6 +93,10 @@ class JobWorker:
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
+        # The job and function that the last run took (see _take_next),
+        # once its transaction committed; the tries of the current run.
+        self._next = None
+        self._tries = 0
         # What it did with jobs (see gocept.runner.jobs.metrics).
         self.counts = Counts()
 
@@ -157,6 +166,11 @@ class JobWorker:
         worker = None if jobs is None else self._record(jobs)
         if worker is None:
             return 'idle', POLL
+        chained, self._next = self._next, None
+        if chained is not None and worker.job is chained[0] and (
+                chained[0].runs_in(self.key, worker.attempt)):
+            self.record = worker
+            return 'taken', chained
         if worker.job is not None:
             # Left running when the storage went away in its run.
             job, number = worker.job, worker.attempt
@@ -190,8 +204,9 @@ class JobWorker:
         log.debug('Job %s: attempt %s started by worker %s', job.describe(),
                   number, self.key)
         started = time.monotonic()
+        self._tries = 0
         try:
-            retry.run(
+            taken, _ = retry.run(
                 lambda: self._call(job, function, taken_in),
                 begin=lambda: self._begin_run(job, number))
         except NotOurs:
@@ -209,10 +224,15 @@ class JobWorker:
             seconds = time.monotonic() - started
             self.counts.done(job.name, seconds)
             log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
+            self._next = taken
+            for ending in self._endings:
+                ending.log()
+                self.counts.ended(ending)
         finally:
             self._restore_interaction()
 
     def _begin_run(self, job, number):
+        self._tries += 1
         transaction.begin()
         if not job.runs_in(self.key, number):
             raise NotOurs(job.id)
@@ -230,9 +250,29 @@ class JobWorker:
         now = time.time()
         job.result = result
         job.end_attempt('done', now, transaction=taken_in)
-        self._jobs().done(job, now)
+        jobs = self._jobs()
+        jobs.done(job, now)
         self.record.job = self.record.attempt = None
-        return result
+        self._endings = []
+        if self._tries == 1 and self.loop.running:
+            return self._take_next(jobs, now)
+        return None
+
+    def _take_next(self, jobs, now):
+        """Take the next due job in the run's transaction (see the
+        module); return it and its function, or None."""
+        job, _ = jobs.take(now)
+        if job is None:
+            return None
+        transaction.get().note(
+            f'gocept.runner.jobs: take job {job.describe()}')
+        function = registry.lookup_function(job.name)
+        if function is None:
+            self._endings.append(attempts.refuse(jobs, job, self.key, now))
+            return None
+        job.begin_attempt(self.key, now)
+        self.record.job, self.record.attempt = job, len(job.attempts)
+        return job, function
 
     def _restore_interaction(self):
         # The rest of the tick runs as the loop's principal again.
@@ -260,8 +300,11 @@ class JobWorker:
             self.counts.ended(ending, seconds)
 
     def unregister(self):
-        """Remove the worker's record, unless it has a job left (when the
-        storage went away, say: then its process's end leaves it)."""
+        """Give back a job taken but not begun; remove the worker's record,
+        unless it has a job left (when the storage went away, say: then its
+        process's end leaves it)."""
+        chained, self._next = self._next, None
+
         def unregister():
             jobs = self._jobs()
             if jobs is None:
@@ -269,7 +312,14 @@ class JobWorker:
             process = jobs.processes().get(self.liveness.key)
             worker = None if process is None else process.workers.get(
                 self.key)
-            if worker is not None and worker.job is None:
+            if worker is None:
+                return
+            if (chained is not None and worker.job is chained[0] and
+                    worker.job.runs_in(self.key, worker.attempt)):
+                annotate(worker.job, 'give back')
+                jobs.give_back(worker.job)
+                worker.job = worker.attempt = None
+            if worker.job is None:
                 del process.workers[self.key]
         try:
             retry.run(unregister, begin=transaction.begin)

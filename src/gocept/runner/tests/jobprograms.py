@@ -24,6 +24,8 @@ import ZODB.config
 import zope.app.appsetup.bootstrap
 import zope.component.hooks
 import zope.processlifetime
+from ZODB.utils import p64
+from ZODB.utils import u64
 
 import gocept.runner
 from gocept.runner import assembly
@@ -223,6 +225,14 @@ class Client:
         transaction.begin()
         return list(self.root[name].values())
 
+    def notes(self, since, job_ids):
+        """The description of each transaction after the transaction id
+        `since` that concerns one of `job_ids`, oldest first."""
+        job_ids = set(job_ids)
+        return [txn.description.decode()
+                for txn in self.db.storage.iterator(p64(u64(since) + 1))
+                if txn.extension.get('job_id') in job_ids]
+
     def record(self, job_id):
         """The record of the job `job_id`, fresh."""
         return self.fresh().get(job_id)
@@ -252,9 +262,11 @@ def client(zodb_section):
         connected.close()
 
 
-def run(zope_conf, workers=1, burst=False, **settings):
-    """Run `workers` job workers on `zope_conf`; return the Process."""
-    return assembly.run(jobs.workers(workers, burst=burst),
+def run(zope_conf, workers=1, burst=False, max_ticks=None, **settings):
+    """Run `workers` job workers on `zope_conf` (each for `max_ticks`, if
+    given); return the Process."""
+    loop = {} if max_ticks is None else {'max_ticks': max_ticks}
+    return assembly.run(jobs.workers(workers, burst=burst, **loop),
                         environment.application(zope_conf), **settings)
 
 
@@ -263,6 +275,8 @@ def main(argv):
     settings = {key: float(value) for key, value in settings.items()}
     settings['workers'] = int(settings.get('workers', 1))
     settings['burst'] = bool(settings.get('burst', 0))
+    if 'max_ticks' in settings:
+        settings['max_ticks'] = int(settings['max_ticks'])
     worker.POLL = settings.pop('poll', worker.POLL)
     process = run(argv[0], **settings)
     sys.exit(status.process_status(process))
