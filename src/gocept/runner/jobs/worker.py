@@ -107,6 +107,11 @@ class JobWorker:
         wait = None
         if self.scheduler is not None and not self.burst:
             wait = self._schedule()
+        chained = self._chained()
+        if chained is not None:
+            # Taken by the last run's commit; run in the tick's transaction.
+            self._run(*chained)
+            return 0
         try:
             # The first attempt in the tick's transaction.
             taken, _ = retry.run(self._take)
@@ -147,6 +152,17 @@ class JobWorker:
     def _jobs(self):
         return store.jobs_of(self.connection)
 
+    def _chained(self):
+        """The job and function that the last run took (see _take_next),
+        if the job is still this worker's to run."""
+        chained, self._next = self._next, None
+        if chained is None:
+            return None
+        job, worker = chained[0], self.record
+        if worker.job is job and job.runs_in(self.key, worker.attempt):
+            return chained
+        return None
+
     def _record(self, jobs):
         """This worker's record, made if need be; None while its process
         is not registered."""
@@ -166,11 +182,6 @@ class JobWorker:
         worker = None if jobs is None else self._record(jobs)
         if worker is None:
             return 'idle', POLL
-        chained, self._next = self._next, None
-        if chained is not None and worker.job is chained[0] and (
-                chained[0].runs_in(self.key, worker.attempt)):
-            self.record = worker
-            return 'taken', chained
         if worker.job is not None:
             # Left running when the storage went away in its run.
             job, number = worker.job, worker.attempt
@@ -232,8 +243,10 @@ class JobWorker:
             self._restore_interaction()
 
     def _begin_run(self, job, number):
+        # No transaction.begin(): the commit of the take, or the abort
+        # before a retry, brought the connection up to date (a begin would
+        # ask the storage again).
         self._tries += 1
-        transaction.begin()
         if not job.runs_in(self.key, number):
             raise NotOurs(job.id)
         annotate(job, 'run')
