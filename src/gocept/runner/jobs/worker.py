@@ -47,6 +47,7 @@ from gocept.runner.jobs import wakeup
 from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
+from gocept.runner.logging import job_context
 from gocept.runner.middleware import Middleware
 from gocept.runner.tick import Exit
 
@@ -90,6 +91,8 @@ class JobWorker:
         self.record = None
         # What it did with jobs (see gocept.runner.jobs.metrics).
         self.counts = Counts()
+        # What reports its jobs' failures (see gocept.runner.sentry).
+        self.reporter = None
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -117,7 +120,8 @@ class JobWorker:
             return Exit
         if what == 'taken':
             job, function = value
-            self._run(job, function)
+            with job_context(job):
+                self._run(job, function)
         return 0
 
     def _schedule(self):
@@ -189,6 +193,9 @@ class JobWorker:
         taken_in = tid_repr(job._p_serial)
         log.debug('Job %s: attempt %s started by worker %s', job.describe(),
                   number, self.key)
+        reporter = self.reporter
+        reported = (None if reporter is None
+                    else reporter.job_started(self.loop, job))
         started = time.monotonic()
         try:
             retry.run(
@@ -203,12 +210,18 @@ class JobWorker:
                 raise  # the loop waits for the storage; see _take
             self._failed(job, number, error, taken_in,
                          time.monotonic() - started)
+            if reporter is not None:
+                reporter.job_ended(self.loop, job, number,
+                                   describe(error, job)[0], error, reported)
             if isinstance(error, KeyboardInterrupt):
                 raise
         else:
             seconds = time.monotonic() - started
             self.counts.done(job.name, seconds)
             log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
+            if reporter is not None:
+                reporter.job_ended(self.loop, job, number, 'done', None,
+                                   reported)
         finally:
             self._restore_interaction()
 
@@ -355,6 +368,10 @@ class WorkerMiddleware(Middleware):
         # gocept.runner.metrics is imported only for a process with
         # metrics (see assembly.Run), and so are the modules of the jobs'
         # and the schedules'.
+        if 'gocept.runner.sentry' in sys.modules:
+            # Imported by assembly.Run only when reporting to Sentry.
+            from gocept.runner import sentry
+            worker.reporter = sentry.reporter_of(loop.process)
         if 'gocept.runner.metrics' in sys.modules:
             from gocept.runner.jobs import metrics
             from gocept.runner.jobs import schedulemetrics
