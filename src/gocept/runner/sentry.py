@@ -51,6 +51,12 @@ SDK_OPTIONS = ('dsn', 'environment', 'release', 'sample_rate')
 JOB_EVENTS = ('error', 'time limit')
 
 
+# The loggers of the connection pool that the SDK's transport sends with.
+TRANSPORT_LOGGERS = ('urllib3.connectionpool', 'urllib3.connection')
+# The thread the SDK's transport sends in.
+TRANSPORT_THREAD = 'sentry-sdk.BackgroundWorker'
+
+
 def init(settings):
     """Initialise the SDK with the `settings` of ``<sentry>`` (see
     gocept.runner.config.sentry); the environment gives the rest."""
@@ -58,6 +64,31 @@ def init(settings):
                        if name in settings})
     for name in OWN_LOGGERS:
         _ignore_logger(name)
+    for name in TRANSPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, TransportWarnings) for f in logger.filters):
+            logger.addFilter(TransportWarnings())
+
+
+class TransportWarnings(logging.Filter):
+    """Keeps the connection pool's lines about the SDK's sending (a
+    warning for every try of every envelope, when Sentry does not answer)
+    out of the log: the first is told in one WARNING of this module, the
+    others at DEBUG.  The pool's lines about other threads' requests
+    pass."""
+
+    warned = False
+
+    def filter(self, record):
+        if record.threadName != TRANSPORT_THREAD:
+            return True
+        if record.levelno >= logging.WARNING:
+            level = logging.DEBUG if self.warned else logging.WARNING
+            TransportWarnings.warned = True
+            log.log(level, 'Sentry: cannot send (%s); the runner goes on'
+                    ' without reporting what it cannot send',
+                    record.getMessage())
+        return False
 
 
 def dotted_name(function):
