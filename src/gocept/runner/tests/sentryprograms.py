@@ -71,5 +71,7 @@ def conflicted(counter):
 
 
 if __name__ == '__main__':
-    program = globals()[sys.argv.pop(1)]
-    program()  # runs as a program, and exits
+    # The workers under this module's name (their monitor slugs say it),
+    # not __main__'s.
+    from gocept.runner.tests import sentryprograms
+    getattr(sentryprograms, sys.argv.pop(1))()  # runs as a program, exits
