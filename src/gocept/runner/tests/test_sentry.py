@@ -15,6 +15,8 @@ from gocept.runner import testing
 from gocept.runner.tests import jobprograms
 from gocept.runner.tests import programs
 from gocept.runner.tests import sentryprograms
+from gocept.runner.tests.docpage import DocPageSuite
+from gocept.runner.tests.test_deployment import howto
 
 
 TIMEOUT = 60
@@ -232,3 +234,16 @@ class JobTest(SentryTest):
                          [c['status'] for c in check_ins[:4]])
         self.assertEqual(check_ins[0]['check_in_id'],
                          check_ins[1]['check_in_id'])
+
+
+def test_suite():
+    suite = unittest.TestSuite()
+    loader = unittest.defaultTestLoader
+    suite.addTest(loader.loadTestsFromTestCase(RunnerTest))
+    suite.addTest(loader.loadTestsFromTestCase(JobTest))
+    if os.path.exists(howto('sentry')):
+        # docs/howto/sentry.rst, run as written.
+        page = DocPageSuite('howto/sentry.rst')
+        page.layer = testing.DocsLayer
+        suite.addTest(page)
+    return suite
