@@ -106,10 +106,13 @@ def slug(name, monitors=None):
 
 
 def site_of(loop):
-    """The site of `loop`, as a tag: its path of names ('/' for the
-    root)."""
-    names = []
+    """The site of `loop`, as a tag: its path of names ('/' for the root
+    folder or the OFS application)."""
     site = loop._site
+    physical = getattr(site, 'getPhysicalPath', None)  # Zope 4+
+    if physical is not None:
+        return '/'.join(physical()) or '/'
+    names = []
     while site is not None and getattr(site, '__name__', None):
         names.append(site.__name__)
         site = getattr(site, '__parent__', None)

@@ -11,7 +11,10 @@ import unittest
 
 import transaction
 
+from gocept.runner import config
+from gocept.runner import sentry
 from gocept.runner import testing
+from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.tests import jobprograms
 from gocept.runner.tests import programs
 from gocept.runner.tests import sentryprograms
@@ -35,6 +38,50 @@ def exception(event):
     """The type and value of the exception of `event`."""
     value = event['exception']['values'][-1]
     return value['type'], value['value']
+
+
+class SettingsTest(unittest.TestCase):
+    """<sentry> in zope.conf, and the monitor slugs."""
+
+    def load(self, section):
+        directory = tempfile.mkdtemp(prefix='gocept.runner.sentry.')
+        self.addCleanup(shutil.rmtree, directory)
+        conf = config.load(testing.write_zope_conf(directory, extra=section))
+        self.addCleanup(config.configure_sentry, None)
+        config.configure_sentry(conf)
+        return config.sentry()
+
+    def test_the_settings_it_gives(self):
+        self.assertEqual(
+            {'dsn': 'http://k@127.0.0.1:9/1', 'sample_rate': 0.5,
+             'monitors': {'a.b:c': 'nightly'}},
+            self.load('<sentry>\n  dsn http://k@127.0.0.1:9/1\n'
+                      '  sample-rate 0.5\n  monitor a.b:c nightly\n'
+                      '</sentry>\n'))
+        self.assertEqual('http://k@127.0.0.1:9/1', config.sentry_dsn())
+
+    def test_without_a_section_the_environment_names_the_dsn(self):
+        self.assertEqual({}, self.load(''))
+        os.environ['SENTRY_DSN'] = 'http://k@127.0.0.1:9/2'
+        self.addCleanup(os.environ.pop, 'SENTRY_DSN')
+        self.assertEqual('http://k@127.0.0.1:9/2', config.sentry_dsn())
+
+    def test_a_sample_rate_outside_0_to_1(self):
+        with self.assertRaises(ConfigurationError) as raised:
+            self.load('<sentry>\n  sample-rate 1.5\n</sentry>\n')
+        self.assertEqual('<sentry>: sample-rate must be from 0 to 1, not'
+                         ' 1.5', str(raised.exception))
+
+    def test_a_monitor_line_of_one_word(self):
+        with self.assertRaises(ConfigurationError) as raised:
+            self.load('<sentry>\n  monitor a.b\n</sentry>\n')
+        self.assertEqual("<sentry>: monitor takes a dotted name and a slug,"
+                         " not 'a.b'", str(raised.exception))
+
+    def test_slugs(self):
+        self.assertEqual('myapp-reports-nightly',
+                         sentry.slug('myapp.reports:nightly'))
+        self.assertEqual('n', sentry.slug('a.b', {'a.b': 'n'}))
 
 
 class SentryTest(unittest.TestCase):
@@ -239,6 +286,7 @@ class JobTest(SentryTest):
 def test_suite():
     suite = unittest.TestSuite()
     loader = unittest.defaultTestLoader
+    suite.addTest(loader.loadTestsFromTestCase(SettingsTest))
     suite.addTest(loader.loadTestsFromTestCase(RunnerTest))
     suite.addTest(loader.loadTestsFromTestCase(JobTest))
     if os.path.exists(howto('sentry')):
