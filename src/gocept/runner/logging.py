@@ -34,14 +34,15 @@ _loop = contextvars.ContextVar('gocept.runner.logging.loop', default=None)
 _job = contextvars.ContextVar('gocept.runner.logging.job', default=None)
 
 
-@contextlib.contextmanager
-def loop_context(loop):
-    """Name `loop` (a MainLoop) and its tick on the records made within."""
-    token = _loop.set(loop)
-    try:
-        yield
-    finally:
-        _loop.reset(token)
+def set_loop(loop):
+    """Name `loop` (a MainLoop) and its tick on the records made from now
+    on in this context; return the token for reset_loop."""
+    return _loop.set(loop)
+
+
+def reset_loop(token):
+    """Name the loop that set_loop found on the records again."""
+    _loop.reset(token)
 
 
 @contextlib.contextmanager

@@ -14,13 +14,13 @@ import zope.component.hooks
 from zope.component.interfaces import ISite
 
 from gocept.runner import limits
+from gocept.runner import logging as logcontext
 from gocept.runner import outage
 from gocept.runner import process
 from gocept.runner import security
 from gocept.runner import signals
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.limits import LIMITS  # noqa: F401 (part of the API)
-from gocept.runner.logging import loop_context
 from gocept.runner.middleware import Hooks
 from gocept.runner.security import RunnerRequest  # noqa: F401 (3.x)
 from gocept.runner.security import lookup_principal  # noqa: F401
@@ -155,38 +155,40 @@ class MainLoop:
             self.stop(self.process.stopped_because)
         self._wakeup.open()
         self._steps, self._security = Steps(self), security.state()
-        with loop_context(self):
+        # Its log lines name the worker and the tick (gocept.runner.logging).
+        named = logcontext.set_loop(self)
+        try:
+            zope.component.hooks.setSite(self._site)
             try:
-                zope.component.hooks.setSite(self._site)
-                try:
-                    # Within: a loop that failed to start has ended for the
-                    # middleware, too (a host's heartbeat waits for no loop
-                    # that waits to start again).
-                    hooks.before_loop(self)
-                    while self.running:
-                        if before_tick:
-                            hooks.before_tick(self)
-                            if not self.running:
-                                break
-                        tick = self.tick()
-                        if self.once:
-                            self.stop('once')
-                        if tick.pause > 0:
-                            self.sleep(tick.pause)
-                        elif self._woken and self.running:
-                            # No sleep follows (ticks=0): what woke the loop in
-                            # its tick (a log file to reopen) is seen to now.
-                            self._woken = False
-                            self._wakeup.sleep(0)
-                            hooks.after_wakeup(self)
-                finally:
-                    self.running = False
-                    hooks.after_loop(self)
+                # Within: a loop that failed to start has ended for the
+                # middleware, too (a host's heartbeat waits for no loop
+                # that waits to start again).
+                hooks.before_loop(self)
+                while self.running:
+                    if before_tick:
+                        hooks.before_tick(self)
+                        if not self.running:
+                            break
+                    tick = self.tick()
+                    if self.once:
+                        self.stop('once')
+                    if tick.pause > 0:
+                        self.sleep(tick.pause)
+                    elif self._woken and self.running:
+                        # No sleep follows (ticks=0): what woke the loop in
+                        # its tick (a log file to reopen) is seen to now.
+                        self._woken = False
+                        self._wakeup.sleep(0)
+                        hooks.after_wakeup(self)
             finally:
-                self._steps.close()
-                self._steps = self._security = None
-                self._wakeup.close()
-                zope.component.hooks.setSite(old_site)
+                self.running = False
+                hooks.after_loop(self)
+        finally:
+            self._steps.close()
+            self._steps = self._security = None
+            self._wakeup.close()
+            zope.component.hooks.setSite(old_site)
+            logcontext.reset_loop(named)
 
     run = __call__
 

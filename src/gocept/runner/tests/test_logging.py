@@ -1,6 +1,7 @@
 """The worker, tick and job on log records, and JSON log lines
 (gocept.runner.logging)."""
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,8 @@ from gocept.runner import testing
 from gocept.runner.jobs.record import Job
 from gocept.runner.logging import JSONFormatter
 from gocept.runner.logging import job_context
-from gocept.runner.logging import loop_context
+from gocept.runner.logging import reset_loop
+from gocept.runner.logging import set_loop
 from gocept.runner.tests import jobprograms
 from gocept.runner.tests import programs
 from gocept.runner.tests import sentryprograms
@@ -29,6 +31,15 @@ class Loop:
 
     name = 'worker'
     tick_count = 3
+
+
+@contextlib.contextmanager
+def loop_context(loop):
+    token = set_loop(loop)
+    try:
+        yield
+    finally:
+        reset_loop(token)
 
 
 def record(message='message %s', args=('one',), exc_info=None, **extra):
