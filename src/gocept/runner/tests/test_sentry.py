@@ -224,12 +224,15 @@ class JobTest(SentryTest):
         self.addCleanup(self.server.stop)
         self.zodb = self.server.zodb_section()
 
-    def work(self, **settings):
-        """Run a worker until no job is left; return its exit status."""
-        worker = jobprograms.start(
-            self.dir, env={'SENTRY_DSN': self.sentry.dsn}, **settings)
-        self.addCleanup(lambda: worker.poll() is None and worker.kill())
-        return worker.wait(TIMEOUT)
+    def work(self):
+        """Run ``gocept-jobs work --burst`` until no job is left; return
+        its exit status."""
+        with open(os.path.join(self.dir, 'output'), 'ab') as output:
+            return subprocess.run(
+                [sys.executable, '-m', 'gocept.runner.jobs', 'work', '-C',
+                 os.path.join(self.dir, 'zope.conf'), '--burst'],
+                stdout=output, stderr=output, timeout=TIMEOUT,
+                env=dict(os.environ, SENTRY_DSN=self.sentry.dsn)).returncode
 
     def test_each_failed_attempt_is_one_event_a_retried_conflict_none(self):
         jobprograms.write_zope_conf(
@@ -242,7 +245,7 @@ class JobTest(SentryTest):
             broken = sentryprograms.broken.delay('b')
             sentryprograms.conflicted.delay(counter)
             transaction.commit()
-        self.assertEqual(0, self.work(burst=1), self.output())
+        self.assertEqual(0, self.work(), self.output())
         with jobprograms.client(self.zodb) as client:
             [counter] = client.counters_of()
             self.assertEqual(1, counter.count)  # conflicted is done
