@@ -76,6 +76,7 @@ setup(
             'prometheus_client',
             'psycopg2-binary',
             'RelStorage',
+            'sentry-sdk >= 2',
             'ZEO',
             'zope.testrunner',
         ],
@@ -96,6 +97,10 @@ setup(
         # Prometheus metrics (gocept.runner.metrics).
         'metrics': [
             'prometheus_client',
+        ],
+        # Reporting to Sentry (gocept.runner.sentry).
+        'sentry': [
+            'sentry-sdk >= 2',
         ],
         'benchmarks': [
             'matplotlib',

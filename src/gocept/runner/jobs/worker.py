@@ -52,6 +52,7 @@ from gocept.runner.jobs import wakeup
 from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
+from gocept.runner.logging import job_context
 from gocept.runner.middleware import Middleware
 from gocept.runner.tick import Exit
 
@@ -99,6 +100,8 @@ class JobWorker:
         self._tries = 0
         # What it did with jobs (see gocept.runner.jobs.metrics).
         self.counts = Counts()
+        # What reports its jobs' failures (see gocept.runner.sentry).
+        self.reporter = None
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -110,7 +113,8 @@ class JobWorker:
         chained = self._chained()
         if chained is not None:
             # Taken by the last run's commit; run in the tick's transaction.
-            self._run(*chained)
+            with job_context(chained[0]):
+                self._run(*chained)
             return 0
         try:
             # The first attempt in the tick's transaction.
@@ -131,7 +135,8 @@ class JobWorker:
             return Exit
         if what == 'taken':
             job, function = value
-            self._run(job, function)
+            with job_context(job):
+                self._run(job, function)
         return 0
 
     def _schedule(self):
@@ -214,6 +219,9 @@ class JobWorker:
         taken_in = tid_repr(job._p_serial)
         log.debug('Job %s: attempt %s started by worker %s', job.describe(),
                   number, self.key)
+        reporter = self.reporter
+        reported = (None if reporter is None
+                    else reporter.job_started(self.loop, job))
         started = time.monotonic()
         self._tries = 0
         try:
@@ -229,12 +237,18 @@ class JobWorker:
                 raise  # the loop waits for the storage; see _take
             self._failed(job, number, error, taken_in,
                          time.monotonic() - started)
+            if reporter is not None:
+                reporter.job_ended(self.loop, job, number,
+                                   describe(error, job)[0], error, reported)
             if isinstance(error, KeyboardInterrupt):
                 raise
         else:
             seconds = time.monotonic() - started
             self.counts.done(job.name, seconds)
             log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
+            if reporter is not None:
+                reporter.job_ended(self.loop, job, number, 'done', None,
+                                   reported)
             self._next = taken
             for ending in self._endings:
                 ending.log()
@@ -418,6 +432,10 @@ class WorkerMiddleware(Middleware):
         # gocept.runner.metrics is imported only for a process with
         # metrics (see assembly.Run), and so are the modules of the jobs'
         # and the schedules'.
+        if 'gocept.runner.sentry' in sys.modules:
+            # Imported by assembly.Run only when reporting to Sentry.
+            from gocept.runner import sentry
+            worker.reporter = sentry.reporter_of(loop.process)
         if 'gocept.runner.metrics' in sys.modules:
             from gocept.runner.jobs import metrics
             from gocept.runner.jobs import schedulemetrics

@@ -160,14 +160,16 @@ def write_zope_conf(directory, zodb=None, extra=''):
         site_zcml=programs.MINIMAL_ZCML, extra=extra)
 
 
-def start(directory, **settings):
-    """Start a worker process on the zope.conf in `directory`; return the
-    Popen.  Its output is appended to the file ``output`` there."""
+def start(directory, env=None, **settings):
+    """Start a worker process on the zope.conf in `directory` (with the
+    environment variables `env` added to the test's); return the Popen.
+    Its output is appended to the file ``output`` there."""
     args = [sys.executable, '-m', MODULE,
             os.path.join(directory, 'zope.conf')]
     args.extend(f'{key}={value}' for key, value in settings.items())
     with open(os.path.join(directory, 'output'), 'ab') as output:
-        return subprocess.Popen(args, stdout=output, stderr=output)
+        return subprocess.Popen(args, stdout=output, stderr=output,
+                                env=dict(os.environ, **(env or {})))
 
 
 def output(directory):
