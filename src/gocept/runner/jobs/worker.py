@@ -37,6 +37,7 @@ from gocept.runner import config
 from gocept.runner import outage
 from gocept.runner import retry
 from gocept.runner import security
+from gocept.runner import tracing
 from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
@@ -189,28 +190,41 @@ class JobWorker:
         taken_in = tid_repr(job._p_serial)
         log.debug('Job %s: attempt %s started by worker %s', job.describe(),
                   number, self.key)
+        span = tracing.job(job, number)
+        # The errors of the run's transactions, for its span.
+        errors = []
+        outcome, retried, tid, error = 'done', 0, None, None
         started = time.monotonic()
         try:
-            retry.run(
+            _, retried = retry.run(
                 lambda: self._call(job, function, taken_in),
-                begin=lambda: self._begin_run(job, number))
-        except NotOurs:
+                begin=lambda: self._begin_run(job, number),
+                failed=None if span is None else errors.append)
+        except NotOurs as e:
+            outcome, error = 'interrupted', e
             log.warning('Job %s was taken from worker %s, whose process was'
                         ' held dead; it goes on elsewhere', job.describe(),
                         self.key)
-        except BaseException as error:
-            if outage.unavailable(error):
+        except BaseException as e:
+            outcome, error = describe(e, job)[0], e
+            if outage.unavailable(e):
+                outcome = 'interrupted'
                 raise  # the loop waits for the storage; see _take
-            self._failed(job, number, error, taken_in,
+            self._failed(job, number, e, taken_in,
                          time.monotonic() - started)
-            if isinstance(error, KeyboardInterrupt):
+            if isinstance(e, KeyboardInterrupt):
                 raise
         else:
             seconds = time.monotonic() - started
+            tid = tid_repr(job._p_serial)
             self.counts.done(job.name, seconds)
             log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
         finally:
             self._restore_interaction()
+            if span is not None:
+                if error is not None:
+                    retried = len(errors) - 1
+                span.end(outcome, retried, tid, error)
 
     def _begin_run(self, job, number):
         transaction.begin()
