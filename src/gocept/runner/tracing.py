@@ -21,13 +21,15 @@ import logging
 import os
 import threading
 
+import transaction
+from ZODB.utils import tid_repr
+
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.middleware import Middleware
 
 
 try:
     from opentelemetry import context
-    from opentelemetry import propagate
     from opentelemetry import trace
 except ImportError:  # the opentelemetry extra is not installed
     trace = None
@@ -39,8 +41,9 @@ TICK = 'gocept.runner.tick'
 JOB = 'gocept.runner.job'
 # The attributes of the spans: the worker's or job's names, the tick's
 # number, the job's id and attempt, the outcome (a Tick's or an
-# Attempt's), the conflicts retried, and the id (hex) of the transaction
-# that committed the job's effects.
+# Attempt's), the conflicts retried, and the id (hex, as ZODB's tid_repr
+# writes it) of the transaction that committed the tick (the last one it
+# committed, if it wrote to the database) or the job's effects.
 ATTRIBUTES = ('gocept.runner.worker', 'gocept.runner.tick',
               'gocept.runner.job.id', 'gocept.runner.job.name',
               'gocept.runner.job.attempt', 'gocept.runner.outcome',
@@ -120,12 +123,22 @@ class Tracing(Middleware):
         global _tracer
         _tracer = self.tracer
 
+    def before_loop(self, loop):
+        # The thread's manager keeps its synchronizers in a weak set.
+        _ticks.written = Written()
+        transaction.manager.registerSynch(_ticks.written)
+
+    def after_loop(self, loop):
+        transaction.manager.unregisterSynch(_ticks.written)
+        _ticks.written = None
+
     def before_tick(self, loop):
         span = self.tracer.start_span(TICK, attributes={
             'gocept.runner.worker': loop.name,
             'gocept.runner.tick': loop.tick_count + 1})
         _ticks.span = span
         _ticks.token = context.attach(trace.set_span_in_context(span))
+        _ticks.written.object = None
 
     def after_tick(self, loop, tick):
         span = getattr(_ticks, 'span', None)
@@ -135,6 +148,10 @@ class Tracing(Middleware):
         context.detach(_ticks.token)
         span.set_attribute('gocept.runner.outcome', tick.outcome)
         span.set_attribute('gocept.runner.conflicts_retried', tick.retried)
+        written = _ticks.written.object
+        if tick.outcome == 'committed' and written is not None:
+            span.set_attribute('gocept.runner.tid',
+                               tid_repr(written._p_serial))
         if tick.outcome in FAILED:
             if tick.error is not None:
                 span.record_exception(tick.error)
@@ -147,6 +164,30 @@ class Tracing(Middleware):
         flush = getattr(self.provider, 'force_flush', None)
         if flush is not None:
             flush()
+
+
+class Written:
+    """A synchronizer of a thread's transactions: `object` is one that the
+    last transaction to commit wrote, if it wrote any, whose `_p_serial`
+    is then that transaction's id."""
+
+    object = None
+
+    def newTransaction(self, txn):
+        pass
+
+    def beforeCompletion(self, txn):
+        # The objects a ZODB connection will write (ZODB names no tid to
+        # anyone but its storage; the objects written have it, after).
+        self.object = None
+        for resource in txn._resources:
+            written = getattr(resource, '_registered_objects', None)
+            if written:
+                self.object = written[0]
+                return
+
+    def afterCompletion(self, txn):
+        pass
 
 
 class OnceFilter(logging.Filter):
@@ -186,6 +227,9 @@ def inject():
     if trace is None or not trace.get_current_span().get_span_context(
             ).is_valid:
         return None
+    # Imported here, as below: it loads the configured propagators, which
+    # takes 15-50 ms, for every process that imports this module.
+    from opentelemetry import propagate
     carrier = {}
     propagate.inject(carrier)
     return carrier or None
@@ -199,6 +243,7 @@ class JobSpan:
         tick = trace.get_current_span()
         parent, links = None, ()
         if job.trace_context:
+            from opentelemetry import propagate
             parent = propagate.extract(job.trace_context)
             if trace.get_current_span(parent).get_span_context().is_valid:
                 # The job's trace goes on from where it was put; the tick

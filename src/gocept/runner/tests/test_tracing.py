@@ -13,6 +13,7 @@ from ZODB.utils import tid_repr
 
 from gocept.runner import testing
 from gocept.runner import tracing
+from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.tests import jobprograms
 from gocept.runner.tests import tracingprograms
 
@@ -85,6 +86,14 @@ class TracingTest(unittest.TestCase):
         self.assertEqual([0, 2, 0], [span.status for span in ticks])
         self.assertEqual({'runner-under-test'},
                          set(self.collector.services))
+        # The ticks that committed name their transactions: the last two
+        # of the storage.
+        with jobprograms.client(self.zodb_section()) as client:
+            storage = client.db.storage
+            last = [tid_repr(info.tid) for info in storage.iterator()][-2:]
+        self.assertEqual(last, [ticks[0].attributes['gocept.runner.tid'],
+                                ticks[2].attributes['gocept.runner.tid']])
+        self.assertNotIn('gocept.runner.tid', ticks[1].attributes)
 
     def test_a_span_per_job_attempt_in_the_tick_that_ran_it(self):
         with jobprograms.client(self.zodb_section()) as client:
@@ -215,3 +224,31 @@ class TracingTest(unittest.TestCase):
         status = self.run_program('ticker', dict(env, OTEL_TRACES_EXPORTER=''))
         self.assertEqual(0, status, self.output())
         self.assertEqual([], self.collector.spans)
+
+
+class ConfigurationTest(unittest.TestCase):
+    """When a process traces: the SDK's environment (this process has no
+    tracer provider of its own)."""
+
+    def setUp(self):
+        saved = os.environ.get('OTEL_TRACES_EXPORTER')
+        self.addCleanup(self.restore, saved)
+
+    def restore(self, saved):
+        os.environ.pop('OTEL_TRACES_EXPORTER', None)
+        if saved is not None:
+            os.environ['OTEL_TRACES_EXPORTER'] = saved
+
+    def test_no_exporter_no_middleware(self):
+        os.environ.pop('OTEL_TRACES_EXPORTER', None)
+        self.assertEqual([], tracing.middleware())
+        os.environ['OTEL_TRACES_EXPORTER'] = 'none'
+        self.assertEqual([], tracing.middleware())
+
+    def test_an_exporter_that_is_not_installed(self):
+        os.environ['OTEL_TRACES_EXPORTER'] = 'no-such-exporter'
+        with self.assertRaises(ConfigurationError) as raised:
+            tracing.middleware()
+        self.assertIn('OTEL_TRACES_EXPORTER=no-such-exporter:',
+                      str(raised.exception))
+        self.assertIn('no-such-exporter', str(raised.exception))
