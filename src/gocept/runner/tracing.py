@@ -42,8 +42,8 @@ JOB = 'gocept.runner.job'
 # The attributes of the spans: the worker's or job's names, the tick's
 # number, the job's id and attempt, the outcome (a Tick's or an
 # Attempt's), the conflicts retried, and the id (hex, as ZODB's tid_repr
-# writes it) of the transaction that committed the tick (the last one it
-# committed, if it wrote to the database) or the job's effects.
+# writes it) of the transaction that committed the tick (the last one in
+# it that wrote to the database) or the job's effects.
 ATTRIBUTES = ('gocept.runner.worker', 'gocept.runner.tick',
               'gocept.runner.job.id', 'gocept.runner.job.name',
               'gocept.runner.job.attempt', 'gocept.runner.outcome',
@@ -168,26 +168,29 @@ class Tracing(Middleware):
 
 class Written:
     """A synchronizer of a thread's transactions: `object` is one that the
-    last transaction to commit wrote, if it wrote any, whose `_p_serial`
-    is then that transaction's id."""
+    last transaction to commit and write something wrote (until it is set
+    to None), whose `_p_serial` is that transaction's id."""
 
-    object = None
+    object = _candidate = None
 
     def newTransaction(self, txn):
         pass
 
     def beforeCompletion(self, txn):
-        # The objects a ZODB connection will write (ZODB names no tid to
-        # anyone but its storage; the objects written have it, after).
-        self.object = None
+        # The objects that a ZODB connection is to write (ZODB tells the
+        # tid to none but its storage; the objects it wrote have it).
+        self._candidate = None
         for resource in txn._resources:
             written = getattr(resource, '_registered_objects', None)
             if written:
-                self.object = written[0]
+                self._candidate = written[0]
                 return
 
     def afterCompletion(self, txn):
-        pass
+        # transaction's Status.COMMITTED (not an abort's).
+        if self._candidate is not None and txn.status == 'Committed':
+            self.object = self._candidate
+        self._candidate = None
 
 
 class OnceFilter(logging.Filter):

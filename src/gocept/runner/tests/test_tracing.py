@@ -95,6 +95,18 @@ class TracingTest(unittest.TestCase):
                                 ticks[2].attributes['gocept.runner.tid']])
         self.assertNotIn('gocept.runner.tid', ticks[1].attributes)
 
+    def test_the_applications_own_tracer_provider(self):
+        # Without the SDK's environment: the application's provider is
+        # used as it is.
+        status = self.run_program('own', dict(OTEL_TRACES_EXPORTER='none'))
+        self.assertEqual(0, status, self.output())
+        self.assertEqual(
+            ['SPAN gocept.runner.tick 1 committed',
+             'SPAN gocept.runner.tick 2 error',
+             'SPAN gocept.runner.tick 3 committed'],
+            [line for line in self.output().splitlines()
+             if line.startswith('SPAN ')])
+
     def test_a_span_per_job_attempt_in_the_tick_that_ran_it(self):
         with jobprograms.client(self.zodb_section()) as client:
             transaction.begin()
@@ -172,19 +184,27 @@ class TracingTest(unittest.TestCase):
 
     def test_a_job_record_from_before_tracing_runs(self):
         job_id = self.put(jobprograms.add, 1, 2)
+        garbled = self.put(jobprograms.add, 3, 4)
         with jobprograms.client(self.zodb_section()) as client:
-            record = client.record(job_id)
             # As a record stored before the field was: without it.
+            record = client.record(job_id)
             record.__dict__.pop('trace_context', None)
             record._p_changed = True
+            # A trace context that means nothing.
+            client.record(garbled).trace_context = {'traceparent': 'x-y'}
             transaction.commit()
             self.assertNotIn('trace_context', client.record(job_id).__dict__)
         status = self.run_program('work', self.otel())
         self.assertEqual(0, status, self.output())
-        [span] = self.collector.named(tracing.JOB)
-        self.assertEqual('done', span.attributes['gocept.runner.outcome'])
+        spans = self.collector.named(tracing.JOB)
+        self.assertEqual(['done', 'done'], [
+            span.attributes['gocept.runner.outcome'] for span in spans])
+        # Both are children of the ticks that ran them.
+        ticks = {span.span_id for span in self.collector.named(tracing.TICK)}
+        self.assertTrue(all(span.parent_span_id in ticks for span in spans))
         with jobprograms.client(self.zodb_section()) as client:
             self.assertEqual(3, client.record(job_id).result)
+            self.assertEqual(7, client.record(garbled).result)
 
     def test_a_collector_that_is_down_changes_no_outcome(self):
         port = testing.free_port()

@@ -5,7 +5,10 @@ gocept.runner.tracing.
 Run ``python -m gocept.runner.tests.tracingprograms PROGRAM ZOPE_CONF``:
 ``ticker`` runs `ticker` until it ends, ``work`` runs a job worker until
 no job is left; the exit status is the process's.  The SDK's environment
-(OTEL_TRACES_EXPORTER, ...) says where the spans go.
+(OTEL_TRACES_EXPORTER, ...) says where the spans go.  ``own`` runs
+`ticker` with a tracer provider of the program's own, which keeps the
+spans in memory, and prints a line ``SPAN NAME TICK OUTCOME`` for each at
+the end.
 """
 
 import http.server
@@ -14,7 +17,12 @@ import subprocess
 import sys
 import threading
 
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import \
+    InMemorySpanExporter
 
 import gocept.runner
 from gocept.runner import assembly
@@ -129,7 +137,17 @@ class Collector:
 
 def main(argv):
     program, zope_conf = argv
-    if program == 'ticker':
+    if program == 'own':
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        process = assembly.run([assembly.Worker(ticker, ticks=0)],
+                               environment.application(zope_conf))
+        for span in exporter.get_finished_spans():
+            print('SPAN', span.name, span.attributes['gocept.runner.tick'],
+                  span.attributes['gocept.runner.outcome'], flush=True)
+    elif program == 'ticker':
         process = assembly.run([assembly.Worker(ticker, ticks=0)],
                                environment.application(zope_conf))
     else:
