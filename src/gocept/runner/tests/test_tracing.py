@@ -16,6 +16,8 @@ from gocept.runner import tracing
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.tests import jobprograms
 from gocept.runner.tests import tracingprograms
+from gocept.runner.tests.docpage import DOCS
+from gocept.runner.tests.docpage import DocPageSuite
 
 
 TIMEOUT = 60
@@ -272,3 +274,15 @@ class ConfigurationTest(unittest.TestCase):
         self.assertIn('OTEL_TRACES_EXPORTER=no-such-exporter:',
                       str(raised.exception))
         self.assertIn('no-such-exporter', str(raised.exception))
+
+
+def test_suite():
+    suite = unittest.TestSuite()
+    loader = unittest.defaultTestLoader
+    suite.addTest(loader.loadTestsFromTestCase(TracingTest))
+    suite.addTest(loader.loadTestsFromTestCase(ConfigurationTest))
+    if os.path.exists(os.path.join(DOCS, 'howto', 'tracing.rst')):
+        page = DocPageSuite('howto/tracing.rst')
+        page.layer = testing.DocsLayer
+        suite.addTest(page)
+    return suite
