@@ -4,6 +4,8 @@ by its environment, over OTLP/HTTP to a collector in the test."""
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -239,6 +241,36 @@ class TracingTest(unittest.TestCase):
              'WARNING opentelemetry.exporter.otlp.proto.http.trace_exporter'],
             [line[:line.index(' ', line.index(' ') + 1)]
              if line.startswith('WARNING') else line for line in lines])
+
+    def test_without_the_extra_nothing_is_traced(self):
+        # A Python that cannot import opentelemetry, in the SDK's
+        # environment: a runner runs, and a job is put, as ever.
+        code = (
+            'import sys\n'
+            'sys.modules["opentelemetry"] = None\n'
+            'import transaction\n'
+            'import gocept.runner\n'
+            'from gocept.runner import tracing\n'
+            'from gocept.runner.tests import jobprograms\n'
+            '@gocept.runner.once()\n'
+            'def put():\n'
+            '    counter = jobprograms.root()["counter"] = '
+            'jobprograms.Counter()\n'
+            '    print("job", jobprograms.mark.delay(counter))\n'
+            'put(None, sys.argv[1])\n'
+            'print("middleware", tracing.middleware(), tracing.trace)\n')
+        result = subprocess.run(
+            [sys.executable, '-c', code, os.path.join(self.dir, 'zope.conf')],
+            env=dict(os.environ, **self.otel()), capture_output=True,
+            text=True, timeout=TIMEOUT)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('middleware [] None', result.stdout)
+        job_id = result.stdout.split('job ')[1].split()[0]
+        self.assertEqual([], self.collector.spans)
+        with jobprograms.client(self.zodb_section()) as client:
+            record = client.record(job_id)
+            self.assertEqual('pending', record.state)
+            self.assertIsNone(record.trace_context)
 
     def test_no_exporter_no_tracing(self):
         # OTEL_TRACES_EXPORTER unset is the SDK's 'none'.
