@@ -129,8 +129,10 @@ class Tracing(Middleware):
         transaction.manager.registerSynch(_ticks.written)
 
     def after_loop(self, loop):
-        transaction.manager.unregisterSynch(_ticks.written)
-        _ticks.written = None
+        written = getattr(_ticks, 'written', None)
+        if written is not None:  # else before_loop did not run
+            transaction.manager.unregisterSynch(written)
+            _ticks.written = None
 
     def before_tick(self, loop):
         span = self.tracer.start_span(TICK, attributes={
