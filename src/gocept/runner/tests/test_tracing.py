@@ -161,6 +161,26 @@ class TracingTest(unittest.TestCase):
             self.assertEqual('work', tick.attributes['gocept.runner.worker'])
             self.assertEqual([], span.links)
 
+    def test_workers_in_threads_trace_their_own_ticks(self):
+        with jobprograms.client(self.zodb_section()) as client:
+            transaction.begin()
+            counters = client.counters(6)
+            ids = [jobprograms.slow_mark.delay(counter, 0.05)
+                   for counter in counters]
+            transaction.commit()
+        status = self.run_program('work2', self.otel())
+        self.assertEqual(0, status, self.output())
+        spans = self.collector.named(tracing.JOB)
+        self.assertEqual(sorted(ids), sorted(
+            span.attributes['gocept.runner.job.id'] for span in spans))
+        ticks = {span.span_id: span
+                 for span in self.collector.named(tracing.TICK)}
+        # Each job's span is the child of a tick of the thread that ran it,
+        # and each tick ran one job at most.
+        parents = [span.parent_span_id for span in spans]
+        self.assertTrue(all(parent in ticks for parent in parents))
+        self.assertEqual(len(parents), len(set(parents)))
+
     def test_a_job_goes_on_with_the_trace_that_put_it(self):
         # The test is the application that puts the job in a span of its
         # own, from a tracer provider it does not make global.

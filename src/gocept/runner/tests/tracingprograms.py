@@ -4,8 +4,9 @@ gocept.runner.tracing.
 
 Run ``python -m gocept.runner.tests.tracingprograms PROGRAM ZOPE_CONF``:
 ``ticker`` runs `ticker` until it ends, ``work`` runs a job worker until
-no job is left; the exit status is the process's.  The SDK's environment
-(OTEL_TRACES_EXPORTER, ...) says where the spans go.  ``own`` runs
+no job is left (``work2``: two, in threads); the exit status is the
+process's.  The SDK's environment (OTEL_TRACES_EXPORTER, ...) says where
+the spans go.  ``own`` runs
 `ticker` with a tracer provider of the program's own, which keeps the
 spans in memory, and prints a line ``SPAN NAME TICK OUTCOME`` for each at
 the end.
@@ -151,8 +152,10 @@ def main(argv):
         process = assembly.run([assembly.Worker(ticker, ticks=0)],
                                environment.application(zope_conf))
     else:
+        # work2: two workers, in threads.
+        count = 2 if program == 'work2' else 1
         process = assembly.run(
-            jobs.workers(burst=True, modules=[JOB_MODULE]),
+            jobs.workers(count, burst=True, modules=[JOB_MODULE]),
             environment.application(zope_conf))
     sys.exit(status.process_status(process))
 
