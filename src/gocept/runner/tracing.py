@@ -35,8 +35,6 @@ except ImportError:  # the opentelemetry extra is not installed
     trace = None
 
 
-log = logging.getLogger(__name__)
-
 TICK = 'gocept.runner.tick'
 JOB = 'gocept.runner.job'
 # The attributes of the spans: the worker's or job's names, the tick's
