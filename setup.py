@@ -79,6 +79,7 @@ setup(
             'prometheus_client',
             'psycopg2-binary',
             'RelStorage',
+            'sentry-sdk >= 2',
             'ZEO',
             'zope.testrunner',
         ],
@@ -107,6 +108,10 @@ setup(
             'opentelemetry-api',
             'opentelemetry-exporter-otlp-proto-http',
             'opentelemetry-sdk',
+        ],
+        # Reporting to Sentry (gocept.runner.sentry).
+        'sentry': [
+            'sentry-sdk >= 2',
         ],
         'benchmarks': [
             'matplotlib',

@@ -119,6 +119,13 @@ class Job(persistent.Persistent):
         self._p_changed = True
         return attempt
 
+    def forget_attempt(self):
+        """Remove the attempt just begun, which never ran; the job is
+        pending again."""
+        del self.attempts[-1]
+        self.state = PENDING
+        self._p_changed = True
+
     def end_attempt(self, outcome, now, error=None, traceback=None,
                     transaction=None):
         """End the running attempt with `outcome` (see OUTCOMES)."""
