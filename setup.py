@@ -73,6 +73,9 @@ setup(
     ],
     extras_require={
         'test': [
+            'opentelemetry-api',
+            'opentelemetry-exporter-otlp-proto-http',
+            'opentelemetry-sdk',
             'prometheus_client',
             'psycopg2-binary',
             'RelStorage',
@@ -97,6 +100,14 @@ setup(
         # Prometheus metrics (gocept.runner.metrics).
         'metrics': [
             'prometheus_client',
+        ],
+        # Traces of ticks and jobs (gocept.runner.tracing): the API, the
+        # SDK that OTEL_TRACES_EXPORTER configures, and its 'otlp'
+        # exporter (OTLP over HTTP, which needs no gRPC).
+        'opentelemetry': [
+            'opentelemetry-api',
+            'opentelemetry-exporter-otlp-proto-http',
+            'opentelemetry-sdk',
         ],
         # Reporting to Sentry (gocept.runner.sentry).
         'sentry': [

@@ -42,6 +42,7 @@ from gocept.runner import config
 from gocept.runner import outage
 from gocept.runner import retry
 from gocept.runner import security
+from gocept.runner import tracing
 from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
@@ -222,28 +223,37 @@ class JobWorker:
         reporter = self.reporter
         reported = (None if reporter is None
                     else reporter.job_started(self.loop, job))
+        span = tracing.job(job, number)
+        # The errors of the run's transactions, for its span.
+        errors = []
+        outcome, retried, tid, failure = 'done', 0, None, None
         started = time.monotonic()
         self._tries = 0
         try:
-            taken, _ = retry.run(
+            taken, retried = retry.run(
                 lambda: self._call(job, function, taken_in),
-                begin=lambda: self._begin_run(job, number))
-        except NotOurs:
+                begin=lambda: self._begin_run(job, number),
+                failed=None if span is None else errors.append)
+        except NotOurs as error:
+            outcome, failure = 'interrupted', error
             log.warning('Job %s was taken from worker %s, whose process was'
                         ' held dead; it goes on elsewhere', job.describe(),
                         self.key)
         except BaseException as error:
+            outcome, failure = describe(error, job)[0], error
             if outage.unavailable(error):
+                outcome = 'interrupted'
                 raise  # the loop waits for the storage; see _take
             self._failed(job, number, error, taken_in,
                          time.monotonic() - started)
             if reporter is not None:
-                reporter.job_ended(self.loop, job, number,
-                                   describe(error, job)[0], error, reported)
+                reporter.job_ended(self.loop, job, number, outcome, error,
+                                   reported)
             if isinstance(error, KeyboardInterrupt):
                 raise
         else:
             seconds = time.monotonic() - started
+            tid = tid_repr(job._p_serial)
             self.counts.done(job.name, seconds)
             log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
             if reporter is not None:
@@ -255,6 +265,10 @@ class JobWorker:
                 self.counts.ended(ending)
         finally:
             self._restore_interaction()
+            if span is not None:
+                if failure is not None:
+                    retried = len(errors) - 1
+                span.end(outcome, retried, tid, failure)
 
     def _begin_run(self, job, number):
         # No transaction.begin(): the commit of the take, or the abort
