@@ -73,9 +73,13 @@ setup(
     ],
     extras_require={
         'test': [
+            'opentelemetry-api',
+            'opentelemetry-exporter-otlp-proto-http',
+            'opentelemetry-sdk',
             'prometheus_client',
             'psycopg2-binary',
             'RelStorage',
+            'sentry-sdk >= 2',
             'ZEO',
             'zope.testrunner',
         ],
@@ -104,6 +108,18 @@ setup(
         # Prometheus metrics (gocept.runner.metrics).
         'metrics': [
             'prometheus_client',
+        ],
+        # Traces of ticks and jobs (gocept.runner.tracing): the API, the
+        # SDK that OTEL_TRACES_EXPORTER configures, and its 'otlp'
+        # exporter (OTLP over HTTP, which needs no gRPC).
+        'opentelemetry': [
+            'opentelemetry-api',
+            'opentelemetry-exporter-otlp-proto-http',
+            'opentelemetry-sdk',
+        ],
+        # Reporting to Sentry (gocept.runner.sentry).
+        'sentry': [
+            'sentry-sdk >= 2',
         ],
         'benchmarks': [
             'matplotlib',

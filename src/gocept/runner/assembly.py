@@ -9,6 +9,7 @@ returns when every loop has ended.
 import contextlib
 import logging
 
+from gocept.runner import config
 from gocept.runner import environment
 from gocept.runner import limits
 from gocept.runner import lock
@@ -166,6 +167,7 @@ class Run:
                 # Written at the end, also when the set-up fails.
                 stack.enter_context(self.metrics)
             root = stack.enter_context(application)
+            reporter = _sentry_reporter()
             loops = [worker.make_loop(root, [worker.measure]
                                       if worker.measure else [])
                      for worker in self.workers]
@@ -174,6 +176,7 @@ class Run:
                                     self.settings['max_memory'],
                                     self.settings['heartbeat']),
                 *([] if self.metrics is None else [self.metrics]),
+                *([] if reporter is None else [reporter]),
                 *self.middleware])
             runner.run()
         return runner
@@ -195,6 +198,22 @@ def run_worker(function, site_name, zope_conf, **settings):
     process = run([Worker(function, site_name, **settings)],
                   environment.application(zope_conf))
     return process.loops[0]
+
+
+def _sentry_reporter():
+    """The middleware that reports to Sentry (a gocept.runner.sentry
+    Reporter), if zope.conf or the environment names a DSN; else None."""
+    if not config.sentry_dsn():
+        return None
+    try:
+        # Imported here: sentry_sdk takes its time to import, which a
+        # runner that does not report would pay at its start.
+        from gocept.runner import sentry
+    except ImportError:
+        log.warning('A Sentry DSN is configured, but sentry-sdk is not'
+                    ' installed (the sentry extra): nothing is reported')
+        return None
+    return sentry.Reporter(config.sentry())
 
 
 def _process_settings(workers, given):

@@ -337,3 +337,50 @@ def from_config(section, variable):
                 f'<product-config {section}> has no key {variable!r} in'
                 ' zope.conf') from None
     return get
+
+
+# The <sentry> settings of the zope.conf loaded last, those it gives.
+_sentry = {}
+
+
+def configure_sentry(conf):
+    """Keep the ``<sentry>`` section of `conf` (None: none) for sentry().
+
+    Raises ConfigurationError for a sample rate outside 0 to 1, or a
+    ``monitor`` line that is not a dotted name and a slug.
+    """
+    global _sentry
+    section = getattr(conf, 'sentry', None) if conf else None
+    settings = {}
+    if section is not None:
+        for name in ('dsn', 'environment', 'release', 'sample_rate'):
+            value = getattr(section, name)
+            if value is not None:
+                settings[name] = value
+        rate = settings.get('sample_rate')
+        if rate is not None and not 0 <= rate <= 1:
+            raise ConfigurationError(
+                f'<sentry>: sample-rate must be from 0 to 1, not {rate}')
+        monitors = {}
+        for line in section.monitors:
+            words = line.split()
+            if len(words) != 2:
+                raise ConfigurationError(
+                    f'<sentry>: monitor takes a dotted name and a slug, not'
+                    f' {line!r}')
+            monitors[words[0]] = words[1]
+        settings['monitors'] = monitors
+    _sentry = settings
+
+
+def sentry():
+    """The settings of ``<sentry>`` in the zope.conf loaded last that it
+    gives (``dsn``, ``environment``, ``release``, ``sample_rate``,
+    ``monitors``: dotted name -> slug)."""
+    return dict(_sentry)
+
+
+def sentry_dsn():
+    """The DSN to report to: zope.conf's, else SENTRY_DSN's; None (or '')
+    for none."""
+    return _sentry.get('dsn', os.environ.get('SENTRY_DSN'))

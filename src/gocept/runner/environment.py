@@ -62,6 +62,7 @@ def application(zope_conf):
     config.ignore_server_settings(conf)
     config.configure_products(conf)
     config.configure_schedules(conf)
+    config.configure_sentry(conf)
     load_zcml(conf.site_definition, config.zcml_features(conf))
     databases = open_databases(conf.databases)
     try:

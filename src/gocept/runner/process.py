@@ -24,6 +24,7 @@ import zope.security.management
 
 from gocept.runner import retry
 from gocept.runner import signals
+from gocept.runner import tracing
 from gocept.runner.health import Heartbeat
 from gocept.runner.health import SystemdNotify
 from gocept.runner.limits import Limits
@@ -38,8 +39,9 @@ MAX_RESTART_PAUSE = 60
 
 
 def middleware(max_runtime=None, max_memory=None, heartbeat=None):
-    """The process's middleware for these settings: its limits, heartbeat
-    and systemd's notifications (when NOTIFY_SOCKET is set)."""
+    """The process's middleware for these settings: its limits, heartbeat,
+    systemd's notifications (when NOTIFY_SOCKET is set) and tracing (when
+    OpenTelemetry is set up, see gocept.runner.tracing)."""
     result = []
     if (max_runtime, max_memory) != (None, None):
         result.append(Limits(max_runtime=max_runtime, max_memory=max_memory))
@@ -49,6 +51,7 @@ def middleware(max_runtime=None, max_memory=None, heartbeat=None):
     if notify.notify.address is not None:
         # Without NOTIFY_SOCKET it has nothing to do, and no hook to call.
         result.append(notify)
+    result.extend(tracing.middleware())
     return result
 
 

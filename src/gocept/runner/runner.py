@@ -14,6 +14,7 @@ import zope.component.hooks
 from zope.component.interfaces import ISite
 
 from gocept.runner import limits
+from gocept.runner import logging as logcontext
 from gocept.runner import outage
 from gocept.runner import process
 from gocept.runner import security
@@ -154,6 +155,8 @@ class MainLoop:
             self.stop(self.process.stopped_because)
         self._wakeup.open()
         self._steps, self._security = Steps(self), security.state()
+        # Its log lines name the worker and the tick (gocept.runner.logging).
+        named = logcontext.set_loop(self)
         try:
             zope.component.hooks.setSite(self._site)
             try:
@@ -185,6 +188,7 @@ class MainLoop:
             self._steps = self._security = None
             self._wakeup.close()
             zope.component.hooks.setSite(old_site)
+            logcontext.reset_loop(named)
 
     run = __call__
 

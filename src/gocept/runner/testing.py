@@ -3,10 +3,13 @@ servers, a Zope 4+ instance, the layers of the slow tests.
 
 The ZEO server needs the ``zeo`` extra (the ZEO package); the PostgreSQL
 server needs PostgreSQL installed and the ``relstorage`` extra; the Zope
-instance the ``zope`` extra.
+instance the ``zope`` extra.  SentryServer receives what sentry-sdk sends.
 """
 
+import gzip
+import http.server
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -15,7 +18,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import zlib
 
 
 FTESTING_ZCML = os.path.join(os.path.dirname(__file__), 'ftesting.zcml')
@@ -120,6 +125,141 @@ def _stop(server, signum):
         server.process.kill()
         server.process.wait()
     server.process = None
+
+
+class SentryServer:
+    """A Sentry of the test's own on 127.0.0.1: an HTTP server in a thread
+    that takes the envelopes sentry-sdk POSTs to /api/PROJECT/envelope/
+    (gzip'ed, deflated or brotli'd, as the SDK sends them) and keeps their
+    items.  `dsn` points the SDK at it.
+
+    Use it as a context manager, or `start` and `stop` it.
+    """
+
+    def __init__(self, project=1):
+        self.project = project
+        self._items = []
+        self._changed = threading.Condition()
+        self._server = http.server.ThreadingHTTPServer(
+            ('127.0.0.1', 0), self._handler())
+        self.port = self._server.server_address[1]
+        self._thread = None
+
+    @property
+    def dsn(self):
+        return f'http://public@127.0.0.1:{self.port}/{self.project}'
+
+    def start(self):
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name='SentryServer',
+            daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    __enter__ = start
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def items(self, type=None):
+        """The items received so far (dicts of the item's `type` and its
+        `payload`, the parsed JSON), of `type` if given."""
+        with self._changed:
+            return [item for item in self._items
+                    if type is None or item['type'] == type]
+
+    def events(self):
+        """The payloads of the events received."""
+        return [item['payload'] for item in self.items('event')]
+
+    def check_ins(self):
+        """The payloads of the Crons check-ins received."""
+        return [item['payload'] for item in self.items('check_in')]
+
+    def wait_for(self, condition, timeout=30):
+        """Wait until `condition()` is true; return its value, or raise
+        AssertionError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                value = condition()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f'Timed out after {timeout} s; received:'
+                        f' {self._items!r}')
+                self._changed.wait(remaining)
+
+    def _receive(self, path, encoding, body):
+        if path != f'/api/{self.project}/envelope/':
+            return 404
+        items = parse_envelope(decompress(body, encoding))
+        with self._changed:
+            self._items.extend(items)
+            self._changed.notify_all()
+        return 200
+
+    def _handler(self):
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(
+                    int(self.headers.get('Content-Length', 0)))
+                status = server._receive(
+                    self.path, self.headers.get('Content-Encoding', ''),
+                    body)
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', '2')
+                self.end_headers()
+                self.wfile.write(b'{}')
+
+            def log_message(self, *args):
+                pass  # not on the test's stderr
+        return Handler
+
+
+def decompress(body, encoding):
+    """`body` as sent with the Content-Encoding `encoding`."""
+    encoding = encoding.strip().lower()
+    if encoding == 'gzip':
+        return gzip.decompress(body)
+    if encoding == 'deflate':
+        return zlib.decompress(body)
+    if encoding == 'br':
+        import brotli  # only sent by an SDK that has it
+        return brotli.decompress(body)
+    return body
+
+
+def parse_envelope(data):
+    """The items of the Sentry envelope `data` (bytes): dicts of `type`,
+    `headers` and `payload` (parsed JSON, else the bytes)."""
+    _, _, rest = data.partition(b'\n')  # the envelope's own headers
+    items = []
+    while rest.strip():
+        line, _, rest = rest.partition(b'\n')
+        headers = json.loads(line)
+        if 'length' in headers:
+            length = headers['length']
+            payload, rest = rest[:length], rest[length + 1:]
+        else:
+            payload, _, rest = rest.partition(b'\n')
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            pass
+        items.append({'type': headers.get('type'), 'headers': headers,
+                      'payload': payload})
+    return items
 
 
 class ZEOServer:

@@ -74,6 +74,9 @@ class Job(persistent.Persistent):
     counted_from = 0
     # The name of the schedule that put it, and the time of its occurrence.
     schedule = occurrence = None
+    # The trace context where it was put (see gocept.runner.tracing), a
+    # dict of W3C Trace Context headers; records from before 4.0 have none.
+    trace_context = None
 
     def __init__(self, id, name, args=(), kwargs=None, retries=3,
                  time_limit=None, retry_pause=10, principal=None, eta=None):
@@ -115,6 +118,13 @@ class Job(persistent.Persistent):
         self.state = RUNNING
         self._p_changed = True
         return attempt
+
+    def forget_attempt(self):
+        """Remove the attempt just begun, which never ran; the job is
+        pending again."""
+        del self.attempts[-1]
+        self.state = PENDING
+        self._p_changed = True
 
     def end_attempt(self, outcome, now, error=None, traceback=None,
                     transaction=None):

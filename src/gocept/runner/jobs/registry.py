@@ -18,6 +18,7 @@ import uuid
 import zope.security.management
 
 from gocept.runner import environment
+from gocept.runner import tracing
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.jobs import lookup
 from gocept.runner.jobs.attempts import RETRY_PAUSE
@@ -135,7 +136,8 @@ class JobFunction:
 
         The job is put into the database the current site is stored in
         (see gocept.runner.jobs.lookup.context), within the current
-        transaction: if that aborts, there is no job.
+        transaction: if that aborts, there is no job.  It keeps the
+        current trace context, if there is one (see gocept.runner.tracing).
         """
         if kwargs is None:
             kwargs = {}
@@ -150,6 +152,9 @@ class JobFunction:
                      retries=self.retries, time_limit=self.time_limit,
                      retry_pause=self.retry_pause,
                      principal=current_principal(context), eta=due)
+        carrier = tracing.inject()
+        if carrier is not None:
+            record.trace_context = carrier
         jobs.put(record)
         return record.id
 

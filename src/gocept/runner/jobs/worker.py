@@ -13,6 +13,11 @@ and id (and with its principal as the user):
    database happen once or not at all.  A conflict is tried again at once
    (gocept.runner.retry.run); when it goes on, the attempt ends as a
    'conflict', which does not count against the job's retries.
+
+   While jobs are due, the run's transaction is also the take of the next
+   job (the first try of it: a retry after a conflict takes none), so
+   that a job costs one commit, not two.  A job taken so but not begun
+   when the loop ends is given back as it was, without the attempt.
 3. Only when the run failed: the attempt's error and traceback are
    recorded, and the job is queued again or failed (see
    gocept.runner.jobs.attempts).
@@ -35,6 +40,7 @@ from gocept.runner import assembly
 from gocept.runner import config
 from gocept.runner import outage
 from gocept.runner import retry
+from gocept.runner import tracing
 from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
 from gocept.runner.jobs import liveness
@@ -46,6 +52,7 @@ from gocept.runner.jobs import wakeup
 from gocept.runner.jobs.counts import Counts
 from gocept.runner.jobs.timelimit import TimeLimitExceeded
 from gocept.runner.jobs.timelimit import time_limit
+from gocept.runner.logging import job_context
 from gocept.runner.middleware import Middleware
 from gocept.runner.tick import Exit
 
@@ -87,8 +94,14 @@ class JobWorker:
         self.key = f'{liveness.key}/{threading.get_native_id()}'
         # The WorkerRecord of the last take.
         self.record = None
+        # The job and function that the last run took (see _take_next),
+        # once its transaction committed; the tries of the current run.
+        self._next = None
+        self._tries = 0
         # What it did with jobs (see gocept.runner.jobs.metrics).
         self.counts = Counts()
+        # What reports its jobs' failures (see gocept.runner.sentry).
+        self.reporter = None
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -97,6 +110,12 @@ class JobWorker:
         wait = None
         if self.scheduler is not None and not self.burst:
             wait = self._schedule()
+        chained = self._chained()
+        if chained is not None:
+            # Taken by the last run's commit; run in the tick's transaction.
+            with job_context(chained[0]):
+                self._run(*chained)
+            return 0
         try:
             # The first attempt in the tick's transaction.
             taken, _ = retry.run(self._take)
@@ -116,7 +135,8 @@ class JobWorker:
             return Exit
         if what == 'taken':
             job, function = value
-            self._run(job, function)
+            with job_context(job):
+                self._run(job, function)
         return 0
 
     def _schedule(self):
@@ -136,6 +156,17 @@ class JobWorker:
 
     def _jobs(self):
         return store.jobs_of(self.connection)
+
+    def _chained(self):
+        """The job and function that the last run took (see _take_next),
+        if the job is still this worker's to run."""
+        chained, self._next = self._next, None
+        if chained is None:
+            return None
+        job, worker = chained[0], self.record
+        if worker.job is job and job.runs_in(self.key, worker.attempt):
+            return chained
+        return None
 
     def _record(self, jobs):
         """This worker's record, made if need be; None while its process
@@ -188,31 +219,61 @@ class JobWorker:
         taken_in = tid_repr(job._p_serial)
         log.debug('Job %s: attempt %s started by worker %s', job.describe(),
                   number, self.key)
+        reporter = self.reporter
+        reported = (None if reporter is None
+                    else reporter.job_started(self.loop, job))
+        span = tracing.job(job, number)
+        # The errors of the run's transactions, for its span.
+        errors = []
+        outcome, retried, tid, failure = 'done', 0, None, None
         started = time.monotonic()
+        self._tries = 0
         try:
-            retry.run(
+            taken, retried = retry.run(
                 lambda: self._call(job, function, taken_in),
-                begin=lambda: self._begin_run(job, number))
-        except NotOurs:
+                begin=lambda: self._begin_run(job, number),
+                failed=None if span is None else errors.append)
+        except NotOurs as error:
+            outcome, failure = 'interrupted', error
             log.warning('Job %s was taken from worker %s, whose process was'
                         ' held dead; it goes on elsewhere', job.describe(),
                         self.key)
         except BaseException as error:
+            outcome, failure = describe(error, job)[0], error
             if outage.unavailable(error):
+                outcome = 'interrupted'
                 raise  # the loop waits for the storage; see _take
             self._failed(job, number, error, taken_in,
                          time.monotonic() - started)
+            if reporter is not None:
+                reporter.job_ended(self.loop, job, number, outcome, error,
+                                   reported)
             if isinstance(error, KeyboardInterrupt):
                 raise
         else:
             seconds = time.monotonic() - started
+            tid = tid_repr(job._p_serial)
             self.counts.done(job.name, seconds)
             log.debug('Job %s done in %.3f seconds', job.describe(), seconds)
+            if reporter is not None:
+                reporter.job_ended(self.loop, job, number, 'done', None,
+                                   reported)
+            self._next = taken
+            for ending in self._endings:
+                ending.log()
+                self.counts.ended(ending)
         finally:
             self._restore_interaction()
+            if span is not None:
+                if failure is not None:
+                    retried = len(errors) - 1
+                span.end(outcome, retried, tid, failure)
 
     def _begin_run(self, job, number):
-        transaction.begin()
+        # No transaction.begin(): the commit of the take, or the abort
+        # before a retry, brought the connection up to date (a begin would
+        # ask the storage again).
+        self._tries += 1
         if not job.runs_in(self.key, number):
             raise NotOurs(job.id)
         annotate(job, 'run')
@@ -229,9 +290,29 @@ class JobWorker:
         now = time.time()
         job.result = result
         job.end_attempt('done', now, transaction=taken_in)
-        self._jobs().done(job, now)
+        jobs = self._jobs()
+        jobs.done(job, now)
         self.record.job = self.record.attempt = None
-        return result
+        self._endings = []
+        if self._tries == 1 and self.loop.running:
+            return self._take_next(jobs, now)
+        return None
+
+    def _take_next(self, jobs, now):
+        """Take the next due job in the run's transaction (see the
+        module); return it and its function, or None."""
+        job, _ = jobs.take(now)
+        if job is None:
+            return None
+        transaction.get().note(
+            f'gocept.runner.jobs: take job {job.describe()}')
+        function = registry.lookup_function(job.name)
+        if function is None:
+            self._endings.append(attempts.refuse(jobs, job, self.key, now))
+            return None
+        job.begin_attempt(self.key, now)
+        self.record.job, self.record.attempt = job, len(job.attempts)
+        return job, function
 
     def _restore_interaction(self):
         # The rest of the tick runs as the loop's principal again.
@@ -259,8 +340,11 @@ class JobWorker:
             self.counts.ended(ending, seconds)
 
     def unregister(self):
-        """Remove the worker's record, unless it has a job left (when the
-        storage went away, say: then its process's end leaves it)."""
+        """Give back a job taken but not begun; remove the worker's record,
+        unless it has a job left (when the storage went away, say: then its
+        process's end leaves it)."""
+        chained, self._next = self._next, None
+
         def unregister():
             jobs = self._jobs()
             if jobs is None:
@@ -268,7 +352,14 @@ class JobWorker:
             process = jobs.processes().get(self.liveness.key)
             worker = None if process is None else process.workers.get(
                 self.key)
-            if worker is not None and worker.job is None:
+            if worker is None:
+                return
+            if (chained is not None and worker.job is chained[0] and
+                    worker.job.runs_in(self.key, worker.attempt)):
+                annotate(worker.job, 'give back')
+                jobs.give_back(worker.job)
+                worker.job = worker.attempt = None
+            if worker.job is None:
                 del process.workers[self.key]
         try:
             retry.run(unregister, begin=transaction.begin)
@@ -354,6 +445,10 @@ class WorkerMiddleware(Middleware):
         # gocept.runner.metrics is imported only for a process with
         # metrics (see assembly.Run), and so are the modules of the jobs'
         # and the schedules'.
+        if 'gocept.runner.sentry' in sys.modules:
+            # Imported by assembly.Run only when reporting to Sentry.
+            from gocept.runner import sentry
+            worker.reporter = sentry.reporter_of(loop.process)
         if 'gocept.runner.metrics' in sys.modules:
             from gocept.runner.jobs import metrics
             from gocept.runner.jobs import schedulemetrics

@@ -24,6 +24,8 @@ import ZODB.config
 import zope.app.appsetup.bootstrap
 import zope.component.hooks
 import zope.processlifetime
+from ZODB.utils import p64
+from ZODB.utils import u64
 
 import gocept.runner
 from gocept.runner import assembly
@@ -158,14 +160,16 @@ def write_zope_conf(directory, zodb=None, extra=''):
         site_zcml=programs.MINIMAL_ZCML, extra=extra)
 
 
-def start(directory, **settings):
-    """Start a worker process on the zope.conf in `directory`; return the
-    Popen.  Its output is appended to the file ``output`` there."""
+def start(directory, env=None, **settings):
+    """Start a worker process on the zope.conf in `directory` (with the
+    environment variables `env` added to the test's); return the Popen.
+    Its output is appended to the file ``output`` there."""
     args = [sys.executable, '-m', MODULE,
             os.path.join(directory, 'zope.conf')]
     args.extend(f'{key}={value}' for key, value in settings.items())
     with open(os.path.join(directory, 'output'), 'ab') as output:
-        return subprocess.Popen(args, stdout=output, stderr=output)
+        return subprocess.Popen(args, stdout=output, stderr=output,
+                                env=dict(os.environ, **(env or {})))
 
 
 def output(directory):
@@ -223,6 +227,14 @@ class Client:
         transaction.begin()
         return list(self.root[name].values())
 
+    def notes(self, since, job_ids):
+        """The description of each transaction after the transaction id
+        `since` that concerns one of `job_ids`, oldest first."""
+        job_ids = set(job_ids)
+        return [txn.description.decode()
+                for txn in self.db.storage.iterator(p64(u64(since) + 1))
+                if txn.extension.get('job_id') in job_ids]
+
     def record(self, job_id):
         """The record of the job `job_id`, fresh."""
         return self.fresh().get(job_id)
@@ -252,9 +264,11 @@ def client(zodb_section):
         connected.close()
 
 
-def run(zope_conf, workers=1, burst=False, **settings):
-    """Run `workers` job workers on `zope_conf`; return the Process."""
-    return assembly.run(jobs.workers(workers, burst=burst),
+def run(zope_conf, workers=1, burst=False, max_ticks=None, **settings):
+    """Run `workers` job workers on `zope_conf` (each for `max_ticks`, if
+    given); return the Process."""
+    loop = {} if max_ticks is None else {'max_ticks': max_ticks}
+    return assembly.run(jobs.workers(workers, burst=burst, **loop),
                         environment.application(zope_conf), **settings)
 
 
@@ -263,6 +277,8 @@ def main(argv):
     settings = {key: float(value) for key, value in settings.items()}
     settings['workers'] = int(settings.get('workers', 1))
     settings['burst'] = bool(settings.get('burst', 0))
+    if 'max_ticks' in settings:
+        settings['max_ticks'] = int(settings['max_ticks'])
     worker.POLL = settings.pop('poll', worker.POLL)
     process = run(argv[0], **settings)
     sys.exit(status.process_status(process))

@@ -1,6 +1,7 @@
 """The examples of README.rst and docs/ that are not doctests, run as
 written there (the deployment guides' are in test_deployment)."""
 
+import json
 import os
 import re
 import shutil
@@ -117,6 +118,28 @@ class LoggingTest(DocsTest):
         self.assertRegex(log, r'(?m)^\S+ INFO mymod did it$')
         self.assertRegex(log, r'(?m)^\S+ WARNING mymod careful$')
         self.assertNotIn('ZEO chatter', log)
+
+    def test_json_lines_and_the_context_fields(self):
+        after = 'JSON lines for a log shipper'
+        eventlog = readme_block('<eventlog>', howto('logging'), after)
+        example = json.loads(readme_block('{"time"', howto('logging'), after))
+        self.write('zope.conf', (
+            f'site-definition {os.path.join(HERE, "ftesting.zcml")}\n'
+            '<zodb>\n  <filestorage>\n    path Data.fs\n'
+            '  </filestorage>\n</zodb>\n') + eventlog)
+        os.makedirs(self.path('var', 'log'))
+        self.write('mymod.py', WORKER)
+        result = self.run_command(
+            [GOCEPT_RUNNER, '-C', 'zope.conf', 'mymod:work', '--once'])
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('INFO work 1 - mymod did it\n', result.stdout)
+        with open(self.path('var', 'log', 'runner.json')) as f:
+            lines = [json.loads(line) for line in f]
+        [line] = [line for line in lines if line['message'] == 'did it']
+        self.assertRegex(line.pop('time'),
+                         r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$')
+        del example['time']
+        self.assertEqual(example, line)
 
 
 class ZEOGuideTest(DocsTest):

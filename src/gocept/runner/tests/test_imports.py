@@ -16,11 +16,13 @@ HERE = os.path.dirname(gocept.runner.__file__)
 
 # The imports of a module of the package inside a function of another, and
 # why: gocept.runner.metrics imports prometheus_client, which only a run
-# with metrics needs; gocept.runner.zopeapp imports Zope, which only a run
-# on a Zope 4+ instance needs (and has).
+# with metrics needs; gocept.runner.sentry imports sentry_sdk, which only
+# a run that reports to Sentry needs (and may not have); gocept.runner.zopeapp
+# imports Zope, which only a run on a Zope 4+ instance needs (and has).
 LAZY = {
     ('gocept.runner.arguments', 'gocept.runner.metrics'),
     ('gocept.runner.assembly', 'gocept.runner.metrics'),
+    ('gocept.runner.assembly', 'gocept.runner.sentry'),
     ('gocept.runner.environment', 'gocept.runner.zopeapp'),
 }
 

@@ -23,6 +23,7 @@ import uuid
 import transaction
 
 from gocept.runner import jobs
+from gocept.runner import status
 from gocept.runner import testing
 from gocept.runner.jobs import store
 from gocept.runner.jobs.record import Job
@@ -133,6 +134,51 @@ class Scenarios:
         with self.client() as client:
             self.assert_done_once(client, ids, client.counters_of())
         self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'))
+
+    def test_the_run_of_a_job_takes_the_next_in_its_transaction(self):
+        # A job costs one commit while jobs are due: the first is taken on
+        # its own, every other by the run of the one before.
+        with self.client() as client:
+            since = client.db.lastTransaction()
+            counters, ids = self.put(client, jobprograms.mark, 20)
+        self.assertEqual([0], self.run_workers())
+        with self.client() as client:
+            self.assert_done_once(client, ids, client.counters_of())
+            notes = client.notes(since, ids)
+        runs = [note for note in notes if ' run job ' in note]
+        self.assertEqual(20, len(runs))
+        self.assertEqual(19, sum(' take job ' in note for note in runs))
+        self.assertEqual(21, len(notes), notes)
+
+    def test_a_job_taken_but_not_begun_is_given_back_when_its_loop_ends(
+            self):
+        with self.client() as client:
+            since = client.db.lastTransaction()
+            counters, ids = self.put(client, jobprograms.mark, 3)
+        # One tick: it takes a job, runs it and takes the next, which it
+        # does not begin.  (A limit reached: start me again.)
+        self.assertEqual(status.EX_TEMPFAIL,
+                         self.wait(self.start(max_ticks=1)))
+        with self.client() as client:
+            container = client.fresh()
+            records = [container.get(job_id) for job_id in ids]
+            notes = client.notes(since, ids)
+            given_back = [job for job in records
+                          if f'take job {job.describe()}' in notes[1]]
+            self.assertEqual(1, len(given_back), notes)
+            self.assertEqual(['done', 'pending', 'pending'],
+                             sorted(job.state for job in records))
+            for job in records:
+                self.assertEqual(
+                    1 if job.state == 'done' else 0, len(job.attempts))
+            self.assertEqual(2, len(container))
+            self.assertEqual([], list(container.running()))
+            self.assertEqual([], [
+                worker for process in container.processes().values()
+                for worker in process.workers.values()])
+        self.assertEqual([0], self.run_workers())
+        with self.client() as client:
+            self.assert_done_once(client, ids, client.counters_of())
 
     def test_a_job_put_in_a_transaction_that_aborted_never_runs(self):
         with self.client() as client:

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Benchmark: the cost of tracing ticks with OpenTelemetry.
+
+    .venv/bin/python benchmarks/tracing.py [--quick]
+
+Run it with a Python that has this checkout and its ``opentelemetry``
+extra.  In PROCESSES processes each (workers/tracing.py), the same runner
+ticks empty ticks, then writing ticks, without tracing, with it (the
+SDK's TracerProvider, a BatchSpanProcessor and the OTLP/HTTP exporter to
+a collector on 127.0.0.1 that this script runs: what OTEL_TRACES_EXPORTER=
+otlp sets up), and with it sampling one trace in a hundred, in turn,
+ROUNDS times each way, SECONDS seconds a run (and one to warm up).  Each
+second gives the ticks per second and per CPU second (all the runner's
+threads: the exporter's count); the figures are
+the ratios, with tracing to without, of the medians of all seconds, with
+their 95 % intervals, and "met" is judged on the ratio per CPU second.
+Writes benchmarks/tracing-results.txt (--quick: to benchmarks/work/); the
+exit status is 1 if a run failed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import timeit
+import types
+
+from metrics import prepare
+from metrics import rates
+from metrics import ratio
+from run import TMPFS
+from run import WORK
+from run import WORKERS
+
+from gocept.runner.tests.tracingprograms import Collector
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Processes, rounds in each, seconds a run is measured (full, quick).
+PROCESSES = (4, 1)
+ROUNDS = (6, 3)
+SECONDS = (4, 2)
+# figure -> (worker kind, goal); the runs of a round.
+FIGURES = {
+    'empty ticks': ('empty', 0.9),
+    'writing ticks': ('writing', 0.97),
+}
+RUNS = ('without', 'with', 'sampled')
+
+
+def run_process(template, kind, rounds, seconds):
+    """The seconds of one process: {'without': [(ticks, CPU seconds,
+    seconds)], 'with': [...], 'sampled': [...]} (see workers/tracing.py),
+    the ticks of its runs 'with' tracing and the spans of theirs that the
+    collector received."""
+    directory = tempfile.mkdtemp(dir=template.rsplit('/', 1)[0])
+    collector = Collector()
+    try:
+        for name in os.listdir(template):
+            shutil.copy(os.path.join(template, name), directory)
+        proc = subprocess.run(
+            [sys.executable, os.path.join(WORKERS, 'tracing.py'),
+             'zope.conf', kind, str(rounds), str(seconds),
+             collector.endpoint, *RUNS],
+            cwd=directory, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0 or 'Traceback' in proc.stderr:
+            sys.exit(f'{kind} ticks failed ({proc.returncode}):\n'
+                     + proc.stderr)
+        measured = json.loads(proc.stdout.splitlines()[-1])
+        traced = measured.pop('ticks_traced')
+        for name in RUNS:
+            if len(measured.get(name, ())) != rounds * seconds:
+                sys.exit(f'{kind} ticks {name} tracing: measured'
+                         f' {measured.get(name)}')
+        received = [span for span in collector.named('gocept.runner.tick')
+                    if span.attributes['gocept.runner.worker'] == 'with']
+        return measured, traced, len(received)
+    finally:
+        collector.close()
+        shutil.rmtree(directory)
+
+
+def hook_cost():
+    """The microseconds that the Tracing middleware's hooks of a tick
+    (before_tick and after_tick, a span begun and ended) take for a
+    committed tick, the span going to a BatchSpanProcessor whose exporter
+    drops it: the best of 5 times 20,000 calls."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from gocept.runner import tracing
+    from gocept.runner.tick import Tick
+
+    class Dropped(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    middleware = tracing.Tracing(provider)
+    loop = types.SimpleNamespace(name='worker', tick_count=0)
+    middleware.before_loop(loop)
+    tick = Tick(1)
+    tick.outcome = 'committed'
+
+    def hooks():
+        middleware.before_tick(loop)
+        middleware.after_tick(loop, tick)
+    try:
+        best = min(timeit.repeat(hooks, number=20000, repeat=5,
+                                 timer=time.process_time))
+    finally:
+        middleware.after_loop(loop)
+        provider.shutdown()
+    return best / 20000 * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='a smoke run: fewer seconds and rounds')
+    args = parser.parse_args()
+    i = 1 if args.quick else 0
+    processes, rounds, seconds = PROCESSES[i], ROUNDS[i], SECONDS[i]
+    began = time.monotonic()
+    on_disk = not os.path.isdir(TMPFS)
+    base = tempfile.mkdtemp(prefix='runner-tracing-',
+                            dir=None if on_disk else TMPFS)
+    rows = []
+    traced = received = 0
+    # The CPU microseconds of a tick without tracing (median).
+    tick_us = {}
+    try:
+        template = prepare(base)
+        for figure, (kind, goal) in FIGURES.items():
+            pooled = {name: [] for name in RUNS}
+            for i in range(processes):
+                measured, ticks, spans = run_process(
+                    template, kind, rounds, seconds)
+                traced += ticks
+                received += spans
+                for name, run in measured.items():
+                    pooled[name] += run
+                    wall, cpu = rates(run)
+                    print(f'{figure}, {name} tracing:'
+                          f' {statistics.median(wall):,.0f} ticks/s,'
+                          f' {statistics.median(cpu):,.0f} per CPU s'
+                          f' (medians of {len(run)} s)', flush=True)
+                print(f'{spans:,} of {ticks:,} tick spans received',
+                      flush=True)
+            plain_wall, plain_cpu = rates(pooled['without'])
+            for name, label in (('with', ''), ('sampled', ', 1 %')):
+                traced_wall, traced_cpu = rates(pooled[name])
+                rows.append((figure + label, ratio(traced_wall, plain_wall),
+                             ratio(traced_cpu, plain_cpu), goal))
+            tick_us[figure] = 1e6 / statistics.median(plain_cpu)
+        hook = hook_cost()
+    finally:
+        shutil.rmtree(base)
+    lines = [
+        'figure               ticks/s  95 % interval  per CPU s  95 % interval'
+        '  goal    met',
+    ]
+    for name, wall, cpu, goal in rows:
+        met = 'yes' if cpu[0] >= goal else 'NO'
+        lines.append(
+            f'{name:<19}  {wall[0]:>7.3f}  {wall[1]:.3f}-{wall[2]:.3f}'
+            f'    {cpu[0]:>9.3f}  {cpu[1]:.3f}-{cpu[2]:.3f}    ≥ {goal:.2f}'
+            f'  {met:>4}')
+    lines += [
+        '',
+        f'Ratios, with tracing to without, of the medians of the ticks per'
+        f' second (wall clock) and per CPU second (all threads of the'
+        f' runner: the exporter\'s count) of {processes * rounds * seconds}'
+        f' seconds each way, and their 95 % intervals (bootstrap).'
+        f'  {processes} processes ran the runner (appmain: set-up and loop)'
+        f' without tracing, with it, and with it sampling 1 % of the traces'
+        f' ("1 %": OTEL_TRACES_SAMPLER=traceidratio,'
+        f' OTEL_TRACES_SAMPLER_ARG=0.01) in turn, {rounds} times each way,'
+        f' {seconds} s a run after one to warm up; spans exported by the'
+        f' SDK\'s BatchSpanProcessor and OTLP/HTTP exporter to a collector'
+        f' on 127.0.0.1 ({received:,} of the {traced:,} tick spans of the'
+        f' runs with tracing received: the SDK drops what its queue cannot'
+        f' hold).  "met" is'
+        f' judged on the ratio per CPU second.',
+        f'The hooks of a tick (Tracing.before_tick and after_tick: a span'
+        f' begun and ended) take {hook:.1f} µs of CPU: '
+        + ', '.join(f'{hook / us:.0%} of one of the {figure} without'
+                    f' tracing ({us:.0f} µs of CPU)'
+                    for figure, us in tick_us.items()) + '.',
+        'Database: FileStorage ' + ('on disk.' if on_disk else
+                                    f'on a tmpfs ({TMPFS}).'),
+        f'Python {platform.python_version()}, {os.cpu_count()} CPUs,'
+        f' load average at the end'
+        f' {" ".join(f"{x:.1f}" for x in os.getloadavg())};'
+        f' whole run {time.monotonic() - began:.0f} s.',
+    ]
+    table = len(rows) + 2
+    text = '\n'.join(lines[:table] + [
+        textwrap.fill(line, 78) for line in lines[table:]]) + '\n'
+    print('\n' + text)
+    out = WORK if args.quick else HERE
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'tracing-results.txt'), 'w') as f:
+        f.write(text)
+
+
+if __name__ == '__main__':
+    main()

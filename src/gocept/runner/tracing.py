@@ -1,0 +1,286 @@
+"""Traces: a span per tick and per job attempt, made with OpenTelemetry.
+
+With the ``opentelemetry`` extra installed, a process traces when the
+application has set a tracer provider itself (then it is used as it is),
+or when the SDK's environment names an exporter (``OTEL_TRACES_EXPORTER``;
+``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_PROTOCOL`` and the SDK's other variables say the
+rest): then the SDK's TracerProvider is set up from it, with a
+BatchSpanProcessor for each exporter, as ``opentelemetry-instrument``
+would.  Otherwise, and without the extra, there is no Tracing middleware
+and nothing is traced.
+
+A tick is a span ``gocept.runner.tick``, current while the tick runs; a
+job's attempt is a span ``gocept.runner.job`` within it.  A job carries the
+trace context that was current where it was put (`inject`), and its span
+is that context's child, linked to the tick that ran it.  Their attributes
+are under ``gocept.runner.`` (see ATTRIBUTES).
+"""
+
+import logging
+import os
+import threading
+
+import transaction
+from ZODB.utils import tid_repr
+
+from gocept.runner.interfaces import ConfigurationError
+from gocept.runner.middleware import Middleware
+
+
+try:
+    from opentelemetry import context
+    from opentelemetry import trace
+except ImportError:  # the opentelemetry extra is not installed
+    trace = None
+
+
+TICK = 'gocept.runner.tick'
+JOB = 'gocept.runner.job'
+# The attributes of the spans: the worker's or job's names, the tick's
+# number, the job's id and attempt, the outcome (a Tick's or an
+# Attempt's), the conflicts retried, and the id (hex, as ZODB's tid_repr
+# writes it) of the transaction that committed the tick (the last one in
+# it that wrote to the database) or the job's effects.
+ATTRIBUTES = ('gocept.runner.worker', 'gocept.runner.tick',
+              'gocept.runner.job.id', 'gocept.runner.job.name',
+              'gocept.runner.job.attempt', 'gocept.runner.outcome',
+              'gocept.runner.conflicts_retried', 'gocept.runner.tid')
+# Tick outcomes that are errors to a trace's reader.
+FAILED = ('error', 'conflict', 'unavailable', 'aborted')
+
+# The Tracer of the running process's Tracing, if there is one.
+_tracer = None
+# The spans of the ticks running in each thread (a loop has its own).
+_ticks = threading.local()
+
+
+def provider():
+    """The tracer provider to trace with, or None (see the module).
+
+    Raises ConfigurationError for an exporter that OTEL_TRACES_EXPORTER
+    names and no installed package provides.
+    """
+    if trace is None:
+        return None
+    given = trace.get_tracer_provider()
+    if isinstance(given, trace.NoOpTracerProvider):
+        return None
+    if not isinstance(given, trace.ProxyTracerProvider):
+        return given  # the application's own
+    if os.environ.get('OTEL_SDK_DISABLED', '').strip().lower() == 'true':
+        return None
+    # Imported here: the SDK's configuration takes a while to import, which
+    # every process that does not trace would pay.
+    try:
+        from opentelemetry.sdk import _configuration as sdk_configuration
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        return None
+    try:
+        # The SDK's own reading of OTEL_TRACES_EXPORTER and the OTLP
+        # protocol (unset or 'none': no exporter, so no tracing).  Private,
+        # but what opentelemetry-instrument runs: the same names mean the
+        # same exporters.
+        names = sdk_configuration._get_exporter_names('traces')
+        exporters, _, _ = sdk_configuration._import_exporters(names, [], [])
+    except Exception as e:
+        raise ConfigurationError(
+            f'OTEL_TRACES_EXPORTER={os.environ.get("OTEL_TRACES_EXPORTER")}:'
+            f' {e}') from None
+    if not exporters:
+        return None
+    made = TracerProvider()
+    for exporter in exporters.values():
+        made.add_span_processor(BatchSpanProcessor(exporter()))
+    trace.set_tracer_provider(made)
+    return made
+
+
+def middleware():
+    """The process's Tracing, in a list, if it traces; else an empty
+    one."""
+    given = provider()
+    return [] if given is None else [Tracing(given)]
+
+
+class Tracing(Middleware):
+    """A span for each tick of every loop of the process, from the tracer
+    provider `provider`; and one for each job attempt (see `job`).
+
+    At the process's end, the spans still to be exported are flushed.
+    """
+
+    def __init__(self, provider):
+        self.provider = provider
+        self.tracer = provider.get_tracer('gocept.runner')
+        quiet_sdk()
+
+    def before_process(self, process):
+        global _tracer
+        _tracer = self.tracer
+
+    def before_loop(self, loop):
+        # The thread's manager keeps its synchronizers in a weak set.
+        _ticks.written = Written()
+        transaction.manager.registerSynch(_ticks.written)
+
+    def after_loop(self, loop):
+        written = getattr(_ticks, 'written', None)
+        if written is not None:  # else before_loop did not run
+            transaction.manager.unregisterSynch(written)
+            _ticks.written = None
+
+    def before_tick(self, loop):
+        span = self.tracer.start_span(TICK, attributes={
+            'gocept.runner.worker': loop.name,
+            'gocept.runner.tick': loop.tick_count + 1})
+        _ticks.span = span
+        _ticks.token = context.attach(trace.set_span_in_context(span))
+        _ticks.written.object = None
+
+    def after_tick(self, loop, tick):
+        span = getattr(_ticks, 'span', None)
+        if span is None:
+            return  # before_tick failed
+        _ticks.span = None
+        context.detach(_ticks.token)
+        span.set_attribute('gocept.runner.outcome', tick.outcome)
+        span.set_attribute('gocept.runner.conflicts_retried', tick.retried)
+        written = _ticks.written.object
+        if tick.outcome == 'committed' and written is not None:
+            span.set_attribute('gocept.runner.tid',
+                               tid_repr(written._p_serial))
+        if tick.outcome in FAILED:
+            if tick.error is not None:
+                span.record_exception(tick.error)
+            span.set_status(trace.StatusCode.ERROR, tick.outcome)
+        span.end()
+
+    def after_process(self, process):
+        global _tracer
+        _tracer = None
+        flush = getattr(self.provider, 'force_flush', None)
+        if flush is not None:
+            flush()
+
+
+class Written:
+    """A synchronizer of a thread's transactions: `object` is one that the
+    last transaction to commit and write something wrote (until it is set
+    to None), whose `_p_serial` is that transaction's id."""
+
+    object = _candidate = None
+
+    def newTransaction(self, txn):
+        pass
+
+    def beforeCompletion(self, txn):
+        # The objects that a ZODB connection is to write (ZODB tells the
+        # tid to none but its storage; the objects it wrote have it).
+        self._candidate = None
+        for resource in txn._resources:
+            written = getattr(resource, '_registered_objects', None)
+            if written:
+                self._candidate = written[0]
+                return
+
+    def afterCompletion(self, txn):
+        # transaction's Status.COMMITTED (not an abort's).
+        if self._candidate is not None and txn.status == 'Committed':
+            self.object = self._candidate
+        self._candidate = None
+
+
+class OnceFilter(logging.Filter):
+    """Lets the first record at WARNING or above through as a WARNING, and
+    the others at DEBUG."""
+
+    def __init__(self):
+        super().__init__()
+        self.warned = False
+
+    def filter(self, record):
+        if record.levelno >= logging.WARNING:
+            if self.warned:
+                record.levelno, record.levelname = logging.DEBUG, 'DEBUG'
+            else:
+                self.warned = True
+                record.levelno, record.levelname = (
+                    logging.WARNING, 'WARNING')
+        return True
+
+
+def quiet_sdk():
+    """Have the OpenTelemetry SDK's loggers (of the modules imported by
+    now) log one WARNING at most: a collector that is down would log two
+    lines for every batch of spans, and a fault of tracing changes
+    nothing else."""
+    once = OnceFilter()
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if (name.startswith('opentelemetry') and
+                isinstance(logger, logging.Logger)):
+            logger.addFilter(once)
+
+
+def inject():
+    """The trace context current here, to store with a job (a dict of
+    W3C Trace Context headers from the global propagator), or None."""
+    if trace is None or not trace.get_current_span().get_span_context(
+            ).is_valid:
+        return None
+    # Imported here, as below: it loads the configured propagators, which
+    # takes 15-50 ms, for every process that imports this module.
+    from opentelemetry import propagate
+    carrier = {}
+    propagate.inject(carrier)
+    return carrier or None
+
+
+class JobSpan:
+    """The span of a job's attempt while it runs (current meanwhile), if
+    the process traces (see `job`)."""
+
+    def __init__(self, job, attempt):
+        tick = trace.get_current_span()
+        parent, links = None, ()
+        if job.trace_context:
+            from opentelemetry import propagate
+            parent = propagate.extract(job.trace_context)
+            if trace.get_current_span(parent).get_span_context().is_valid:
+                # The job's trace goes on from where it was put; the tick
+                # that ran it is a link away.
+                links = [trace.Link(tick.get_span_context())]
+            else:
+                parent = None
+        self.span = _tracer.start_span(
+            JOB, context=parent, links=links, attributes={
+                'gocept.runner.job.id': job.id,
+                'gocept.runner.job.name': job.name,
+                'gocept.runner.job.attempt': attempt})
+        self.token = context.attach(trace.set_span_in_context(self.span))
+
+    def end(self, outcome, conflicts_retried, tid=None, error=None):
+        """End the span: the attempt's `outcome`, the conflicts retried in
+        it, the transaction `tid` that committed it, the `error` it
+        raised."""
+        context.detach(self.token)
+        span = self.span
+        span.set_attribute('gocept.runner.outcome', outcome)
+        span.set_attribute('gocept.runner.conflicts_retried',
+                           conflicts_retried)
+        if tid is not None:
+            span.set_attribute('gocept.runner.tid', tid)
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(trace.StatusCode.ERROR, outcome)
+        span.end()
+
+
+def job(job, attempt):
+    """A JobSpan for attempt number `attempt` of `job`, or None if the
+    process does not trace."""
+    if _tracer is None:
+        return None
+    return JobSpan(job, attempt)
