@@ -140,8 +140,8 @@ class InstanceConfTest(unittest.TestCase):
         self.assertTrue(self.is_instance_conf('  InstanceHome /srv/zope\n'))
 
     def test_any_other_file_is_read_as_zope_3(self):
-        self.assertFalse(self.is_instance_conf(
-            open(write_zope_conf(self.directory)).read()))
+        with open(write_zope_conf(self.directory)) as f:
+            self.assertFalse(self.is_instance_conf(f.read()))
         self.assertFalse(self.is_instance_conf(
             '# instancehome /srv/zope\n<zodb_db main>\n</zodb_db>\n'))
         self.assertFalse(self.is_instance_conf(
