@@ -348,7 +348,9 @@ def report(results, args, load_before, load_after, elapsed):
     return '\n'.join(lines) + '\n'
 
 
-def main():
+def arguments():
+    """The command line's options (a bad one or --help ends the program
+    here, before any virtualenv is made)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true',
                         help='fewer jobs and seconds, N = 1 and 8')
@@ -362,7 +364,11 @@ def main():
     parser.add_argument('--jobs', type=int)
     parser.add_argument('--io-jobs', type=int)
     parser.add_argument('--feed-jobs', type=int)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = arguments()
     defaults = ({'processes': [1, 8], 'rounds': 1, 'seconds': 2, 'jobs': 300,
                  'io_jobs': 100, 'feed_jobs': 200} if args.quick else
                 {'processes': [1, 2, 4, 8], 'rounds': 2, 'seconds': 3,
@@ -410,6 +416,7 @@ def main():
 
 
 if __name__ == '__main__':
+    arguments()
     this = venvs.python('this')
     if sys.prefix != os.path.dirname(os.path.dirname(this)):
         os.execv(this, [this] + sys.argv)
