@@ -7,7 +7,6 @@ here; they are still importable from this module (see `__getattr__`).
 import importlib
 import logging
 import numbers
-import time
 
 import transaction
 import zope.component.hooks
@@ -28,8 +27,7 @@ from gocept.runner.tick import MAX_PAUSE
 from gocept.runner.tick import Exit  # noqa: F401 (gocept.runner.Exit)
 from gocept.runner.tick import Steps
 from gocept.runner.tick import Tick
-from gocept.runner.tick import pause_after
-from gocept.runner.wakeup import Wakeup
+from gocept.runner.wakeup import Sleep
 
 
 log = logging.getLogger(__name__)
@@ -46,7 +44,32 @@ STOP_REASONS = (
 )
 
 
-class MainLoop:
+class Names3x:
+    """The names of gocept.runner 3.x's MainLoop, which code written for
+    it uses, and which MainLoop keeps."""
+
+    @property
+    def principal_id(self):
+        """The principal ticks run as, as MainLoop was given it."""
+        return self.interactions.principal_id
+
+    @property
+    def interaction(self):
+        """Whether ticks run in a security interaction."""
+        return self.principal_id is not None
+
+    # `running`.
+    _is_running = property(
+        lambda self: self.running,
+        lambda self, value: setattr(self, 'running', value))
+
+    def stopMainLoop(self, signum, frame):
+        """Stop the loop as the signal `signum` does (a signal handler that
+        a 3.x program may install itself)."""
+        signals.received(self, signum, frame)
+
+
+class MainLoop(Names3x):
     """Call `worker` once per tick, each time in a transaction of its own
     (see gocept.runner.tick), on the site `app`.
 
@@ -72,7 +95,8 @@ class MainLoop:
                 f'ticks must be a number of seconds, not {ticks!r}')
         limits.check(dict(max_runtime=max_runtime, max_memory=max_memory))
         self.app, self.ticks, self.worker = app, ticks, worker
-        self.principal_id, self.once = principal, once
+        self.once = once
+        self.interactions = security.Interactions(principal)
         self.outage = outage.Outage()
         self.middleware = [self.outage, *middleware]
         if max_ticks is not None:
@@ -85,19 +109,13 @@ class MainLoop:
         self.running = self.in_worker = self.committed = False
         self.stopped_because = self.signal = self.exit_code = None
         self.tick_count, self.last_tick = 0, None
-        self._principal = None
         # The site every tick starts with.  __call__ decides; until then it
         # is `app`, which a subclass's own __call__ (3.x) makes the site.
         self._site = app if ISite.providedBy(app) else None
         self._hooks = Hooks(self.middleware)
-        # The Steps of the running loop's ticks; zope.security's record of
-        # its thread's interactions (see security.state).
-        self._steps = self._security = None
+        self._steps = None  # the Steps of the running loop's ticks
         self._warned = set()
-        self._wakeup = Wakeup()
-        # Whether the loop was woken since it last slept; whether its next
-        # (or running) sleep is to end at once (see tick_now).
-        self._woken = self._now = False
+        self._sleep = Sleep()
         # Whether the next tick needs a new transaction to see fresh data.
         self._stale = True
 
@@ -109,19 +127,7 @@ class MainLoop:
     @property
     def principal(self):
         """The principal object ticks run as, or None."""
-        if self._principal is None and self.principal_id is not None:
-            self._principal = security.lookup_principal(self.principal_id)
-        return self._principal
-
-    @property
-    def interaction(self):
-        """Whether ticks run in a security interaction (3.x's name)."""
-        return self.principal_id is not None
-
-    # gocept.runner 3.x's name for `running`.
-    _is_running = property(
-        lambda self: self.running,
-        lambda self, value: setattr(self, 'running', value))
+        return self.interactions.find_principal()
 
     @property
     def failed(self):
@@ -141,20 +147,20 @@ class MainLoop:
             process.Process(
                 [self], process.middleware(**self.options)).run()
             return
-        self._principal = None
-        self.principal  # a principal that cannot be found stops us here
+        # A principal that cannot be found stops us here.
+        self.interactions.start()
         old_site = zope.component.hooks.getSite()
         self._site = self.app if ISite.providedBy(self.app) else old_site
         self.running, self.committed, self.tick_count = True, False, 0
         self.stopped_because = self.signal = self.last_tick = None
-        self._warned, self._stale, self._now = set(), True, False
+        self._warned, self._stale = set(), True
         self._hooks = hooks = Hooks([*self.process.hooks(), *self.middleware])
         before_tick = 'before_tick' in hooks.called
         if self.process.stopped_because is not None:
             self.signal = self.process.signal
             self.stop(self.process.stopped_because)
-        self._wakeup.open()
-        self._steps, self._security = Steps(self), security.state()
+        self._sleep.open()
+        self._steps = Steps(self)
         # Its log lines name the worker and the tick (gocept.runner.logging).
         named = logcontext.set_loop(self)
         try:
@@ -174,19 +180,16 @@ class MainLoop:
                         self.stop('once')
                     if tick.pause > 0:
                         self.sleep(tick.pause)
-                    elif self._woken and self.running:
-                        # No sleep follows (ticks=0): what woke the loop in
-                        # its tick (a log file to reopen) is seen to now.
-                        self._woken = False
-                        self._wakeup.sleep(0)
-                        hooks.after_wakeup(self)
+                    elif self._sleep.woken and self.running:
+                        self._sleep.no_sleep(self._after_wakeup)
             finally:
                 self.running = False
                 hooks.after_loop(self)
         finally:
             self._steps.close()
-            self._steps = self._security = None
-            self._wakeup.close()
+            self._steps = None
+            self.interactions.stop()
+            self._sleep.close()
             zope.component.hooks.setSite(old_site)
             logcontext.reset_loop(named)
 
@@ -215,14 +218,8 @@ class MainLoop:
             log.debug('Worker %s changed the site; it is %r again',
                       self.name, self._site)
             zope.component.hooks.setSite(self._site)
-        principal = self._principal
-        if principal is None and self.principal_id is not None:
-            principal = self.principal  # looked up now
-        # Without a principal, security.begin only ends an interaction that
-        # was left open: `_security` tells whether there is one.
-        if (principal is not None or self._security is None or
-                self._security) and security.begin(principal):
-            self._warn_once(
+        if self.interactions.begin():
+            self.warn_once(
                 'interaction', 'Worker %s left a security interaction open;'
                 ' ticks start without one', self.name)
 
@@ -230,8 +227,7 @@ class MainLoop:
         """Run the rest of the tick as the principal `principal_id` (None:
         as the loop's own principal); ConfigurationError if it is
         unknown."""
-        security.begin(self.principal if principal_id is None
-                       else security.lookup_principal(principal_id))
+        self.interactions.act_as(principal_id)
 
     def commit(self):
         """Commit the tick's transaction (abort a doomed one); end the
@@ -242,57 +238,32 @@ class MainLoop:
             current.abort()
         else:
             current.commit()
-        if self._security is None or self._security:  # else nothing to end
-            security.end()
+        self.interactions.end()
 
     def abort(self):
         """Abort the tick's transaction; end the interaction."""
         transaction.abort()
-        if self._security is None or self._security:  # else nothing to end
-            security.end()
-
-    def pause(self, result):
-        """The seconds to sleep after a tick whose worker returned `result`
-        (see gocept.runner.tick.pause_after); a mistake is logged at WARNING
-        once per loop and kind, and at DEBUG after that."""
-        seconds, mistake = pause_after(result, self.ticks)
-        if mistake is not None:
-            self._warn_once(
-                ('result', mistake), 'Worker %s returned %r, which is %s;'
-                ' sleeping %s seconds', self.name, result, mistake, seconds)
-        return seconds
+        self.interactions.end()
 
     def sleep(self, seconds):
         """Sleep `seconds` (MAX_PAUSE at most), waking at once when the loop
         is stopped or told to tick now."""
-        if seconds <= 0:
-            return  # the next tick follows at once (ticks=0, a limit)
-        deadline = time.monotonic() + float(min(seconds, MAX_PAUSE))
-        self._stale, self._woken = True, False
-        while self.running and not self._now:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            # select() takes no timeout longer than about 9e9 seconds.
-            if self._wakeup.sleep(min(remaining, 3600)):
-                self._hooks.after_wakeup(self)
-        # Told before this, the next tick's new transaction sees what
-        # caused it.
-        self._now = False
+        if seconds > 0:  # else the next tick follows at once
+            self._stale = True
+            self._sleep.sleep(float(min(seconds, MAX_PAUSE)),
+                              lambda: self.running, self._after_wakeup)
 
     def wake(self):
         """End the loop's sleep between two ticks at once (it sleeps on if
         it still runs), or, if none follows the running tick, have the loop
         call `after_wakeup` after it; safe in a signal handler."""
-        self._woken = True
-        self._wakeup.wake()
+        self._sleep.wake()
 
     def tick_now(self):
         """End the loop's sleep between two ticks at once and tick; if it
         does not sleep now, the next sleep ends as soon as it begins.  Safe
         from other threads and in a signal handler."""
-        self._now = True
-        self._wakeup.wake()
+        self._sleep.tick_now()
 
     def stop(self, reason='stop'):
         """Leave the loop after the running tick.
@@ -304,14 +275,14 @@ class MainLoop:
         self.running = False
         if self.stopped_because is None:
             self.stopped_because = reason
-        self._wakeup.wake()
+        self._sleep.pipe.wake()
 
-    def stopMainLoop(self, signum, frame):
-        """Stop the loop as the signal `signum` does (a signal handler that
-        a 3.x program may install itself)."""
-        signals.received(self, signum, frame)
+    def _after_wakeup(self):
+        self._hooks.after_wakeup(self)
 
-    def _warn_once(self, kind, message, *args):
+    def warn_once(self, kind, message, *args):
+        """Log `message` at WARNING the first time in a run of the loop
+        that a mistake of its `kind` is made, at DEBUG after that."""
         level = logging.DEBUG if kind in self._warned else logging.WARNING
         self._warned.add(kind)
         log.log(level, message, *args)

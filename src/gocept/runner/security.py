@@ -90,3 +90,58 @@ def end():
     """End the interaction of a tick, if there is one."""
     if _local is None or _local.__dict__:  # else endInteraction() does nothing
         zope.security.management.endInteraction()
+
+
+class Interactions:
+    """The security interactions of the ticks of one loop.
+
+    Each tick runs in an interaction of `principal`, the principal of
+    `principal_id` (an id, a callable giving one, or None: no interaction)
+    as `find` finds it (lookup_principal, unless told otherwise).  `start`
+    and `stop` are called in the loop's thread, around its ticks.
+    """
+
+    def __init__(self, principal_id, find=lookup_principal):
+        self.principal_id, self.find = principal_id, find
+        self.principal = None  # until found
+        self._state = None  # state() of the loop's thread, while it runs
+
+    def find_principal(self):
+        """The principal, found now if it was not found yet."""
+        if self.principal is None and self.principal_id is not None:
+            self.principal = self.find(self.principal_id)
+        return self.principal
+
+    def start(self):
+        """Find the principal again: ConfigurationError if it is
+        unknown."""
+        self.principal = None
+        self.find_principal()
+        self._state = state()
+
+    def stop(self):
+        self._state = None
+
+    def begin(self):
+        """Begin the interaction of a tick; return whether one was left
+        open (see `begin`)."""
+        principal = self.principal
+        if principal is None:
+            if self.principal_id is not None:
+                principal = self.find_principal()
+            elif self._state is not None and not self._state:
+                return False  # nothing to end, nothing to begin
+        return begin(principal)
+
+    def act_as(self, principal_id):
+        """Run the rest of the tick as the principal of `principal_id`
+        (None: as `principal`); return that principal."""
+        principal = (self.principal if principal_id is None
+                     else self.find(principal_id))
+        begin(principal)
+        return principal
+
+    def end(self):
+        """End the interaction of a tick, if there is one."""
+        if self._state is None or self._state:
+            end()

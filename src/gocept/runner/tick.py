@@ -96,7 +96,7 @@ class Tick:
                 loop.stop('Exit')
             else:
                 self.pause = (loop.ticks if self.result is None
-                              else loop.pause(self.result))
+                              else self._pause(loop))
         finally:
             steps.collectors.remove(items)
             steps.tick = None
@@ -106,6 +106,18 @@ class Tick:
         if log.isEnabledFor(logging.DEBUG):
             log.debug('Tick %s of worker %s: %s in %.3f s', self.number,
                       loop.name, self.describe(), self.ended - self.started)
+
+    def _pause(self, loop):
+        """The seconds to sleep after the worker returned `result` (see
+        pause_after); a mistake is logged at WARNING once per loop and
+        kind."""
+        seconds, mistake = pause_after(self.result, loop.ticks)
+        if mistake is not None:
+            loop.warn_once(
+                ('result', mistake), 'Worker %s returned %r, which is %s;'
+                ' sleeping %s seconds', loop.name, self.result, mistake,
+                seconds)
+        return seconds
 
     def _log(self, error, name):
         """Log why the tick failed; return its outcome."""

@@ -2,12 +2,13 @@
 
 A loop sleeps between its ticks; a stop signal must end that sleep at once,
 and a signal handler may do little more than write a byte to a pipe (the
-self-pipe trick).  Each MainLoop sleeps on one; the metrics server waits on
-one for its stop.
+self-pipe trick).  Each MainLoop sleeps on one (`Sleep`); the metrics server
+waits on one for its stop.
 """
 
 import os
 import select
+import time
 
 
 class Wakeup:
@@ -57,3 +58,61 @@ class Wakeup:
         except BlockingIOError:
             pass
         return bool(woken)
+
+
+class Sleep:
+    """The sleep of a loop between two ticks, on a Wakeup of its own.
+
+    It ends at once when told to tick now (`tick_now`), or when the loop no
+    longer runs; else it goes on after each waking (`wake`: a log file to
+    reopen, say), which the `after_wakeup` it is given sees to first.
+    """
+
+    def __init__(self):
+        self.pipe = Wakeup()
+        # Whether woken since the loop last slept; whether the next (or the
+        # running) sleep is to end at once.
+        self.woken = self.now = False
+
+    def open(self):
+        self.woken = self.now = False
+        self.pipe.open()
+
+    def close(self):
+        self.pipe.close()
+
+    def sleep(self, seconds, running, after_wakeup):
+        """Sleep `seconds` while `running()`, calling `after_wakeup()` each
+        time the sleep is woken but not ended."""
+        deadline = time.monotonic() + seconds
+        self.woken = False
+        while running() and not self.now:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # select() takes no timeout longer than about 9e9 seconds.
+            if self.pipe.sleep(min(remaining, 3600)):
+                after_wakeup()
+        # Told before this, the next tick's new transaction sees what
+        # caused it.
+        self.now = False
+
+    def no_sleep(self, after_wakeup):
+        """Where no sleep follows a tick (ticks=0): call `after_wakeup()` if
+        the loop was woken while it ticked."""
+        if self.woken:
+            self.woken = False
+            self.pipe.sleep(0)
+            after_wakeup()
+
+    def wake(self):
+        """Have `after_wakeup` called in the running sleep, or the next
+        (safe in a signal handler)."""
+        self.woken = True
+        self.pipe.wake()
+
+    def tick_now(self):
+        """End the running sleep, or the next, at once (safe in a signal
+        handler and from other threads)."""
+        self.now = True
+        self.pipe.wake()

@@ -37,7 +37,6 @@ from zope.component.interfaces import ISite
 
 from gocept.runner import config
 from gocept.runner import outage
-from gocept.runner import security
 from gocept.runner.interfaces import AlreadyRunning
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.interfaces import UnknownSite
@@ -317,7 +316,7 @@ class Annotation:
 
     def beforeCompletion(self, txn):
         txn.note(self.note)
-        user = self.loop._principal
+        user = self.loop.interactions.principal
         if user is not None and not txn.user:
             if user is not self._user:
                 folder = aq_parent(user).getPhysicalPath()[1:-1]
@@ -348,15 +347,9 @@ class ZopeLoop(MainLoop):
 
     def __init__(self, app, ticks, worker, **settings):
         super().__init__(app, ticks, worker, **settings)
+        self.interactions.find = lambda user_id: find_user(self.app, user_id)
         self.path = app.getPhysicalPath()
         self.request = None
-
-    @property
-    def principal(self):
-        """The Zope user the ticks run as, or None."""
-        if self._principal is None and self.principal_id is not None:
-            self._principal = find_user(self.app, self.principal_id)
-        return self._principal
 
     def __call__(self):
         if self.process is None:
@@ -386,17 +379,16 @@ class ZopeLoop(MainLoop):
     def begin(self):
         """Begin the tick as MainLoop does, as the user."""
         super().begin()
-        if self._principal is not None:
-            self.request['AUTHENTICATED_USER'] = self._principal
+        user = self.interactions.principal
+        if user is not None:
+            self.request['AUTHENTICATED_USER'] = user
             AccessControl.SecurityManagement.newSecurityManager(
-                self.request, self._principal)
+                self.request, user)
 
     def act_as(self, principal_id):
         """Run the rest of the tick as the Zope user `principal_id` (see
         find_user; None: as the loop's own user, if it has one)."""
-        user = self._principal if principal_id is None else find_user(
-            self.app, principal_id)
-        security.begin(user)
+        user = self.interactions.act_as(principal_id)
         if user is None:
             AccessControl.SecurityManagement.noSecurityManager()
         else:

@@ -112,3 +112,71 @@ class InteractionTest(SecurityTest):
         self.assertEqual(('a', 'b'),
                          RunnerRequest('a', 'b').getPositionalArguments())
         self.assertEqual((), RunnerRequest().getPositionalArguments())
+
+
+class InteractionsTest(SecurityTest):
+    """The interactions of the ticks of one loop."""
+
+    def test_the_principal_is_found_when_first_needed_and_kept(self):
+        principals = self.principals()
+        interactions = security.Interactions('zope.mgr')
+        self.assertIsNone(interactions.principal)
+        principal = interactions.find_principal()
+        self.assertIs(principals.getPrincipal('zope.mgr'), principal)
+        self.assertIs(principal, interactions.principal)
+
+    def test_start_finds_it_again_and_fails_for_an_unknown_one(self):
+        self.principals()
+        interactions = security.Interactions('zope.mgr')
+        interactions.principal = old = object()
+        interactions.start()
+        self.addCleanup(interactions.stop)
+        self.assertIsNot(old, interactions.principal)
+        with self.assertRaises(ConfigurationError):
+            security.Interactions('nobody').start()
+
+    def test_each_tick_in_an_interaction_of_the_principal(self):
+        principal = self.principals().getPrincipal('zope.mgr')
+        interactions = security.Interactions('zope.mgr')
+        interactions.start()
+        self.addCleanup(interactions.stop)
+        for _ in range(2):
+            self.assertFalse(interactions.begin())
+            [request] = self.participations()
+            self.assertIs(principal, request.principal)
+            interactions.end()
+            self.assertIsNone(self.participations())
+
+    def test_without_a_principal_none_but_one_left_open_is_ended(self):
+        interactions = security.Interactions(None)
+        interactions.start()
+        self.addCleanup(interactions.stop)
+        self.assertFalse(interactions.begin())
+        self.assertIsNone(self.participations())
+        zope.security.management.newInteraction()
+        self.assertTrue(interactions.begin())
+        self.assertIsNone(self.participations())
+
+    def test_acting_as_another_principal_for_the_rest_of_a_tick(self):
+        principals = self.principals()
+        principals.definePrincipal('zope.editor', 'Editor', login='editor')
+        interactions = security.Interactions('zope.mgr')
+        interactions.start()
+        self.addCleanup(interactions.stop)
+        interactions.begin()
+        editor = interactions.act_as('zope.editor')
+        self.assertEqual('zope.editor', editor.id)
+        [request] = self.participations()
+        self.assertIs(editor, request.principal)
+        self.assertEqual('zope.mgr', interactions.act_as(None).id)
+        with self.assertRaises(ConfigurationError):
+            interactions.act_as('nobody')
+
+    def test_a_finder_of_its_own(self):
+        found = []
+        interactions = security.Interactions(
+            'alice', find=lambda principal_id: found.append(principal_id)
+            or principal_id.upper())
+        self.assertEqual('ALICE', interactions.find_principal())
+        self.assertEqual('ALICE', interactions.find_principal())
+        self.assertEqual(['alice'], found)

@@ -8,6 +8,7 @@ import threading
 import time
 import unittest
 
+from gocept.runner.wakeup import Sleep
 from gocept.runner.wakeup import Wakeup
 
 
@@ -74,3 +75,64 @@ class ClosedTest(unittest.TestCase):
         wakeup.wake()
         with self.assertRaises(OSError):
             os.fstat(fd)
+
+
+class SleepTest(unittest.TestCase):
+    """The sleep of a loop between two ticks."""
+
+    def setUp(self):
+        self.sleep = Sleep()
+        self.sleep.open()
+        self.addCleanup(self.sleep.close)
+        self.wakeups = []
+        self.running = True
+
+    def run_sleep(self, seconds):
+        started = time.monotonic()
+        self.sleep.sleep(seconds, lambda: self.running,
+                         lambda: self.wakeups.append(time.monotonic()))
+        return time.monotonic() - started
+
+    def test_it_sleeps_its_time(self):
+        self.assertGreaterEqual(self.run_sleep(0.05), 0.04)
+        self.assertEqual([], self.wakeups)
+
+    def test_tick_now_ends_it_at_once_from_another_thread(self):
+        timer = threading.Timer(0.05, self.sleep.tick_now)
+        timer.start()
+        self.addCleanup(timer.join)
+        self.assertLess(self.run_sleep(60), 30)
+        # Only that sleep.
+        self.assertGreaterEqual(self.run_sleep(0.05), 0.04)
+
+    def test_tick_now_before_it_ends_the_next_as_it_begins(self):
+        self.sleep.tick_now()
+        self.assertLess(self.run_sleep(60), 30)
+
+    def test_a_wake_has_after_wakeup_called_and_it_sleeps_on(self):
+        timer = threading.Timer(0.05, self.sleep.wake)
+        timer.start()
+        self.addCleanup(timer.join)
+        self.assertGreaterEqual(self.run_sleep(0.3), 0.29)
+        self.assertEqual(1, len(self.wakeups))
+
+    def test_it_ends_when_the_loop_no_longer_runs(self):
+        def stop():
+            self.running = False
+            self.sleep.pipe.wake()
+        timer = threading.Timer(0.05, stop)
+        timer.start()
+        self.addCleanup(timer.join)
+        self.assertLess(self.run_sleep(60), 30)
+
+    def test_where_no_sleep_follows_a_wake_is_seen_to(self):
+        called = []
+        self.sleep.no_sleep(lambda: called.append(1))
+        self.assertEqual([], called)
+        self.sleep.wake()
+        self.sleep.no_sleep(lambda: called.append(1))
+        self.assertEqual([1], called)
+        # The wake is used up, its byte too.
+        self.assertFalse(self.sleep.pipe.sleep(0))
+        self.sleep.no_sleep(lambda: called.append(1))
+        self.assertEqual([1], called)
