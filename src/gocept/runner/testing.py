@@ -71,6 +71,24 @@ class SubprocessLayer:
         pass
 
 
+class JobsLayer:
+    """A zope.testrunner layer of the tests that run job workers (``gocept-jobs
+    work``, the workers of gocept.runner.jobs) in processes of their own on
+    a FileStorage, and wait for them.
+
+    Like SubprocessLayer, it sets nothing up: a layer of its own lets
+    ``zope-testrunner -j2`` run these beside the others.
+    """
+
+    @classmethod
+    def setUp(cls):
+        pass
+
+    @classmethod
+    def tearDown(cls):
+        pass
+
+
 class DocsLayer:
     """A zope.testrunner layer of the pages of the documentation that run
     as a reader runs them: their shell sessions, the tutorial with its

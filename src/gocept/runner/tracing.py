@@ -11,7 +11,9 @@ would.  Otherwise, and without the extra, there is no Tracing middleware
 and nothing is traced.
 
 A tick is a span ``gocept.runner.tick``, current while the tick runs; a
-job's attempt is a span ``gocept.runner.job`` within it.  A job carries the
+job's attempt is a span ``gocept.runner.job`` within it.  A tick that did
+nothing leaves no span (see TickSpan): an idle loop would otherwise send
+a span for every poll.  A job carries the
 trace context that was current where it was put (`inject`), and its span
 is that context's child, linked to the tick that ran it.  Their attributes
 are under ``gocept.runner.`` (see ATTRIBUTES).
@@ -20,6 +22,7 @@ are under ``gocept.runner.`` (see ATTRIBUTES).
 import logging
 import os
 import threading
+import time
 
 import transaction
 from ZODB.utils import tid_repr
@@ -133,11 +136,9 @@ class Tracing(Middleware):
             _ticks.written = None
 
     def before_tick(self, loop):
-        span = self.tracer.start_span(TICK, attributes={
-            'gocept.runner.worker': loop.name,
-            'gocept.runner.tick': loop.tick_count + 1})
-        _ticks.span = span
-        _ticks.token = context.attach(trace.set_span_in_context(span))
+        span = _ticks.span = TickSpan(self.tracer, loop)
+        _ticks.token = context.attach(
+            trace.set_span_in_context(span, span.parent))
         _ticks.written.object = None
 
     def after_tick(self, loop, tick):
@@ -146,12 +147,15 @@ class Tracing(Middleware):
             return  # before_tick failed
         _ticks.span = None
         context.detach(_ticks.token)
-        span.set_attribute('gocept.runner.outcome', tick.outcome)
-        span.set_attribute('gocept.runner.conflicts_retried', tick.retried)
         written = _ticks.written.object
+        if (span.span is None and written is None and not tick.retried
+                and tick.outcome in ('committed', 'doomed')):
+            return  # the tick did nothing
+        attributes = {'gocept.runner.outcome': tick.outcome,
+                      'gocept.runner.conflicts_retried': tick.retried}
         if tick.outcome == 'committed' and written is not None:
-            span.set_attribute('gocept.runner.tid',
-                               tid_repr(written._p_serial))
+            attributes['gocept.runner.tid'] = tid_repr(written._p_serial)
+        span.add_attributes(attributes)
         if tick.outcome in FAILED:
             if tick.error is not None:
                 span.record_exception(tick.error)
@@ -164,6 +168,79 @@ class Tracing(Middleware):
         flush = getattr(self.provider, 'force_flush', None)
         if flush is not None:
             flush()
+
+
+class TickSpan(trace.Span if trace is not None else object):
+    """The span of a tick of `loop`, made when it is first needed.
+
+    It is current while the tick runs.  The span itself (`span`) is made,
+    with the tick's start as its start, by the first call that needs it: a
+    span begun within the tick (its child), an attribute set on the current
+    span, or the end of a tick that wrote, failed or retried a conflict.
+    A tick that does none of these, as an idle loop's, leaves no span and
+    costs little more than the making of this object.
+    """
+
+    span = None
+
+    def __init__(self, tracer, loop):
+        self._tracer, self._loop = tracer, loop
+        self._number = loop.tick_count + 1
+        self._start = time.time_ns()
+        self.parent = context.get_current()  # the context it is made in
+
+    def made(self, attributes=None):
+        """The span, made now (with `attributes` too) if it was not made
+        yet."""
+        if self.span is None:
+            attributes = {'gocept.runner.worker': self._loop.name,
+                          'gocept.runner.tick': self._number,
+                          **(attributes or {})}
+            self.span = self._tracer.start_span(
+                TICK, context=self.parent, attributes=attributes,
+                start_time=self._start)
+        return self.span
+
+    def add_attributes(self, attributes):
+        """Set `attributes` on the span, made with them if it was not made
+        yet (one set of attributes, not several)."""
+        if self.span is None:
+            self.made(attributes)
+        else:
+            self.span.set_attributes(attributes)
+
+    def end(self, end_time=None):
+        if self.span is not None:
+            self.span.end(end_time)
+
+    def get_span_context(self):
+        return self.made().get_span_context()
+
+    def set_attributes(self, attributes):
+        self.made().set_attributes(attributes)
+
+    def set_attribute(self, key, value):
+        self.made().set_attribute(key, value)
+
+    def add_event(self, name, attributes=None, timestamp=None):
+        self.made().add_event(name, attributes, timestamp)
+
+    def add_link(self, context, attributes=None):
+        self.made().add_link(context, attributes)
+
+    def update_name(self, name):
+        self.made().update_name(name)
+
+    def is_recording(self):
+        return self.made().is_recording()
+
+    def set_status(self, status, description=None):
+        self.made().set_status(status, description)
+
+    def record_exception(self, exception, attributes=None, timestamp=None,
+                         escaped=False):
+        self.made().record_exception(exception, attributes, timestamp,
+                                     escaped)
 
 
 class Written:

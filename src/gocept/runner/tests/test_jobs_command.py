@@ -317,7 +317,7 @@ class CommandsTest(unittest.TestCase):
 class ProgramTest(unittest.TestCase):
     """gocept-jobs as a program of its own on a FileStorage."""
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='gocept.runner.jobs.')

@@ -27,7 +27,7 @@ def output(directory):
 class OutageTest(unittest.TestCase):
     """A ZEO server of the test's own, stopped while workers run jobs."""
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='gocept.runner.jobs.')
@@ -75,7 +75,7 @@ class OutageTest(unittest.TestCase):
 
 class PrincipalTest(unittest.TestCase):
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='gocept.runner.jobs.')
@@ -109,7 +109,7 @@ class PrincipalTest(unittest.TestCase):
 class DefaultConfigTest(unittest.TestCase):
     """gocept-runner's embedded default: ./var/Data.fs, the minimal site."""
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='gocept.runner.jobs.')

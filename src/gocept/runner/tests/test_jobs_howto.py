@@ -184,7 +184,7 @@ def exposition(port):
 
 class PromtoolTest(unittest.TestCase):
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def setUp(self):
         if not os.path.exists(PAGE):

@@ -280,7 +280,7 @@ class Workers:
 
 class FileStorageTest(Workers, unittest.TestCase):
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def zodb_section(self):
         return (f'<zodb>\n  <filestorage>\n    path {self.dir}/Data.fs\n'

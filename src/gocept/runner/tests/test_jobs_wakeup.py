@@ -211,7 +211,7 @@ class FileStorageTest(unittest.TestCase):
     """Workers in threads of one process on a FileStorage, which only one
     process may open."""
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='gocept.runner.wakeup.')

@@ -484,7 +484,7 @@ class Scenarios:
 
 class FileStorageTest(Scenarios, unittest.TestCase):
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
     shared = False
 
     def zodb_section(self):

@@ -148,7 +148,7 @@ class ProgramTest(unittest.TestCase):
     """The workers of gocept-jobs and gocept-runner keep the schedules, and
     refuse a <schedules> they cannot keep."""
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def test_gocept_runner_s_workers_keep_the_schedules_too(self):
         directory = tempfile.mkdtemp(prefix='gocept.runner.schedules.')

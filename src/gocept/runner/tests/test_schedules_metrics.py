@@ -21,7 +21,7 @@ NAME = 'gocept.runner.tests.schedulejobs:'
 
 class MetricsTest(unittest.TestCase):
 
-    layer = testing.SubprocessLayer
+    layer = testing.JobsLayer
 
     def test_last_success_and_next_run_of_each_schedule(self):
         directory = tempfile.mkdtemp(prefix='gocept.runner.schedules.')

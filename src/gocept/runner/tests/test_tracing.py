@@ -7,9 +7,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import types
 import unittest
 
 import transaction
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from ZODB.utils import tid_repr
 
@@ -20,6 +23,7 @@ from gocept.runner.tests import jobprograms
 from gocept.runner.tests import tracingprograms
 from gocept.runner.tests.docpage import DOCS
 from gocept.runner.tests.docpage import DocPageSuite
+from gocept.runner.tick import Tick
 
 
 TIMEOUT = 60
@@ -77,17 +81,25 @@ class TracingTest(unittest.TestCase):
         ticks = sorted(self.collector.named(tracing.TICK),
                        key=lambda span: span.attributes[
                            'gocept.runner.tick'])
-        self.assertEqual([1, 2, 3], [
+        # Tick 3 did nothing: no span.  Tick 4 wrote nothing, but its
+        # worker set an attribute of the current span.
+        self.assertEqual([1, 2, 4, 5], [
             span.attributes['gocept.runner.tick'] for span in ticks])
-        self.assertEqual(['committed', 'error', 'committed'], [
+        self.assertEqual(['committed', 'error', 'committed', 'committed'], [
             span.attributes['gocept.runner.outcome'] for span in ticks])
         self.assertEqual({'ticker'}, {
             span.attributes['gocept.runner.worker'] for span in ticks})
-        self.assertEqual([0, 0, 0], [
+        self.assertEqual([0, 0, 0, 0], [
             span.attributes['gocept.runner.conflicts_retried']
             for span in ticks])
+        self.assertEqual('yes', ticks[2].attributes['app.checked'])
         # An error's status is ERROR (2), the others' is unset (0).
-        self.assertEqual([0, 2, 0], [span.status for span in ticks])
+        self.assertEqual([0, 2, 0, 0], [span.status for span in ticks])
+        # A span lasts its tick: it began before the next one's.
+        starts = [span.start for span in ticks]
+        self.assertEqual(sorted(starts), starts)
+        for span in ticks:
+            self.assertLessEqual(span.start, span.end)
         self.assertEqual({'runner-under-test'},
                          set(self.collector.services))
         # The ticks that committed name their transactions: the last two
@@ -96,8 +108,9 @@ class TracingTest(unittest.TestCase):
             storage = client.db.storage
             last = [tid_repr(info.tid) for info in storage.iterator()][-2:]
         self.assertEqual(last, [ticks[0].attributes['gocept.runner.tid'],
-                                ticks[2].attributes['gocept.runner.tid']])
+                                ticks[3].attributes['gocept.runner.tid']])
         self.assertNotIn('gocept.runner.tid', ticks[1].attributes)
+        self.assertNotIn('gocept.runner.tid', ticks[2].attributes)
 
     def test_the_applications_own_tracer_provider(self):
         # Without the SDK's environment: the application's provider is
@@ -107,7 +120,8 @@ class TracingTest(unittest.TestCase):
         self.assertEqual(
             ['SPAN gocept.runner.tick 1 committed',
              'SPAN gocept.runner.tick 2 error',
-             'SPAN gocept.runner.tick 3 committed'],
+             'SPAN gocept.runner.tick 4 committed',
+             'SPAN gocept.runner.tick 5 committed'],
             [line for line in self.output().splitlines()
              if line.startswith('SPAN ')])
 
@@ -240,7 +254,7 @@ class TracingTest(unittest.TestCase):
         self.assertEqual(0, status, self.output())
         with jobprograms.client(self.zodb_section()) as client:
             transaction.begin()
-            self.assertEqual(3, client.root['ticks'])
+            self.assertEqual(5, client.root['ticks'])
             counter = client.root['counter'] = jobprograms.Counter()
             job_id = jobprograms.mark.delay(counter)
             transaction.commit()
@@ -328,11 +342,93 @@ class ConfigurationTest(unittest.TestCase):
         self.assertIn('no-such-exporter', str(raised.exception))
 
 
+class TickSpanTest(unittest.TestCase):
+    """The span of a tick, made when first needed: the middleware's hooks
+    around ticks of a fake loop, on the SDK with an in-memory exporter."""
+
+    def setUp(self):
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import \
+            InMemorySpanExporter
+        self.exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.addCleanup(provider.shutdown)
+        self.tracer = provider.get_tracer('test')
+        self.middleware = tracing.Tracing(provider)
+        self.loop = types.SimpleNamespace(name='worker', tick_count=0)
+        self.middleware.before_loop(self.loop)
+        self.addCleanup(self.middleware.after_loop, self.loop)
+
+    def tick(self, work=None, outcome='committed'):
+        """Run a tick of the fake loop that calls `work`; return the spans
+        exported for it."""
+        self.exporter.clear()
+        self.middleware.before_tick(self.loop)
+        self.loop.tick_count += 1
+        if work is not None:
+            work()
+        tick = Tick(self.loop.tick_count)
+        tick.outcome = outcome
+        self.middleware.after_tick(self.loop, tick)
+        return list(self.exporter.get_finished_spans())
+
+    def test_a_tick_that_did_nothing_makes_no_span(self):
+        self.assertEqual([], self.tick())
+        self.assertEqual([], self.tick(outcome='doomed'))
+
+    def test_one_that_failed_makes_one(self):
+        [span] = self.tick(outcome='error')
+        self.assertEqual(tracing.TICK, span.name)
+        self.assertEqual('error', span.attributes['gocept.runner.outcome'])
+        self.assertEqual(1, span.attributes['gocept.runner.tick'])
+        self.assertEqual('worker', span.attributes['gocept.runner.worker'])
+
+    def test_one_that_wrote_makes_one_naming_the_transaction(self):
+        def write():
+            tracing._ticks.written.object = types.SimpleNamespace(
+                _p_serial=b'\0\0\0\0\0\0\0\7')
+        [span] = self.tick(write)
+        self.assertEqual('0x07', span.attributes['gocept.runner.tid'])
+
+    def test_a_span_begun_in_the_tick_is_its_child(self):
+        def child():
+            with self.tracer.start_as_current_span('GET /api'):
+                time.sleep(0.001)
+        started = time.time_ns()
+        child_span, tick_span = self.tick(child)
+        self.assertEqual(tracing.TICK, tick_span.name)
+        self.assertEqual(tick_span.context.span_id,
+                         child_span.parent.span_id)
+        # The tick's span began with the tick, before its child.
+        self.assertLessEqual(started, tick_span.start_time)
+        self.assertLess(tick_span.start_time, child_span.start_time)
+        self.assertEqual('committed',
+                         tick_span.attributes['gocept.runner.outcome'])
+
+    def test_an_attribute_set_on_the_current_span_makes_it(self):
+        def mark():
+            current = trace.get_current_span()
+            self.assertTrue(current.is_recording())
+            current.set_attribute('app.checked', 3)
+            current.add_event('checked')
+        [span] = self.tick(mark)
+        self.assertEqual(3, span.attributes['app.checked'])
+        self.assertEqual(['checked'], [event.name for event in span.events])
+
+    def test_the_context_is_that_of_before_the_tick_after_it(self):
+        before = trace.get_current_span()
+        self.tick()
+        self.tick(outcome='error')
+        self.assertIs(before, trace.get_current_span())
+
+
 def test_suite():
     suite = unittest.TestSuite()
     loader = unittest.defaultTestLoader
     suite.addTest(loader.loadTestsFromTestCase(TracingTest))
     suite.addTest(loader.loadTestsFromTestCase(ConfigurationTest))
+    suite.addTest(loader.loadTestsFromTestCase(TickSpanTest))
     if os.path.exists(os.path.join(DOCS, 'howto', 'tracing.rst')):
         page = DocPageSuite('howto/tracing.rst')
         page.layer = testing.DocsLayer

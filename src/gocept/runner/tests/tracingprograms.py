@@ -40,15 +40,22 @@ _calls = 0
 
 
 def ticker():
-    """Tick 1 writes, tick 2 fails, tick 3 writes and ends the loop."""
+    """Tick 1 writes, tick 2 fails, tick 3 does nothing, tick 4 writes
+    nothing but sets an attribute of the current span, tick 5 writes and
+    ends the loop."""
     global _calls
     _calls += 1
     root = programs.root()
     if _calls == 2:
         root['ticks'] = 'never committed'
         raise ValueError('tick 2 fails')
-    root['ticks'] = _calls
     if _calls == 3:
+        return None
+    if _calls == 4:
+        trace.get_current_span().set_attribute('app.checked', 'yes')
+        return None
+    root['ticks'] = _calls
+    if _calls == 5:
         return gocept.runner.Exit
     return None
 
@@ -66,7 +73,8 @@ def start(directory, program, env):
 
 class Span:
     """A span the collector received: its `name`, `attributes` (a dict),
-    ids (bytes) and `links` (span ids)."""
+    ids (bytes), `links` (span ids), `start` and `end` (ns since the
+    epoch)."""
 
     def __init__(self, span):
         self.name = span.name
@@ -75,6 +83,8 @@ class Span:
         self.parent_span_id = span.parent_span_id
         self.links = [(link.trace_id, link.span_id) for link in span.links]
         self.status = span.status.code
+        self.start = span.start_time_unix_nano
+        self.end = span.end_time_unix_nano
         self.attributes = {
             attribute.key: getattr(attribute.value,
                                    attribute.value.WhichOneof('value'))
