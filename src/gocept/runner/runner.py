@@ -265,6 +265,11 @@ class MainLoop(Names3x):
         from other threads and in a signal handler."""
         self._sleep.tick_now()
 
+    def annotate_user(self, txn, principal_id):
+        """Name the principal `principal_id` as the user of the transaction
+        `txn`, as the publisher does."""
+        txn.setUser(principal_id)
+
     def stop(self, reason='stop'):
         """Leave the loop after the running tick.
 

@@ -296,6 +296,13 @@ def find_user(obj, user_id):
         f' {"/".join(obj.getPhysicalPath()) or "/"} up to the root knows it')
 
 
+def user_of(user):
+    """The arguments of a transaction's setUser that name the Zope user
+    `user` as Zope's publisher does: its id, and the path of the folder
+    of its user folder."""
+    return user.getId(), '/'.join(aq_parent(user).getPhysicalPath()[1:-1])
+
+
 class Annotation:
     """Annotates every transaction that the thread of `loop` ends, as Zope
     annotates a request's: the path of the loop's object and the worker
@@ -319,9 +326,7 @@ class Annotation:
         user = self.loop.interactions.principal
         if user is not None and not txn.user:
             if user is not self._user:
-                folder = aq_parent(user).getPhysicalPath()[1:-1]
-                self._user, self._user_args = user, (
-                    user.getId(), '/'.join(folder))
+                self._user, self._user_args = user, user_of(user)
             txn.setUser(*self._user_args)
 
     def afterCompletion(self, txn):
@@ -395,6 +400,14 @@ class ZopeLoop(MainLoop):
             self.request['AUTHENTICATED_USER'] = user
             AccessControl.SecurityManagement.newSecurityManager(
                 self.request, user)
+
+    def annotate_user(self, txn, principal_id):
+        """Name the Zope user `principal_id` as the user of `txn` (see
+        user_of); one that no user folder knows (any longer) by its id."""
+        try:
+            txn.setUser(*user_of(find_user(self.app, principal_id)))
+        except ConfigurationError:
+            txn.setUser(principal_id)
 
     def commit(self):
         super().commit()

@@ -202,7 +202,7 @@ class JobWorker:
         if job is None:
             pause = POLL if next_due is None else next_due - now
             return 'idle', max(0, min(POLL, pause))
-        annotate(job, 'take')
+        annotate(self.loop, job, 'take')
         function = registry.lookup_function(job.name)
         if function is None:
             self._endings.append(attempts.refuse(jobs, job, self.key, now))
@@ -276,7 +276,7 @@ class JobWorker:
         self._tries += 1
         if not job.runs_in(self.key, number):
             raise NotOurs(job.id)
-        annotate(job, 'run')
+        annotate(self.loop, job, 'run')
 
     def _call(self, job, function, taken_in):
         if job.principal is not None:
@@ -329,7 +329,7 @@ class JobWorker:
             endings.clear()
             if not job.runs_in(self.key, number):
                 return
-            annotate(job, 'record the attempt of')
+            annotate(self.loop, job, 'record the attempt of')
             endings.append(attempts.end(
                 self._jobs(), job, outcome, time.time(), line, text,
                 taken_in))
@@ -356,7 +356,7 @@ class JobWorker:
                 return
             if (chained is not None and worker.job is chained[0] and
                     worker.job.runs_in(self.key, worker.attempt)):
-                annotate(worker.job, 'give back')
+                annotate(self.loop, worker.job, 'give back')
                 jobs.give_back(worker.job)
                 worker.job = worker.attempt = None
             if worker.job is None:
@@ -372,12 +372,13 @@ class JobWorker:
 _CALL = JobWorker._call.__code__
 
 
-def annotate(job, what):
-    """Annotate the current transaction with `what` it does to `job`."""
+def annotate(loop, job, what):
+    """Annotate the current transaction of `loop` with `what` it does to
+    `job`."""
     txn = transaction.get()
     txn.note(f'gocept.runner.jobs: {what} job {job.describe()}')
     if job.principal is not None:
-        txn.setUser(job.principal)
+        loop.annotate_user(txn, job.principal)
     txn.extension['job_id'] = job.id
     txn.extension['job_name'] = job.name
 

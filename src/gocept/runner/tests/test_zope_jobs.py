@@ -69,6 +69,10 @@ class ZopeJobsTests(InstanceTestCase):
                          (folder.seen_user, folder.seen_site))
         self.assertEqual((['sites', 'intranet', 'acl_users'], 'editor'),
                          folder.getOwnerTuple())
+        # Its transaction names the user as Zope's publisher does.
+        storage = folder._p_jar.db().storage
+        [txn] = storage.iterator(folder._p_serial, folder._p_serial)
+        self.assertEqual(b'sites/intranet editor', txn.user)
         status, output = self.jobs('show', job_id)
         self.assertEqual(0, status, output)
         self.assertIn('Status: done\n', output)
