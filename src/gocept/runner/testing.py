@@ -57,18 +57,11 @@ class SubprocessLayer:
     processes of their own (runner programs, ``gocept-runner``, a server
     of their own) and wait for them.
 
-    It sets nothing up: it only keeps them out of ``zope-testrunner
+    It sets nothing up (zope.testrunner calls setUp and tearDown only
+    where a layer has them): it only keeps them out of ``zope-testrunner
     --unit``, the tests of the loop and its middleware that run in
     seconds.
     """
-
-    @classmethod
-    def setUp(cls):
-        pass
-
-    @classmethod
-    def tearDown(cls):
-        pass
 
 
 class JobsLayer:
@@ -80,14 +73,6 @@ class JobsLayer:
     ``zope-testrunner -j2`` run these beside the others.
     """
 
-    @classmethod
-    def setUp(cls):
-        pass
-
-    @classmethod
-    def tearDown(cls):
-        pass
-
 
 class DocsLayer:
     """A zope.testrunner layer of the pages of the documentation that run
@@ -96,14 +81,6 @@ class DocsLayer:
 
     Like SubprocessLayer, it sets nothing up.
     """
-
-    @classmethod
-    def setUp(cls):
-        pass
-
-    @classmethod
-    def tearDown(cls):
-        pass
 
 
 def free_port():
