@@ -144,6 +144,22 @@ def put():
     return gocept.runner.Exit
 
 
+class PutJob:
+    """The view ``@@put-job`` of a Zope instance (see test_zope_jobs): it
+    puts the job make_folder(name) in the request's transaction, `name`
+    from the form, and answers with the job's id; with ``fail`` in the
+    form, it raises after that."""
+
+    def __init__(self, context, request):
+        self.context, self.request = context, request
+
+    def __call__(self):
+        job_id = make_folder.delay(self.request.form['name'])
+        if self.request.form.get('fail'):
+            raise ValueError('the request fails after its put')
+        return job_id
+
+
 @gocept.runner.jobs.periodic(1)
 def every_second():
     """A scheduled job: add one to ``scheduled`` of the worker's object;
