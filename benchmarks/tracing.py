@@ -203,9 +203,10 @@ def main():
         f' {idle:.1f} µs of CPU for a tick that did nothing (no span) and'
         f' {hook:.1f} µs for one that wrote (a span begun and ended; its'
         f' export in the processor\'s thread is not counted): '
-        + ', '.join(f'{hook / us:.0%} of one of the {figure} without'
+        + ', '.join(f'{cost / us:.0%} of one of the {figure} without'
                     f' tracing ({us:.0f} µs of CPU)'
-                    for figure, us in tick_us.items()) + '.',
+                    for (figure, us), cost in zip(tick_us.items(),
+                                                  (idle, hook))) + '.',
         'Database: FileStorage ' + ('on disk.' if on_disk else
                                     f'on a tmpfs ({TMPFS}).'),
         f'Python {platform.python_version()}, {os.cpu_count()} CPUs,'

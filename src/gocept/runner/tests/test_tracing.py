@@ -416,11 +416,33 @@ class TickSpanTest(unittest.TestCase):
         self.assertEqual(3, span.attributes['app.checked'])
         self.assertEqual(['checked'], [event.name for event in span.events])
 
-    def test_the_context_is_that_of_before_the_tick_after_it(self):
-        before = trace.get_current_span()
-        self.tick()
+    def test_between_ticks_there_is_no_span(self):
         self.tick(outcome='error')
-        self.assertIs(before, trace.get_current_span())
+        current = trace.get_current_span()
+        self.assertFalse(current.get_span_context().is_valid)
+        self.assertFalse(current.is_recording())
+        current.set_attribute('app.between', 1)
+        self.assertEqual([], self.tick())
+
+    def test_after_the_loop_the_context_is_that_of_before_it(self):
+        self.middleware.after_loop(self.loop)  # a loop at a time
+        loop = types.SimpleNamespace(name='other', tick_count=0)
+        with self.tracer.start_as_current_span('outside') as outside:
+            middleware = tracing.Tracing(self.middleware.provider)
+            middleware.before_loop(loop)
+            self.assertIsNot(outside, trace.get_current_span())
+            middleware.before_tick(loop)
+            loop.tick_count += 1
+            tick = Tick(1)
+            tick.outcome = 'error'
+            middleware.after_tick(loop, tick)
+            middleware.after_loop(loop)
+            self.assertIs(outside, trace.get_current_span())
+        # The tick's span is the child of the context the loop began in.
+        [tick_span] = [span for span in self.exporter.get_finished_spans()
+                       if span.name == tracing.TICK]
+        self.assertEqual(outside.get_span_context().span_id,
+                         tick_span.parent.span_id)
 
 
 def test_suite():
