@@ -68,6 +68,23 @@ def context():
     return worker, tick, job_id, job_name
 
 
+class WarnOnce:
+    """Logs a mistake to `log` at WARNING the first time one of its kind is
+    made, at DEBUG after that (until `reset`).  Called with the kind, the
+    message and its arguments."""
+
+    def __init__(self, log):
+        self.log, self.kinds = log, set()
+
+    def reset(self):
+        self.kinds = set()
+
+    def __call__(self, kind, message, *args):
+        level = logging.DEBUG if kind in self.kinds else logging.WARNING
+        self.kinds.add(kind)
+        self.log.log(level, message, *args)
+
+
 def _factory(make):
     def make_record(*args, **kw):
         record = make(*args, **kw)

@@ -114,7 +114,8 @@ class MainLoop(Names3x):
         self._site = app if ISite.providedBy(app) else None
         self._hooks = Hooks(self.middleware)
         self._steps = None  # the Steps of the running loop's ticks
-        self._warned = set()
+        # Mistakes of the worker: once at WARNING in a run of the loop.
+        self.warn_once = logcontext.WarnOnce(log)
         self._sleep = Sleep()
         # Whether the next tick needs a new transaction to see fresh data.
         self._stale = True
@@ -153,7 +154,8 @@ class MainLoop(Names3x):
         self._site = self.app if ISite.providedBy(self.app) else old_site
         self.running, self.committed, self.tick_count = True, False, 0
         self.stopped_because = self.signal = self.last_tick = None
-        self._warned, self._stale = set(), True
+        self._stale = True
+        self.warn_once.reset()
         self._hooks = hooks = Hooks([*self.process.hooks(), *self.middleware])
         before_tick = 'before_tick' in hooks.called
         if self.process.stopped_because is not None:
@@ -271,12 +273,9 @@ class MainLoop(Names3x):
         txn.setUser(principal_id)
 
     def stop(self, reason='stop'):
-        """Leave the loop after the running tick.
-
-        `reason` becomes `stopped_because` unless the loop is stopping for
-        another reason already.  Safe in a signal handler, and from another
-        thread.
-        """
+        """Leave the loop after the running tick; `reason` becomes
+        `stopped_because` unless it is stopping for another already.  Safe
+        in a signal handler, and from another thread."""
         self.running = False
         if self.stopped_because is None:
             self.stopped_because = reason
@@ -284,13 +283,6 @@ class MainLoop(Names3x):
 
     def _after_wakeup(self):
         self._hooks.after_wakeup(self)
-
-    def warn_once(self, kind, message, *args):
-        """Log `message` at WARNING the first time in a run of the loop
-        that a mistake of its `kind` is made, at DEBUG after that."""
-        level = logging.DEBUG if kind in self._warned else logging.WARNING
-        self._warned.add(kind)
-        log.log(level, message, *args)
 
 
 # gocept.runner 3.x had these in this module, and code written for it

@@ -15,6 +15,7 @@ import transaction
 from gocept.runner import testing
 from gocept.runner.jobs.record import Job
 from gocept.runner.logging import JSONFormatter
+from gocept.runner.logging import WarnOnce
 from gocept.runner.logging import job_context
 from gocept.runner.logging import reset_loop
 from gocept.runner.logging import set_loop
@@ -45,6 +46,24 @@ def loop_context(loop):
 def record(message='message %s', args=('one',), exc_info=None, **extra):
     return log.makeRecord(log.name, logging.INFO, __file__, 1, message,
                           args, exc_info, extra=extra or None)
+
+
+class WarnOnceTest(unittest.TestCase):
+
+    def test_once_at_warning_per_kind_then_at_debug_until_reset(self):
+        log = logging.getLogger('gocept.runner.tests.warnonce')
+        warn = WarnOnce(log)
+        with self.assertLogs(log, logging.DEBUG) as logged:
+            warn('a', 'first %s', 1)
+            warn('a', 'again %s', 2)
+            warn('b', 'other %s', 3)
+            warn.reset()
+            warn('a', 'after reset %s', 4)
+        self.assertEqual(
+            ['WARNING:first 1', 'DEBUG:again 2', 'WARNING:other 3',
+             'WARNING:after reset 4'],
+            [f'{record.levelname}:{record.getMessage()}'
+             for record in logged.records])
 
 
 class ContextTest(unittest.TestCase):
