@@ -49,6 +49,18 @@ class JobsTestCase(InstanceTestCase):
             os.remove(self.path('output'))
         return super().run_runner(*args, **kw)
 
+    def assertMadeByEditor(self, folder):
+        """`folder` was made by the job make_folder, run in sites/intranet
+        as its user editor, in a transaction that names the user as Zope's
+        publisher does."""
+        self.assertEqual(('editor', '/sites/intranet'),
+                         (folder.seen_user, folder.seen_site))
+        self.assertEqual((['sites', 'intranet', 'acl_users'], 'editor'),
+                         folder.getOwnerTuple())
+        storage = folder._p_jar.db().storage
+        [txn] = storage.iterator(folder._p_serial, folder._p_serial)
+        self.assertEqual(b'sites/intranet editor', txn.user)
+
     def jobs(self, *args):
         """Run gocept-jobs with `args` on the instance; return its status
         and output."""
@@ -77,15 +89,7 @@ class ZopeJobsTests(JobsTestCase):
             'work', '--burst', '--import', WORKERS, '-s', 'sites/intranet')
         self.assertEqual((0, ''), (status, output))
         app, _ = self.opened()
-        folder = app.sites.intranet['by-site-job']
-        self.assertEqual(('editor', '/sites/intranet'),
-                         (folder.seen_user, folder.seen_site))
-        self.assertEqual((['sites', 'intranet', 'acl_users'], 'editor'),
-                         folder.getOwnerTuple())
-        # Its transaction names the user as Zope's publisher does.
-        storage = folder._p_jar.db().storage
-        [txn] = storage.iterator(folder._p_serial, folder._p_serial)
-        self.assertEqual(b'sites/intranet editor', txn.user)
+        self.assertMadeByEditor(app.sites.intranet['by-site-job'])
         status, output = self.jobs('show', job_id)
         self.assertEqual(0, status, output)
         self.assertIn('Status: done\n', output)
@@ -234,14 +238,7 @@ class RequestTests(JobsTestCase):
         self.assertRegex(job_id, r'^\w+$')
         self.work()
         app, _ = self.opened('zeo')
-        folder = app.sites.intranet['by-request']
-        self.assertEqual(('editor', '/sites/intranet'),
-                         (folder.seen_user, folder.seen_site))
-        self.assertEqual((['sites', 'intranet', 'acl_users'], 'editor'),
-                         folder.getOwnerTuple())
-        storage = folder._p_jar.db().storage
-        [txn] = storage.iterator(folder._p_serial, folder._p_serial)
-        self.assertEqual(b'sites/intranet editor', txn.user)
+        self.assertMadeByEditor(app.sites.intranet['by-request'])
         status, output = self.run_runner(
             'show', job_id, '-C', self.zeo_conf, command=JOBS)
         self.assertEqual(0, status, output)
