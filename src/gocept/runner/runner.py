@@ -53,6 +53,11 @@ class Names3x:
         """The principal ticks run as, as MainLoop was given it."""
         return self.interactions.principal_id
 
+    @principal_id.setter
+    def principal_id(self, value):
+        self.interactions.principal_id, self.interactions.principal = (
+            value, None)
+
     @property
     def interaction(self):
         """Whether ticks run in a security interaction."""

@@ -239,6 +239,17 @@ class MainLoopTest(unittest.TestCase):
         self.assertEqual(['zope.mgr'] * 3, ids)
         self.assertEqual([True], resolved)
 
+    def test_principal_id_set_as_3x_subclasses_may(self):
+        loop = gocept.runner.MainLoop(object(), 0, lambda: None,
+                                      principal='zope.mgr')
+        self.assertEqual(('zope.mgr', True),
+                         (loop.principal_id, loop.interaction))
+        loop.interactions.principal = 'the one found'
+        loop.principal_id = None
+        self.assertEqual((None, None, False),
+                         (loop.interactions.principal_id,
+                          loop.interactions.principal, loop.interaction))
+
     def test_interaction_ended_after_failing_tick(self):
         @gocept.runner.once(principal='zope.mgr')
         def worker():
