@@ -39,6 +39,12 @@ BEAT = 5
 START_TIMEOUT = 10
 # Seconds the end of a process waits for its heartbeat's last transaction.
 STOP_TIMEOUT = 10
+# Tries of the removal of a process's or a worker's record as it stops.
+# Those stopped together delete their records from one tree together, and
+# the deletes that empty a bucket conflict: more tries than a tick's, so
+# that the last ones get through (retry.run's pauses stay under a second
+# each, so they end well within STOP_TIMEOUT).
+UNREGISTER_ATTEMPTS = 8
 
 
 def serial_time(obj):
@@ -219,7 +225,8 @@ class Liveness:
                     worker.job is not None
                     for worker in own.workers.values()):
                 del jobs.processes()[self.key]
-        retry.run(unregister, begin=transaction.begin)
+        retry.run(unregister, attempts=UNREGISTER_ATTEMPTS,
+                  begin=transaction.begin)
 
 
 # The heartbeats of this process: id(db) -> Liveness.

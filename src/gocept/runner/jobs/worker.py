@@ -362,7 +362,8 @@ class JobWorker:
             if worker.job is None:
                 del process.workers[self.key]
         try:
-            retry.run(unregister, begin=transaction.begin)
+            retry.run(unregister, attempts=liveness.UNREGISTER_ATTEMPTS,
+                      begin=transaction.begin)
         except Exception:
             log.warning('Worker %s: cannot remove its record', self.key,
                         exc_info=True)

@@ -4,10 +4,15 @@ processes."""
 
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
+import threading
 import time
 import unittest
 
 import transaction
+import ZODB.FileStorage
 import ZODB.MappingStorage
 from ZODB.POSException import ConflictError
 
@@ -166,3 +171,71 @@ class SweepTest(unittest.TestCase):
         jobs = self.jobs()
         self.assertIsNone(jobs.get('old'))
         self.assertEqual('done', jobs.get('new').state)
+
+
+class HeldCommit:
+    """A synchronizer that holds the first commit of its thread until
+    `barrier` has all its parties."""
+
+    def __init__(self, barrier):
+        self.barrier = barrier
+        self.held = False
+
+    def beforeCompletion(self, txn):
+        if not self.held:
+            self.held = True
+            self.barrier.wait(10)
+
+    def afterCompletion(self, txn):
+        pass
+
+    def newTransaction(self, txn):
+        pass
+
+
+class StopTogetherTest(unittest.TestCase):
+    """Processes stopped at once remove their records from one tree at
+    once, on a FileStorage, which resolves the conflicts it can."""
+
+    PROCESSES = 6
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='gocept.runner.liveness.')
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
+            os.path.join(self.dir, 'Data.fs')))
+        self.addCleanup(self.db.close)
+
+    def test_processes_stopped_together_all_unregister(self):
+        processes = [liveness.Liveness(self.db)
+                     for _ in range(self.PROCESSES)]
+        connection = self.db.open()
+        for process in processes:
+            process._beat(connection)
+        connection.close()
+        barrier = threading.Barrier(self.PROCESSES)
+        errors = []
+
+        def stop(process):
+            transaction.manager.registerSynch(HeldCommit(barrier))
+            connection = self.db.open()
+            try:
+                process._unregister(connection)
+            except Exception as e:
+                errors.append(e)
+            finally:
+                transaction.abort()
+                connection.close()
+
+        threads = [threading.Thread(target=stop, args=(process,))
+                   for process in processes]
+        with logged() as lines:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        self.assertEqual([], errors)
+        self.assertEqual([], lines)
+        connection = self.db.open()
+        self.addCleanup(connection.close)
+        self.assertEqual([], list(jobs_of(connection).processes()))

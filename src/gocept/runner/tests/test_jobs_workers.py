@@ -133,7 +133,8 @@ class Scenarios:
                          self.run_workers(processes, workers=4))
         with self.client() as client:
             self.assert_done_once(client, ids, client.counters_of())
-        self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'))
+        self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'),
+                         self.output())
 
     def test_the_run_of_a_job_takes_the_next_in_its_transaction(self):
         # A job costs one commit while jobs are due: the first is taken on

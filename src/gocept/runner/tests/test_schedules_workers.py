@@ -170,7 +170,8 @@ class Scenarios:
             for job in jobs:
                 self.assertEqual(['done'] * (job.state == 'done'), [
                     attempt.outcome for attempt in job.attempts])
-        self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'))
+        self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'),
+                         self.output())
 
     def test_sigkill_of_the_process_whose_turn_is_next_loses_nothing(self):
         self.keep('every_second')
