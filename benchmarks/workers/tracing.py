@@ -4,7 +4,10 @@ Arguments: zope.conf, ``empty`` or ``writing``, ROUNDS, SECONDS, the OTLP
 endpoint of the collector (http://127.0.0.1:PORT), and the runs of a
 round: ``without`` tracing, ``with`` it, ``sampled`` (with it, one trace
 in a hundred sampled: OTEL_TRACES_SAMPLER=traceidratio,
-OTEL_TRACES_SAMPLER_ARG=0.01).
+OTEL_TRACES_SAMPLER_ARG=0.01), and the references ``sdk`` and
+``sdk_sampled``: no tracing middleware, but the worker itself begins and
+ends a span of the SDK for each tick, with the attributes of a tick's span
+(on a provider as ``with``'s and ``sampled``'s): what the SDK alone costs.
 Runs the runner (appmain, its whole set-up and loop) so ROUNDS times, in
 turn (the order rotating from round to round), each run ticking for 1 +
 SECONDS seconds.  With tracing, the loop has the Tracing middleware on the
@@ -49,6 +52,20 @@ def traced(sampler=None):
 
 middleware = {'without': [], 'with': [traced()],
               'sampled': [traced(TraceIdRatioBased(0.01))]}
+# The references: a provider each, no middleware.
+references = {'sdk': traced(), 'sdk_sampled': traced(TraceIdRatioBased(0.01))}
+for name in references:
+    middleware[name] = []
+
+
+def sdk_span(tracer, name, number):
+    """Begin and end a span of a tick as Tracing would, by hand."""
+    span = tracer.start_span(tracing.TICK, attributes={
+        'gocept.runner.worker': name, 'gocept.runner.tick': number})
+    span.set_attributes({'gocept.runner.outcome': 'committed',
+                         'gocept.runner.conflicts_retried': 0,
+                         'gocept.runner.tid': '0x03e8'})
+    span.end()
 
 
 def runner(name):
@@ -59,6 +76,8 @@ def runner(name):
     # When the running second began, the CPU seconds and the ticks by then.
     second = None
     run = []
+    reference = references.get(name)
+    tracer = None if reference is None else reference.tracer
 
     def worker():
         nonlocal done, bench, second
@@ -68,6 +87,8 @@ def runner(name):
         if kind == 'writing':
             bench['n'] += 1
         done += 1
+        if tracer is not None:
+            sdk_span(tracer, name, done)
         now = benchlib.now()
         if now - second[0] >= 1:
             cpu = time.process_time()
@@ -90,7 +111,7 @@ def runner(name):
         worker(None, zope_conf)
         if name == 'with':
             traced_ticks += done
-        for traced in middleware[name]:
+        for traced in middleware[name] + [reference] * bool(reference):
             # The spans of this run are sent before the next run begins.
             traced.provider.force_flush()
     return start
@@ -100,7 +121,7 @@ starts = [runner(name) for name in runs]
 for i in range(rounds):
     for start in starts[i % len(starts):] + starts[:i % len(starts)]:
         start()
-for traced in middleware.values():
+for traced in [*middleware.values(), references.values()]:
     for each in traced:
         each.provider.shutdown()
 benchlib.report(ticks_traced=traced_ticks, **measured)

@@ -12,6 +12,7 @@ import types
 import unittest
 
 import transaction
+import ZODB
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from ZODB.utils import tid_repr
@@ -356,22 +357,32 @@ class TickSpanTest(unittest.TestCase):
         self.addCleanup(provider.shutdown)
         self.tracer = provider.get_tracer('test')
         self.middleware = tracing.Tracing(provider)
-        self.loop = types.SimpleNamespace(name='worker', tick_count=0)
+        self.loop = types.SimpleNamespace(name='worker', tick_count=0,
+                                          last_tick=None)
         self.middleware.before_loop(self.loop)
         self.addCleanup(self.middleware.after_loop, self.loop)
 
-    def tick(self, work=None, outcome='committed'):
-        """Run a tick of the fake loop that calls `work`; return the spans
-        exported for it."""
+    def tick(self, work=None, outcome='committed', loop=None):
+        """Run a tick of the fake loop (as MainLoop.tick does) that calls
+        `work`; return the spans exported for it."""
+        loop = self.loop if loop is None else loop
         self.exporter.clear()
-        self.middleware.before_tick(self.loop)
-        self.loop.tick_count += 1
+        loop.tick_count += 1
+        tick = loop.last_tick = Tick(loop.tick_count)
         if work is not None:
             work()
-        tick = Tick(self.loop.tick_count)
-        tick.outcome = outcome
-        self.middleware.after_tick(self.loop, tick)
+        tick.outcome, tick.ended = outcome, time.monotonic()
+        self.middleware.after_tick(loop, tick)
         return list(self.exporter.get_finished_spans())
+
+    def database(self):
+        """The root of a connection to a database of its own."""
+        db = ZODB.DB(None)
+        self.addCleanup(db.close)
+        connection = db.open()
+        self.addCleanup(connection.close)
+        self.addCleanup(transaction.abort)
+        return connection.root()
 
     def test_a_tick_that_did_nothing_makes_no_span(self):
         self.assertEqual([], self.tick())
@@ -385,11 +396,23 @@ class TickSpanTest(unittest.TestCase):
         self.assertEqual('worker', span.attributes['gocept.runner.worker'])
 
     def test_one_that_wrote_makes_one_naming_the_transaction(self):
+        root = self.database()
+
         def write():
-            tracing._ticks.written.object = types.SimpleNamespace(
-                _p_serial=b'\0\0\0\0\0\0\0\7')
+            root['count'] = 1
+            transaction.commit()
         [span] = self.tick(write)
-        self.assertEqual('0x07', span.attributes['gocept.runner.tid'])
+        self.assertEqual(tid_repr(root._p_serial),
+                         span.attributes['gocept.runner.tid'])
+
+    def test_one_that_committed_nothing_names_no_transaction(self):
+        root = self.database()
+        [span] = self.tick(outcome='error')
+        self.assertNotIn('gocept.runner.tid', span.attributes)
+        # A write between ticks is no tick's.
+        root['count'] = 1
+        transaction.commit()
+        self.assertEqual([], self.tick())
 
     def test_a_span_begun_in_the_tick_is_its_child(self):
         def child():
@@ -426,15 +449,15 @@ class TickSpanTest(unittest.TestCase):
 
     def test_after_the_loop_the_context_is_that_of_before_it(self):
         self.middleware.after_loop(self.loop)  # a loop at a time
-        loop = types.SimpleNamespace(name='other', tick_count=0)
+        loop = types.SimpleNamespace(name='other', tick_count=0,
+                                     last_tick=None)
         with self.tracer.start_as_current_span('outside') as outside:
             middleware = tracing.Tracing(self.middleware.provider)
             middleware.before_loop(loop)
             self.assertIsNot(outside, trace.get_current_span())
-            middleware.before_tick(loop)
             loop.tick_count += 1
-            tick = Tick(1)
-            tick.outcome = 'error'
+            tick = loop.last_tick = Tick(1)
+            tick.outcome, tick.ended = 'error', time.monotonic()
             middleware.after_tick(loop, tick)
             middleware.after_loop(loop)
             self.assertIs(outside, trace.get_current_span())
