@@ -11,7 +11,10 @@ first use, from PyPI; see venvs.py) against servers this script starts on
 free ports in temporary directories: gocept.runner.jobs on a ZEO server
 (fresh for each trial) and on RelStorage, on the PostgreSQL server that
 procrastinate uses too (a fresh database for each trial); RQ and dramatiq
-on a Redis server (Debian's redis-server, flushed for each trial).
+on a Redis server (Debian's redis-server, flushed for each trial).  No
+server syncs to disk, so that none pays for a durability the others skip:
+PostgreSQL runs with fsync off, Redis without persistence, and the ZEO
+server's FileStorage (which syncs every commit) is on a tmpfs (/dev/shm).
 
 "N workers" are N worker processes of one worker each, for every system:
 each gets the same processes to schedule on the machine's cores, and RQ
@@ -308,9 +311,14 @@ class OnZEO(GoceptRunner):
     def zodb(self, directory):
         port = free_port()
         self.log = open(os.path.join(directory, 'zeo.log'), 'ab')
+        # On a tmpfs: FileStorage syncs each commit to disk, which the
+        # other servers here do not (see the module).
+        self.data = tempfile.mkdtemp(
+            prefix='jobbench-zeo.',
+            dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
         self.server = subprocess.Popen(
             [self.python, '-m', 'ZEO.runzeo', '-a', f'127.0.0.1:{port}',
-             '-f', os.path.join(directory, 'Data.fs')],
+             '-f', os.path.join(self.data, 'Data.fs')],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(lambda: accepts(port), 'ZEO', self.server)
         return (f'<zodb>\n  <zeoclient>\n    server 127.0.0.1:{port}\n'
@@ -319,6 +327,7 @@ class OnZEO(GoceptRunner):
     def finish(self):
         stop(self.server)
         self.log.close()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 class OnRelStorage(GoceptRunner):
@@ -621,6 +630,8 @@ def report(args, results, load_before, load_after, elapsed):
         '  "/pr", "/rq": ratios of',
         'the gocept.runner rate to procrastinate\'s and RQ\'s of the same'
         ' row, measured in this run.',
+        'No server syncs to disk: PostgreSQL runs with fsync off, Redis'
+        ' without persistence, ZEO on a tmpfs.',
     ]
     if args.repeat > 1:
         lines.append(
