@@ -21,6 +21,7 @@ are under ``gocept.runner.`` (see ATTRIBUTES).
 
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -31,11 +32,10 @@ from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.middleware import Middleware
 
 
-try:
-    from opentelemetry import context
-    from opentelemetry import trace
-except ImportError:  # the opentelemetry extra is not installed
-    trace = None
+# The OpenTelemetry API (its modules context and trace), imported by
+# `api()` once a process may trace: importing it costs every process
+# 15-20 ms to start, which most spend on nothing.
+context = trace = None
 
 
 TICK = 'gocept.runner.tick'
@@ -58,13 +58,33 @@ _tracer = None
 _ticks = threading.local()
 
 
+def api():
+    """Import the OpenTelemetry API into `context` and `trace`; return
+    whether it is installed (the ``opentelemetry`` extra)."""
+    global context, trace
+    if trace is None:
+        try:
+            from opentelemetry import context
+            from opentelemetry import trace
+        except ImportError:
+            return False
+        # A TickSpan is a span to the API (see there).
+        trace.Span.register(TickSpan)
+    return True
+
+
 def provider():
     """The tracer provider to trace with, or None (see the module).
 
     Raises ConfigurationError for an exporter that OTEL_TRACES_EXPORTER
     names and no installed package provides.
     """
-    if trace is None:
+    named = os.environ.get('OTEL_TRACES_EXPORTER', '').strip().lower()
+    if 'opentelemetry.trace' not in sys.modules and named in ('', 'none'):
+        # Nothing here has imported the API, so no provider was set, and
+        # the environment names no exporter: no tracing.
+        return None
+    if not api():
         return None
     given = trace.get_tracer_provider()
     if isinstance(given, trace.NoOpTracerProvider):
@@ -72,6 +92,11 @@ def provider():
     if not isinstance(given, trace.ProxyTracerProvider):
         return given  # the application's own
     if os.environ.get('OTEL_SDK_DISABLED', '').strip().lower() == 'true':
+        return None
+    # No exporter named (unset or 'none', as the SDK reads it below): no
+    # tracing, without importing the SDK's configuration, which would cost
+    # every process 40-50 ms to start.
+    if named in ('', 'none'):
         return None
     # Imported here: the SDK's configuration takes a while to import, which
     # every process that does not trace would pay.
@@ -116,6 +141,7 @@ class Tracing(Middleware):
     """
 
     def __init__(self, provider):
+        api()
         self.provider = provider
         self.tracer = provider.get_tracer('gocept.runner')
         quiet_sdk()
@@ -168,10 +194,11 @@ class Tracing(Middleware):
             flush()
 
 
-class TickSpan(trace.Span if trace is not None else object):
+class TickSpan:
     """The span of the running tick of `loop` (its `last_tick`, until that
     has ended), made when it is first needed, as the child of the context
-    `parent`.
+    `parent`.  A span of the API's (`api` registers it as one), with each
+    of its methods.
 
     One for the run of the loop, current all along; between two ticks it
     is no span, as INVALID_SPAN.  The span of a tick (`span`) is made, with
@@ -255,6 +282,12 @@ class TickSpan(trace.Span if trace is not None else object):
         # Ended by after_tick, not by others.
         pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        pass
+
     # The synchronizer.
 
     def newTransaction(self, txn):
@@ -312,7 +345,9 @@ def quiet_sdk():
 def inject():
     """The trace context current here, to store with a job (a dict of
     W3C Trace Context headers from the global propagator), or None."""
-    if trace is None or not trace.get_current_span().get_span_context(
+    if 'opentelemetry.trace' not in sys.modules:
+        return None  # nothing here has traced: no span is current
+    if not api() or not trace.get_current_span().get_span_context(
             ).is_valid:
         return None
     # Imported here, as below: it loads the configured propagators, which
