@@ -85,7 +85,9 @@ class Limits(Middleware):
             if process.stopped_because is None:
                 log.info('%s reached %s (%s), stopping.', who, reason,
                          value)
-                process.stop(reason)
+            # Again if the process is stopping already: whatever the loop
+            # missed of that, it stops now.
+            process.stop(reason)
 
 
 def check(options):

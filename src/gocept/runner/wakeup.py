@@ -43,11 +43,14 @@ class Wakeup:
     def wake(self):
         """End the sleep that runs now, or the next one, at once (safe in
         a signal handler)."""
-        if self._write is not None:
+        fd = self._write  # once: another thread may close the pipe
+        if fd is not None:
             try:
-                os.write(self._write, b'.')
+                os.write(fd, b'.')
             except BlockingIOError:
                 pass  # the pipe is full: woken already
+            except OSError:
+                pass  # closed meanwhile: nothing sleeps on it
 
     def sleep(self, seconds):
         """Sleep `seconds`, or until woken; return whether woken."""

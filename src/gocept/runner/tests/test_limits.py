@@ -231,6 +231,27 @@ class LimitsTest(unittest.TestCase):
               'Host reached max_runtime (1), stopping.')],
             self.messages(logs))
 
+    def test_a_loop_that_runs_on_in_a_stopped_process_stops_at_the_limit(
+            self):
+        # However it missed the process's stop (a CI run once saw two of
+        # three loops tick on to their max_ticks), the limit it reaches
+        # stops it, and is said once.
+        a, b = FakeLoop('a'), FakeLoop('b')
+        process = self.process_of(a, b)
+        limit = Limits(max_runtime=1)
+        limit.before_process(process)
+        limit.started -= 2
+        with self.assertLogs('gocept.runner', 'INFO') as logs:
+            limit.after_tick(a, a.tick())
+            b.running, b.stopped_because = True, None
+            limit.before_tick(b)
+        self.assertEqual((False, 'max_runtime'),
+                         (b.running, b.stopped_because))
+        self.assertEqual(
+            [('gocept.runner.limits', 'INFO',
+              'Host reached max_runtime (1), stopping.')],
+            self.messages(logs))
+
     def test_max_runtime_of_a_process_of_one_loop(self):
         loop = FakeLoop('a', work=lambda loop, tick: time.sleep(0.05))
         process = Process([loop], [Limits(max_runtime=0.05)])
