@@ -284,8 +284,8 @@ class Jobs(persistent.Persistent):
         """The running jobs, each with the WorkerRecord that runs it."""
         for process in self._processes.values():
             for worker in process.workers.values():
-                if worker.job is not None:
-                    yield worker.job, worker
+                for job, _ in worker.batch:
+                    yield job, worker
 
 
 #: How many jobs are in each state, and when the earliest pending job is
@@ -313,13 +313,19 @@ class ProcessRecord(persistent.Persistent):
 
 class WorkerRecord(persistent.Persistent):
     """A worker (a loop) of a process, written only by that worker: the
-    job it runs, if any, and the number of its attempt."""
+    jobs it has taken to run, `batch`, each with the number of its attempt
+    (empty when it runs none)."""
 
-    job = None
-    attempt = None
+    batch = ()
 
     def __init__(self, key):
         self.key = key
+
+    def runs(self):
+        """The jobs of `batch` that still run in this worker's attempts
+        (one may have been taken from it: its process held dead)."""
+        return [job for job, number in self.batch
+                if job.runs_in(self.key, number)]
 
     def __repr__(self):
         return f'<WorkerRecord {self.key}>'

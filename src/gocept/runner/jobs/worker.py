@@ -163,8 +163,7 @@ class JobWorker:
         chained, self._next = self._next, None
         if chained is None:
             return None
-        job, worker = chained[0], self.record
-        if worker.job is job and job.runs_in(self.key, worker.attempt):
+        if chained[0] in self.record.runs():
             return chained
         return None
 
@@ -187,14 +186,13 @@ class JobWorker:
         worker = None if jobs is None else self._record(jobs)
         if worker is None:
             return 'idle', POLL
-        if worker.job is not None:
+        if worker.batch:
             # Left running when the storage went away in its run.
-            job, number = worker.job, worker.attempt
-            worker.job = worker.attempt = None
-            if job.runs_in(self.key, number):
+            for job in worker.runs():
                 self._endings.append(attempts.end(
                     jobs, job, 'interrupted', now,
                     'its worker lost the storage while it ran'))
+            worker.batch = ()
         job, next_due = jobs.take(now)
         if job is None and self.burst and not jobs and not any(
                 jobs.running()):
@@ -208,7 +206,7 @@ class JobWorker:
             self._endings.append(attempts.refuse(jobs, job, self.key, now))
             return 'refused', job
         job.begin_attempt(self.key, now)
-        worker.job, worker.attempt = job, len(job.attempts)
+        worker.batch = ((job, len(job.attempts)),)
         self.record = worker
         return 'taken', (job, function)
 
@@ -292,7 +290,7 @@ class JobWorker:
         job.end_attempt('done', now, transaction=taken_in)
         jobs = self._jobs()
         jobs.done(job, now)
-        self.record.job = self.record.attempt = None
+        self.record.batch = ()
         self._endings = []
         if self._tries == 1 and self.loop.running:
             return self._take_next(jobs, now)
@@ -311,7 +309,7 @@ class JobWorker:
             self._endings.append(attempts.refuse(jobs, job, self.key, now))
             return None
         job.begin_attempt(self.key, now)
-        self.record.job, self.record.attempt = job, len(job.attempts)
+        self.record.batch = ((job, len(job.attempts)),)
         return job, function
 
     def _restore_interaction(self):
@@ -333,7 +331,7 @@ class JobWorker:
             endings.append(attempts.end(
                 self._jobs(), job, outcome, time.time(), line, text,
                 taken_in))
-            self.record.job = self.record.attempt = None
+            self.record.batch = ()
         retry.run(record, begin=transaction.begin)
         for ending in endings:
             ending.log()
@@ -354,12 +352,11 @@ class JobWorker:
                 self.key)
             if worker is None:
                 return
-            if (chained is not None and worker.job is chained[0] and
-                    worker.job.runs_in(self.key, worker.attempt)):
-                annotate(self.loop, worker.job, 'give back')
-                jobs.give_back(worker.job)
-                worker.job = worker.attempt = None
-            if worker.job is None:
+            if chained is not None and chained[0] in worker.runs():
+                annotate(self.loop, chained[0], 'give back')
+                jobs.give_back(chained[0])
+                worker.batch = ()
+            if not worker.batch:
                 del process.workers[self.key]
         try:
             retry.run(unregister, attempts=liveness.UNREGISTER_ATTEMPTS,
