@@ -195,9 +195,10 @@ class Liveness:
             return  # it lives again
         now = time.time()
         for worker in process.workers.values():
+            outcome = 'died' if len(worker.batch) == 1 else 'died in a batch'
             for job in worker.runs():
                 endings.append(attempts.end(
-                    jobs, job, 'died', now,
+                    jobs, job, outcome, now,
                     f'its worker process {process.host} pid {process.pid}'
                     f' died (no heartbeat for {age:.0f} seconds)'))
             # Written, so that a take of a process that lives after all

@@ -120,10 +120,11 @@ class Jobs(persistent.Persistent):
         job.forget_attempt()
         self._queue(job, job.shard)
 
-    def take(self, now):
+    def take(self, now, accept=None):
         """Remove the next job due at `now` from its shard and return it,
         and None; or None and when the next job is due (None if none is
-        pending).
+        pending).  With `accept`, a job for which ``accept(job)`` is false
+        is left where it is (and its shard passed over).
 
         Each connection goes round the shards like the hand of a clock, as
         gocept.runner.queue.Queue's take does, so that workers seldom meet
@@ -144,6 +145,8 @@ class Jobs(persistent.Persistent):
             if key > due:
                 if next_key is None or key < next_key:
                     next_key = key
+                continue
+            if accept is not None and not accept(shard[key]):
                 continue
             self._v_hand = (index + 1) % count
             if self._p_jar is not None:

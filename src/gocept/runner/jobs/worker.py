@@ -59,6 +59,12 @@ from gocept.runner.tick import Exit
 
 log = logging.getLogger('gocept.runner.jobs')
 
+#: Jobs that one transaction runs together, at most (see JobWorker.run).
+BATCH = 10
+#: Seconds of jobs a batch is sized for, by the time the worker's jobs
+#: took so far.
+BATCH_SECONDS = 0.1
+
 #: Seconds an idle worker waits before it looks for due jobs again (less,
 #: when one is due earlier), unless a job queued wakes it first (see
 #: gocept.runner.jobs.wakeup).
@@ -102,6 +108,9 @@ class JobWorker:
         self.counts = Counts()
         # What reports its jobs' failures (see gocept.runner.sentry).
         self.reporter = None
+        # The seconds a job's call took, on a moving average (None before
+        # the first): how many jobs a batch takes.
+        self._call_seconds = None
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -113,8 +122,7 @@ class JobWorker:
         chained = self._chained()
         if chained is not None:
             # Taken by the last run's commit; run in the tick's transaction.
-            with job_context(chained[0]):
-                self._run(*chained)
+            self._run(chained)
             return 0
         try:
             # The first attempt in the tick's transaction.
@@ -134,9 +142,7 @@ class JobWorker:
         if what == 'exit':
             return Exit
         if what == 'taken':
-            job, function = value
-            with job_context(job):
-                self._run(job, function)
+            self._run([value])
         return 0
 
     def _schedule(self):
@@ -158,14 +164,15 @@ class JobWorker:
         return store.jobs_of(self.connection)
 
     def _chained(self):
-        """The job and function that the last run took (see _take_next),
-        if the job is still this worker's to run."""
+        """The jobs, each with its function, that the last run took (see
+        _take_next) and are still this worker's to run, or None."""
         chained, self._next = self._next, None
-        if chained is None:
+        if not chained:
             return None
-        if chained[0] in self.record.runs():
-            return chained
-        return None
+        ours = self.record.runs()
+        chained = [(job, function) for job, function in chained
+                   if any(job is own for own in ours)]
+        return chained or None
 
     def _record(self, jobs):
         """This worker's record, made if need be; None while its process
@@ -210,8 +217,121 @@ class JobWorker:
         self.record = worker
         return 'taken', (job, function)
 
-    def _run(self, job, function):
-        """Transactions 2 and 3: run `job`; record how it went."""
+    def _run(self, batch):
+        """Run the jobs of `batch` ((job, function) pairs): several
+        together in one transaction; when one of them fails, none of them
+        has, and each runs again on its own, in the attempt it has."""
+        if len(batch) > 1 and self._run_together(batch):
+            return
+        for number, (job, function) in enumerate(batch, 1):
+            with job_context(job):
+                # Only the last takes the next jobs.
+                self._run_one(job, function, chain=number == len(batch))
+
+    def _run_together(self, batch):
+        """Transaction 2 of several jobs; return whether it committed."""
+        runs = [Running(job, function) for job, function in batch]
+        reporter = self.reporter
+        self._tries = 0
+        try:
+            taken, _ = retry.run(
+                lambda: self._call_together(runs),
+                begin=lambda: self._begin_together(runs))
+        except Exception as error:
+            if outage.unavailable(error):
+                raise  # the loop waits for the storage; see _take
+            for run in runs:
+                if run.span is not None:
+                    run.span.end('alone', 0, None, error)
+            log.debug('Worker %s: a batch of %s jobs failed (%s); running'
+                      ' each alone', self.key, len(runs),
+                      describe(error, runs[0].job)[1])
+            return False
+        except BaseException as error:
+            # Interrupted: each attempt ends so.
+            for run in runs:
+                if run.span is not None:
+                    run.span.end('interrupted', 0, None, error)
+                self._failed(run.job, run.number, error, run.taken_in, 0)
+            raise
+        for run in runs:
+            tid = tid_repr(run.job._p_serial)
+            self.counts.done(run.job.name, run.seconds)
+            with job_context(run.job):
+                log.debug('Job %s done in %.3f seconds (with %s others)',
+                          run.job.describe(), run.seconds, len(runs) - 1)
+            if reporter is not None:
+                reporter.job_ended(self.loop, run.job, run.number, 'done',
+                                   None, run.reported)
+            if run.span is not None:
+                run.span.end('done', self._tries - 1, tid)
+        self._next = taken
+        for ending in self._endings:
+            ending.log()
+            self.counts.ended(ending)
+        return True
+
+    def _begin_together(self, runs):
+        self._tries += 1
+        for run in runs:
+            if not run.job.runs_in(self.key, run.number):
+                raise NotOurs(run.job.id)
+            annotate(self.loop, run.job, 'run')
+
+    def _call_together(self, runs):
+        jobs = self._jobs()
+        for run in runs:
+            job = run.job
+            with job_context(job):
+                if not run.begun:  # the first try of the batch
+                    run.begun = True
+                    log.debug('Job %s: attempt %s started by worker %s'
+                              ' with %s others', job.describe(), run.number,
+                              self.key, len(runs) - 1)
+                    if self.reporter is not None:
+                        run.reported = self.reporter.job_started(
+                            self.loop, job)
+                    run.span = tracing.job(job, run.number)
+                elif run.span is not None:
+                    run.span.enter()
+                started = time.monotonic()
+                try:
+                    result = self._call_function(job, run.function)
+                finally:
+                    if run.span is not None:
+                        run.span.leave()
+                    self._restore_interaction()
+            run.seconds = time.monotonic() - started
+            self._timed(run.seconds)
+            now = time.time()
+            job.result = result
+            job.end_attempt('done', now, transaction=run.taken_in)
+            jobs.done(job, now)
+        self.record.batch = ()
+        self._endings = []
+        if self._tries == 1 and self.loop.running:
+            return self._take_next(jobs, time.time())
+        return None
+
+    def _timed(self, seconds):
+        """A job's call took `seconds`: into the moving average."""
+        if self._call_seconds is None:
+            self._call_seconds = seconds
+        else:
+            self._call_seconds += (seconds - self._call_seconds) / 8
+
+    def _batch_size(self):
+        """How many jobs the next take takes: as many as fit in
+        BATCH_SECONDS by the time jobs took so far, BATCH at most."""
+        if self._call_seconds is None:
+            return 1
+        if self._call_seconds <= 0:
+            return BATCH
+        return max(1, min(BATCH, int(BATCH_SECONDS / self._call_seconds)))
+
+    def _run_one(self, job, function, chain=True):
+        """Transactions 2 and 3: run `job` alone; record how it went.
+        With `chain`, its transaction takes the next jobs."""
         number = len(job.attempts)
         # The job was last written by the take.
         taken_in = tid_repr(job._p_serial)
@@ -228,7 +348,7 @@ class JobWorker:
         self._tries = 0
         try:
             taken, retried = retry.run(
-                lambda: self._call(job, function, taken_in),
+                lambda: self._call(job, function, taken_in, chain),
                 begin=lambda: self._begin_run(job, number),
                 failed=None if span is None else errors.append)
         except NotOurs as error:
@@ -276,15 +396,22 @@ class JobWorker:
             raise NotOurs(job.id)
         annotate(self.loop, job, 'run')
 
-    def _call(self, job, function, taken_in):
+    def _call_function(self, job, function):
+        """Call the job's function as its principal, within its time
+        limit; return its result."""
         if job.principal is not None:
             self.loop.act_as(job.principal)
         self.loop.in_worker = True
         try:
             with time_limit(job.time_limit):
-                result = function.function(*job.args, **job.kwargs)
+                return function.function(*job.args, **job.kwargs)
         finally:
             self.loop.in_worker = False
+
+    def _call(self, job, function, taken_in, chain=True):
+        started = time.monotonic()
+        result = self._call_function(job, function)
+        self._timed(time.monotonic() - started)
         now = time.time()
         job.result = result
         job.end_attempt('done', now, transaction=taken_in)
@@ -292,25 +419,41 @@ class JobWorker:
         jobs.done(job, now)
         self.record.batch = ()
         self._endings = []
-        if self._tries == 1 and self.loop.running:
+        if chain and self._tries == 1 and self.loop.running:
             return self._take_next(jobs, now)
         return None
 
     def _take_next(self, jobs, now):
-        """Take the next due job in the run's transaction (see the
-        module); return it and its function, or None."""
-        job, _ = jobs.take(now)
-        if job is None:
+        """Take the next due jobs in the run's transaction (see the
+        module): as many as `_batch_size` says, all of one principal, and
+        a job whose last attempt died alone; return them, each with its
+        function, or None."""
+        wanted = self._batch_size()
+        taken = []
+        while len(taken) < wanted:
+            first = taken[0][0] if taken else None
+            job, _ = jobs.take(now, None if first is None else (
+                lambda job: job.principal == first.principal and
+                not died(job)))
+            if job is None:
+                break
+            transaction.get().note(
+                f'gocept.runner.jobs: take job {job.describe()}')
+            function = registry.lookup_function(job.name)
+            if function is None:
+                self._endings.append(
+                    attempts.refuse(jobs, job, self.key, now))
+                continue
+            alone = died(job)
+            job.begin_attempt(self.key, now)
+            taken.append((job, function))
+            if alone:
+                break
+        if not taken:
             return None
-        transaction.get().note(
-            f'gocept.runner.jobs: take job {job.describe()}')
-        function = registry.lookup_function(job.name)
-        if function is None:
-            self._endings.append(attempts.refuse(jobs, job, self.key, now))
-            return None
-        job.begin_attempt(self.key, now)
-        self.record.batch = ((job, len(job.attempts)),)
-        return job, function
+        self.record.batch = tuple((job, len(job.attempts))
+                                  for job, _ in taken)
+        return taken
 
     def _restore_interaction(self):
         # The rest of the tick runs as the loop's principal again.
@@ -352,9 +495,12 @@ class JobWorker:
                 self.key)
             if worker is None:
                 return
-            if chained is not None and chained[0] in worker.runs():
-                annotate(self.loop, chained[0], 'give back')
-                jobs.give_back(chained[0])
+            ours = worker.runs()
+            for job, _ in chained or ():
+                if any(job is own for own in ours):
+                    annotate(self.loop, job, 'give back')
+                    jobs.give_back(job)
+            if chained:
                 worker.batch = ()
             if not worker.batch:
                 del process.workers[self.key]
@@ -367,7 +513,30 @@ class JobWorker:
             transaction.abort()
 
 
-_CALL = JobWorker._call.__code__
+_CALL = JobWorker._call_function.__code__
+
+
+class Running:
+    """A job of a batch that a worker runs together (see JobWorker._run):
+    what the worker keeps of its attempt until the batch's transaction has
+    ended."""
+
+    def __init__(self, job, function):
+        self.job = job
+        self.function = function
+        self.number = len(job.attempts)
+        # The job was last written by the take.
+        self.taken_in = tid_repr(job._p_serial)
+        self.seconds = 0
+        self.begun = False
+        self.span = self.reported = None
+
+
+def died(job):
+    """Whether the last attempt of `job` ended as its worker process
+    died: it runs alone, lest it take the jobs of its batch along."""
+    return bool(job.attempts) and job.attempts[-1].outcome in (
+        'died', 'died in a batch')
 
 
 def annotate(loop, job, what):
