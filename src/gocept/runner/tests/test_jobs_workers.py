@@ -158,6 +158,34 @@ class Scenarios:
         self.assertLess(len(runs), 20, notes)
         self.assertEqual(len(runs) + 1, len(notes), notes)
 
+    def test_a_job_that_fails_among_others_fails_alone(self):
+        # Due jobs run together in one transaction; when one of them
+        # raises, the transaction keeps nothing, and each runs again on its
+        # own: the others are done once, the failing one fails alone.
+        with self.client() as client:
+            since = client.db.lastTransaction()
+            counters = client.counters(12)
+            ids = [jobprograms.mark.delay(counter)
+                   for counter in counters[:6]]
+            failing = jobprograms.fail.delay('y')
+            ids += [jobprograms.mark.delay(counter)
+                    for counter in counters[6:]]
+            transaction.commit()
+        self.assertEqual([0], self.run_workers())
+        with self.client() as client:
+            self.assert_done_once(client, ids, client.counters_of(),
+                                  failed=[failing])
+            job = client.record(failing)
+            self.assertEqual(['error'] * 3,
+                             [attempt.outcome for attempt in job.attempts])
+            notes = client.notes(since, ids)
+        # Jobs ran together, and each mark's run committed once.
+        self.assertTrue(any(note.count(' run job ') > 1 for note in notes),
+                        notes)
+        self.assertEqual(12, sum(
+            note.count(' run job gocept.runner.tests.jobprograms:mark ')
+            for note in notes), notes)
+
     def test_a_job_taken_but_not_begun_is_given_back_when_its_loop_ends(
             self):
         with self.client() as client:
