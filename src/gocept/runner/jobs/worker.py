@@ -15,9 +15,14 @@ and id (and with its principal as the user):
    'conflict', which does not count against the job's retries.
 
    While jobs are due, the run's transaction is also the take of the next
-   job (the first try of it: a retry after a conflict takes none), so
-   that a job costs one commit, not two.  A job taken so but not begun
-   when the loop ends is given back as it was, without the attempt.
+   jobs (the first try of it: a retry after a conflict takes none): as
+   many as fit in BATCH_SECONDS by the time the worker's jobs took so far,
+   BATCH at most, all of one principal.  They run together, in one
+   transaction, so that a job costs a part of a commit.  When one of them
+   raises, that transaction is aborted and each runs again on its own, in
+   the attempt it has.  A job whose last attempt ended as its process
+   died runs alone.  Jobs taken so but not begun when the loop ends are
+   given back as they were, without the attempts.
 3. Only when the run failed: the attempt's error and traceback are
    recorded, and the job is queued again or failed (see
    gocept.runner.jobs.attempts).
