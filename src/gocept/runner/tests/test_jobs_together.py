@@ -1,0 +1,91 @@
+"""Which due jobs a worker takes to run together: in the process of the
+test, on a database of its own, with a worker that runs no loop."""
+
+import time
+import types
+import unittest
+import uuid
+
+import transaction
+import ZODB
+import ZODB.MappingStorage
+
+from gocept.runner.jobs import store
+from gocept.runner.jobs import worker
+from gocept.runner.jobs.record import Job
+from gocept.runner.tests import jobprograms  # noqa: F401 (its job functions)
+
+
+MARK = 'gocept.runner.tests.jobprograms:mark'
+
+
+class TakeTogetherTest(unittest.TestCase):
+
+    def setUp(self):
+        self.db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+        self.addCleanup(self.db.close)
+        self.connection = self.db.open()
+        self.addCleanup(self.connection.close)
+        self.addCleanup(transaction.abort)
+        self.jobs = store.jobs_of(self.connection, create=True)
+        transaction.commit()
+
+    def put(self, count, principal=None, died=False):
+        """Put `count` jobs of `principal`; with `died`, each has an
+        attempt before that ended as its process died."""
+        for _ in range(count):
+            job = Job(uuid.uuid4().hex, MARK, principal=principal)
+            if died:
+                job.begin_attempt('gone', time.time())
+                job.end_attempt('died', time.time())
+            self.jobs.put(job)
+        transaction.commit()
+
+    def take(self, call_seconds=0.001):
+        """What a worker whose jobs took `call_seconds` each takes."""
+        taker = worker.JobWorker(
+            None, self.connection, types.SimpleNamespace(key='process'))
+        taker.record = store.WorkerRecord(taker.key)
+        taker._endings = []
+        taker._call_seconds = call_seconds
+        taken = taker._take_next(self.jobs, time.time() + 1) or []
+        return [job for job, _ in taken], taker.record
+
+    def test_as_many_as_fit_in_batch_seconds_at_most_batch(self):
+        self.put(worker.BATCH + 5)
+        taken, record = self.take()
+        self.assertEqual(worker.BATCH, len(taken))
+        self.assertEqual([(job, 1) for job in taken], list(record.batch))
+        self.assertEqual(['running'] * worker.BATCH,
+                         [job.state for job in taken])
+        self.assertEqual(5, len(self.jobs))
+        transaction.abort()
+        # Jobs of 40 ms: two and a half fit in 0.1 s.
+        taken, _ = self.take(call_seconds=0.04)
+        self.assertEqual(2, len(taken))
+
+    def test_before_the_first_job_ran_one_job(self):
+        self.put(3)
+        taken, _ = self.take(call_seconds=None)
+        self.assertEqual(1, len(taken))
+
+    def test_jobs_of_one_principal(self):
+        self.put(3, 'alice')
+        self.put(3, 'bob')
+        taken, _ = self.take()
+        self.assertEqual(3, len(taken))
+        self.assertEqual(1, len({job.principal for job in taken}))
+        self.assertEqual(3, len(self.jobs))
+
+    def test_a_job_whose_process_died_alone(self):
+        self.put(4, died=True)
+        taken, _ = self.take()
+        self.assertEqual(1, len(taken))
+        transaction.abort()
+        self.put(4)
+        for _ in range(10):
+            transaction.abort()
+            taken, _ = self.take()
+            # Never with another: first and alone, or not at all.
+            died = [job for job in taken if len(job.attempts) == 2]
+            self.assertTrue(taken == died or not died, taken)
