@@ -18,7 +18,9 @@ and id (and with its principal as the user):
    jobs (the first try of it: a retry after a conflict takes none): as
    many as fit in BATCH_SECONDS by the time the worker's jobs took so far,
    BATCH at most, all of one principal.  They run together, in one
-   transaction, so that a job costs a part of a commit.  When one of them
+   transaction, so that a job costs a part of a commit; after them, a
+   transaction of its own takes the next (a take that conflicts there
+   costs no job's run).  When one of them
    raises, that transaction is aborted and each runs again on its own, in
    the attempt it has.  A job whose last attempt ended as its process
    died runs alone.  Jobs taken so but not begun when the loop ends are
@@ -239,9 +241,8 @@ class JobWorker:
         reporter = self.reporter
         self._tries = 0
         try:
-            taken, _ = retry.run(
-                lambda: self._call_together(runs),
-                begin=lambda: self._begin_together(runs))
+            retry.run(lambda: self._call_together(runs),
+                      begin=lambda: self._begin_together(runs))
         except Exception as error:
             if outage.unavailable(error):
                 raise  # the loop waits for the storage; see _take
@@ -270,7 +271,10 @@ class JobWorker:
                                    None, run.reported)
             if run.span is not None:
                 run.span.end('done', self._tries - 1, tid)
-        self._next = taken
+        for ending in self._endings:
+            ending.log()
+            self.counts.ended(ending)
+        self._next = self._take_after()
         for ending in self._endings:
             ending.log()
             self.counts.ended(ending)
@@ -314,9 +318,26 @@ class JobWorker:
             jobs.done(job, now)
         self.record.batch = ()
         self._endings = []
-        if self._tries == 1 and self.loop.running:
-            return self._take_next(jobs, time.time())
-        return None
+
+    def _take_after(self):
+        """After a batch: take the next jobs in a transaction of their own
+        (a take that conflicts costs no job's call); return them, or None.
+        """
+        if not self.loop.running:
+            return None
+
+        def take():
+            self._endings = []
+            taken = self._take_next(self._jobs(), time.time())
+            if taken:
+                # Noted by the take; named as the jobs' transaction, too.
+                annotate(self.loop, taken[0][0])
+            return taken
+        try:
+            taken, _ = retry.run(take, begin=transaction.begin)
+        except ConflictError:
+            return None
+        return taken
 
     def _timed(self, seconds):
         """A job's call took `seconds`: into the moving average."""
@@ -544,11 +565,12 @@ def died(job):
         'died', 'died in a batch')
 
 
-def annotate(loop, job, what):
+def annotate(loop, job, what=None):
     """Annotate the current transaction of `loop` with `what` it does to
-    `job`."""
+    `job` (without `what`: with the job and its principal only)."""
     txn = transaction.get()
-    txn.note(f'gocept.runner.jobs: {what} job {job.describe()}')
+    if what is not None:
+        txn.note(f'gocept.runner.jobs: {what} job {job.describe()}')
     if job.principal is not None:
         loop.annotate_user(txn, job.principal)
     txn.extension['job_id'] = job.id

@@ -140,10 +140,11 @@ class Scenarios:
         self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'),
                          self.output())
 
-    def test_runs_take_the_next_jobs_together_in_their_transaction(self):
-        # While jobs are due, the first is taken on its own, and each run's
-        # transaction takes the next jobs (up to BATCH), which the
-        # next run runs together, in one transaction.
+    def test_jobs_run_together_while_they_are_due(self):
+        # While jobs are due, the first is taken on its own, the commit of
+        # its run takes the next jobs (up to BATCH), which the next run runs
+        # together, in one transaction; after that, a transaction of its
+        # own takes the next.
         with self.client() as client:
             since = client.db.lastTransaction()
             counters, ids = self.put(client, jobprograms.mark, 20)
@@ -153,10 +154,10 @@ class Scenarios:
             notes = client.notes(since, ids)
         runs = [note for note in notes if ' run job ' in note]
         self.assertEqual(20, sum(note.count(' run job ') for note in runs))
-        self.assertEqual(19, sum(note.count(' take job ') for note in runs))
+        self.assertEqual(20, sum(note.count(' take job ') for note in notes))
         self.assertLessEqual(1 + math.ceil(19 / BATCH), len(runs))
         self.assertLess(len(runs), 20, notes)
-        self.assertEqual(len(runs) + 1, len(notes), notes)
+        self.assertLessEqual(len(notes), 2 * len(runs) + 1, notes)
 
     def test_a_job_that_fails_among_others_fails_alone(self):
         # Due jobs run together in one transaction; when one of them
