@@ -91,6 +91,25 @@ class Jobs(persistent.Persistent):
         """How many jobs are pending (reads every shard)."""
         return sum(len(shard) for shard in self._pending)
 
+    def due(self, now, at_most):
+        """How many jobs are due at `now`, counted up to `at_most`."""
+        last = _key(now) | _LOW_BITS
+        count = 0
+        for shard in self._pending:
+            if not shard:
+                continue
+            for _ in shard.keys(max=last):
+                count += 1
+                if count >= at_most:
+                    return count
+        return count
+
+    def workers(self):
+        """How many workers the worker processes have (the dead ones'
+        included, until they are found dead)."""
+        return sum(len(process.workers)
+                   for process in self._processes.values())
+
     def get(self, job_id):
         """The record of the job `job_id`, or None."""
         return self._records.get(job_id)

@@ -14,17 +14,21 @@ and id (and with its principal as the user):
    (gocept.runner.retry.run); when it goes on, the attempt ends as a
    'conflict', which does not count against the job's retries.
 
-   While jobs are due, the run's transaction is also the take of the next
-   jobs (the first try of it: a retry after a conflict takes none): as
-   many as fit in BATCH_SECONDS by the time the worker's jobs took so far,
-   BATCH at most, all of one principal.  They run together, in one
-   transaction, so that a job costs a part of a commit; after them, a
-   transaction of its own takes the next (a take that conflicts there
-   costs no job's run).  When one of them
-   raises, that transaction is aborted and each runs again on its own, in
-   the attempt it has.  A job whose last attempt ended as its process
-   died runs alone.  Jobs taken so but not begun when the loop ends are
-   given back as they were, without the attempts.
+   While more jobs are due than the other workers could take at once
+   (one each), the run's transaction is also the take of the next jobs
+   (the first try of it: a retry after a conflict takes none): as many as
+   fit in BATCH_SECONDS by the time the worker's jobs took so far, BATCH
+   at most, all of one principal, leaving one due job for each other
+   worker.  Where fewer are due, idle workers race for them, and a take
+   that lost would cost the run its commit: the next tick takes in a
+   transaction of its own.  Jobs taken together run in one transaction,
+   so that a job costs a part of a commit; after them, a transaction of
+   its own takes the next (a take that conflicts there costs no job's
+   run).  When one of them raises, that transaction is aborted and each
+   runs again on its own, in the attempt it has.  A job whose last
+   attempt ended as its process died runs alone.  Jobs taken so but not
+   begun when the loop ends are given back as they were, without the
+   attempts.
 3. Only when the run failed: the attempt's error and traceback are
    recorded, and the job is queued again or failed (see
    gocept.runner.jobs.attempts).
@@ -72,6 +76,10 @@ BATCH = 10
 #: took so far.
 BATCH_SECONDS = 0.1
 
+#: Seconds for which a worker takes the count of the workers of its
+#: database as it last read it.
+WORKERS_SECONDS = 1
+
 #: Seconds an idle worker waits before it looks for due jobs again (less,
 #: when one is due earlier), unless a job queued wakes it first (see
 #: gocept.runner.jobs.wakeup).
@@ -118,6 +126,8 @@ class JobWorker:
         # The seconds a job's call took, on a moving average (None before
         # the first): how many jobs a batch takes.
         self._call_seconds = None
+        # The other workers of the database, and when they were counted.
+        self._others = (0, None)
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -446,15 +456,28 @@ class JobWorker:
         self.record.batch = ()
         self._endings = []
         if chain and self._tries == 1 and self.loop.running:
-            return self._take_next(jobs, now)
+            return self._take_next(jobs, now, leave=self._other_workers(jobs))
         return None
 
-    def _take_next(self, jobs, now):
-        """Take the next due jobs in the run's transaction (see the
-        module): as many as `_batch_size` says, all of one principal, and
-        a job whose last attempt died alone; return them, each with its
-        function, or None."""
+    def _other_workers(self, jobs):
+        """How many other workers the database has (read again after
+        WORKERS_SECONDS)."""
+        count, counted = self._others
+        if counted is None or time.monotonic() - counted > WORKERS_SECONDS:
+            count = max(0, jobs.workers() - 1)
+            self._others = (count, time.monotonic())
+        return count
+
+    def _take_next(self, jobs, now, leave=0):
+        """Take the next due jobs (see the module): as many as
+        `_batch_size` says, but `leave` due jobs untaken, all of one
+        principal, and a job whose last attempt died alone; return them,
+        each with its function, or None."""
         wanted = self._batch_size()
+        if leave:
+            wanted = min(wanted, jobs.due(now, wanted + leave) - leave)
+            if wanted <= 0:
+                return None
         taken = []
         while len(taken) < wanted:
             first = taken[0][0] if taken else None

@@ -89,3 +89,47 @@ class TakeTogetherTest(unittest.TestCase):
             # Never with another: first and alone, or not at all.
             died = [job for job in taken if len(job.attempts) == 2]
             self.assertTrue(taken == died or not died, taken)
+
+    def register(self, workers):
+        """A worker process with `workers` workers, as the liveness of
+        running workers records them."""
+        process = store.ProcessRecord('elsewhere')
+        for number in range(workers):
+            key = f'elsewhere/{number}'
+            process.workers[key] = store.WorkerRecord(key)
+        self.jobs.processes()[process.key] = process
+        transaction.commit()
+
+    def test_a_run_leaves_a_due_job_to_each_other_worker(self):
+        # The run's commit takes the next jobs only where the other
+        # (perhaps idle) workers do not race for them.
+        self.register(4)  # this one and three others
+        taker = worker.JobWorker(
+            None, self.connection, types.SimpleNamespace(key='process'))
+        taker.record = store.WorkerRecord(taker.key)
+        taker._endings = []
+        taker._call_seconds = 0.001
+        self.assertEqual(3, taker._other_workers(self.jobs))
+
+        def chained():
+            transaction.abort()
+            taken = taker._take_next(self.jobs, time.time() + 1,
+                                     leave=taker._other_workers(self.jobs))
+            return len(taken or ())
+        self.put(3)
+        self.assertEqual(0, chained())
+        self.put(2)
+        self.assertEqual(2, chained())
+        self.put(20)
+        self.assertEqual(worker.BATCH, chained())
+
+    def test_due_jobs_are_counted_up_to_a_bound(self):
+        now = time.time()
+        self.put(3)
+        later = Job(uuid.uuid4().hex, MARK, eta=now + 3600)
+        self.jobs.put(later)
+        transaction.commit()
+        self.assertEqual(3, self.jobs.due(now + 1, 10))
+        self.assertEqual(2, self.jobs.due(now + 1, 2))
+        self.assertEqual(4, self.jobs.due(now + 7200, 10))
+        self.assertEqual(0, self.jobs.due(now - 60, 10))
