@@ -104,11 +104,11 @@ class Jobs(persistent.Persistent):
                     return count
         return count
 
-    def workers(self):
-        """How many workers the worker processes have (the dead ones'
+    def worker_keys(self):
+        """The keys of the workers of the worker processes (the dead ones'
         included, until they are found dead)."""
-        return sum(len(process.workers)
-                   for process in self._processes.values())
+        for process in self._processes.values():
+            yield from process.workers.keys()
 
     def get(self, job_id):
         """The record of the job `job_id`, or None."""

@@ -76,9 +76,13 @@ BATCH = 10
 #: took so far.
 BATCH_SECONDS = 0.1
 
-#: Seconds for which a worker takes the count of the workers of its
-#: database as it last read it.
+#: Seconds for which a worker takes the workers of its database as it
+#: last read them.
 WORKERS_SECONDS = 1
+#: Seconds between the turns of idle workers woken by one job queued (see
+#: gocept.runner.jobs.wakeup), and the longest a turn waits.
+TURN = 0.004
+MAX_TURN = 0.05
 
 #: Seconds an idle worker waits before it looks for due jobs again (less,
 #: when one is due earlier), unless a job queued wakes it first (see
@@ -126,8 +130,13 @@ class JobWorker:
         # The seconds a job's call took, on a moving average (None before
         # the first): how many jobs a batch takes.
         self._call_seconds = None
-        # The other workers of the database, and when they were counted.
-        self._others = (0, None)
+        # The keys of the database's workers, sorted, and when they were
+        # read.
+        self._workers = ((), None)
+        # Whether the last look found no due job; the wake-up it last
+        # took its turn for.
+        self._idle = False
+        self._rung = None
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -141,6 +150,9 @@ class JobWorker:
             # Taken by the last run's commit; run in the tick's transaction.
             self._run(chained)
             return 0
+        turn = self._turn()
+        if turn:
+            return turn if wait is None else min(turn, wait)
         try:
             # The first attempt in the tick's transaction.
             taken, _ = retry.run(self._take)
@@ -152,6 +164,7 @@ class JobWorker:
             ending.log()
             self.counts.ended(ending)
         what, value = taken
+        self._idle = what == 'idle'
         if what == 'idle':
             if self.watcher is not None:
                 self.watcher.attend(self._jobs())
@@ -459,14 +472,40 @@ class JobWorker:
             return self._take_next(jobs, now, leave=self._other_workers(jobs))
         return None
 
-    def _other_workers(self, jobs):
-        """How many other workers the database has (read again after
+    def _worker_keys(self, jobs):
+        """The keys of the database's workers, sorted (read again after
         WORKERS_SECONDS)."""
-        count, counted = self._others
-        if counted is None or time.monotonic() - counted > WORKERS_SECONDS:
-            count = max(0, jobs.workers() - 1)
-            self._others = (count, time.monotonic())
-        return count
+        keys, read = self._workers
+        if read is None or time.monotonic() - read > WORKERS_SECONDS:
+            keys = tuple(sorted(jobs.worker_keys()))
+            self._workers = (keys, time.monotonic())
+        return keys
+
+    def _other_workers(self, jobs):
+        """How many other workers the database has."""
+        return max(0, len(self._worker_keys(jobs)) - 1)
+
+    def _turn(self):
+        """The seconds this worker, idle when a job was queued, waits for
+        its turn to look (0: now).
+
+        The turns go round the database's workers from one that the
+        transaction which rang chooses: every worker counts the same turns
+        from the same id.  A worker that is busy when its turn comes
+        takes after its run."""
+        rung = None if self.watcher is None else self.watcher.rung
+        if not self._idle or rung is None or rung is self._rung:
+            return 0
+        self._rung = rung
+        tid, when = rung
+        if tid is None:
+            return 0
+        keys = self._worker_keys(self._jobs())
+        if self.key not in keys:
+            return 0
+        turn = (keys.index(self.key) - int.from_bytes(tid, 'big')) % len(
+            keys)
+        return max(0, min(turn * TURN, MAX_TURN) - (time.monotonic() - when))
 
     def _take_next(self, jobs, now, leave=0):
         """Take the next due jobs (see the module): as many as

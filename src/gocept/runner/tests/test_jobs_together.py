@@ -11,12 +11,18 @@ import ZODB
 import ZODB.MappingStorage
 
 from gocept.runner.jobs import store
+from gocept.runner.jobs import wakeup
 from gocept.runner.jobs import worker
 from gocept.runner.jobs.record import Job
 from gocept.runner.tests import jobprograms  # noqa: F401 (its job functions)
 
 
 MARK = 'gocept.runner.tests.jobprograms:mark'
+
+
+def tids(*numbers):
+    """Transaction ids, one after the other as a storage gives them."""
+    return [(0x03e8 << 48 | number).to_bytes(8, 'big') for number in numbers]
 
 
 class TakeTogetherTest(unittest.TestCase):
@@ -92,13 +98,47 @@ class TakeTogetherTest(unittest.TestCase):
 
     def register(self, workers):
         """A worker process with `workers` workers, as the liveness of
-        running workers records them."""
+        running workers records them; return their keys."""
         process = store.ProcessRecord('elsewhere')
         for number in range(workers):
             key = f'elsewhere/{number}'
             process.workers[key] = store.WorkerRecord(key)
         self.jobs.processes()[process.key] = process
         transaction.commit()
+        return list(process.workers.keys())
+
+    def test_idle_workers_woken_by_a_job_look_in_turns(self):
+        watcher = wakeup.Watcher(self.db)
+        takers = []
+        for key in self.register(4):
+            taker = worker.JobWorker(
+                None, self.connection, types.SimpleNamespace(key='process'),
+                watcher=watcher)
+            taker.key = key
+            taker._idle = True
+            takers.append(taker)
+        for tid in tids(1, 2):
+            watcher.wake(tid)
+            turns = [taker._turn() for taker in takers]
+            # One looks now, the others one after the other.
+            self.assertEqual(0, min(turns))
+            self.assertEqual([1, 2, 3], sorted(
+                round(turn / worker.TURN) for turn in turns if turn))
+            # Once each wake-up.
+            self.assertEqual([0] * 4, [taker._turn() for taker in takers])
+        # Which worker looks first depends on the transaction that rang.
+        [tid] = tids(3)
+        watcher.wake(tid)
+        self.assertNotEqual(0, turns.index(0) - [
+            taker._turn() for taker in takers].index(0))
+        # A busy worker takes after its run; a wake-up of unknown origin
+        # has every worker look at once.
+        takers[0]._idle = False
+        [tid] = tids(4)
+        watcher.wake(tid)
+        self.assertEqual(0, takers[0]._turn())
+        watcher.wake(None)
+        self.assertEqual([0] * 4, [taker._turn() for taker in takers])
 
     def test_a_run_leaves_a_due_job_to_each_other_worker(self):
         # The run's commit takes the next jobs only where the other

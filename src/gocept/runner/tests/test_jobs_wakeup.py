@@ -31,6 +31,8 @@ POLL = 30
 # far below the poll.
 SOON = 10
 TIMEOUT = 60
+# The id of a transaction that rang, as a ZEO client is told it.
+TID = b'\x03\xe8' + bytes(6)
 
 
 class Loop:
@@ -88,12 +90,13 @@ class WatcherTest(unittest.TestCase):
         self.watcher.attend(self.jobs)
         self.root['other'] = 'unrelated'
         transaction.commit()
-        self.watcher.invalidated([self.jobs._p_oid])
+        self.watcher.invalidated(TID, [self.jobs._p_oid])
         self.assertEqual([0, 0], self.woken())
-        self.watcher.invalidated([self.jobs._p_oid, self.jobs.bell._p_oid])
+        self.watcher.invalidated(
+            TID, [self.jobs._p_oid, self.jobs.bell._p_oid])
         self.assertEqual([1, 1], self.woken())
         # The commit that makes the container changes the root.
-        self.watcher.invalidated({self.root._p_oid})
+        self.watcher.invalidated(TID, {self.root._p_oid})
         self.assertEqual([2, 2], self.woken())
 
     def test_a_loop_no_longer_watching_is_not_woken(self):
