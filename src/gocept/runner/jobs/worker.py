@@ -80,8 +80,9 @@ BATCH_SECONDS = 0.1
 #: last read them.
 WORKERS_SECONDS = 1
 #: Seconds between the turns of idle workers woken by one job queued (see
-#: gocept.runner.jobs.wakeup), and the longest a turn waits.
+#: gocept.runner.jobs.wakeup).
 TURN = 0.004
+#: The longest an idle worker waits for its turn.
 MAX_TURN = 0.05
 
 #: Seconds an idle worker waits before it looks for due jobs again (less,
