@@ -168,7 +168,11 @@ class Watcher:
     def wake(self, tid=None):
         """Have every worker look for due jobs: in turns, if the id `tid`
         of the transaction that rang is given, else at once."""
-        self.rung = (tid, time.monotonic())
+        rung = self.rung
+        if tid is None or rung is None or rung[0] != tid:
+            # Not again for the same commit (the committing process hears
+            # of it from its own hook and from PostgreSQL).
+            self.rung = (tid, time.monotonic())
         for loop in self.loops:
             loop.tick_now()
 
