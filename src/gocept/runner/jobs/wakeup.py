@@ -169,10 +169,11 @@ class Watcher:
         """Have every worker look for due jobs: in turns, if the id `tid`
         of the transaction that rang is given, else at once."""
         rung = self.rung
-        if tid is None or rung is None or rung[0] != tid:
-            # Not again for the same commit (the committing process hears
-            # of it from its own hook and from PostgreSQL).
-            self.rung = (tid, time.monotonic())
+        if tid is not None and rung is not None and rung[0] == tid:
+            # Woken already: the committing process hears of its commit
+            # from its own hook and from PostgreSQL.
+            return
+        self.rung = (tid, time.monotonic())
         for loop in self.loops:
             loop.tick_now()
 
