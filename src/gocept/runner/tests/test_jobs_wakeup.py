@@ -72,6 +72,20 @@ class WatcherTest(unittest.TestCase):
         transaction.commit()
         self.assertEqual([1, 1], self.woken())
 
+    def test_a_commit_wakes_the_loops_once_however_they_hear_of_it(self):
+        # The committing process of a RelStorage on PostgreSQL hears of
+        # its commit from its hook and from the server's notification.
+        self.put()
+        transaction.commit()
+        tid = self.jobs.bell._p_serial
+        self.assertEqual((tid, [1, 1]), (self.watcher.rung[0], self.woken()))
+        self.watcher.wake(tid)
+        self.assertEqual([1, 1], self.woken())
+        # A wake-up that does not know the commit wakes them all the same.
+        self.watcher.wake(None)
+        self.watcher.wake(None)
+        self.assertEqual([3, 3], self.woken())
+
     def test_the_put_that_makes_the_container_wakes_every_loop(self):
         del self.root[store.ROOT_KEY]
         transaction.commit()
