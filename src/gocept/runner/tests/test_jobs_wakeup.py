@@ -31,8 +31,8 @@ POLL = 30
 # far below the poll.
 SOON = 10
 TIMEOUT = 60
-# The id of a transaction that rang, as a ZEO client is told it.
-TID = b'\x03\xe8' + bytes(6)
+# Ids of transactions, as a ZEO client is told them.
+TIDS = [(0x03e8 << 48 | number).to_bytes(8, 'big') for number in (1, 2, 3)]
 
 
 class Loop:
@@ -104,13 +104,13 @@ class WatcherTest(unittest.TestCase):
         self.watcher.attend(self.jobs)
         self.root['other'] = 'unrelated'
         transaction.commit()
-        self.watcher.invalidated(TID, [self.jobs._p_oid])
+        self.watcher.invalidated(TIDS[0], [self.jobs._p_oid])
         self.assertEqual([0, 0], self.woken())
         self.watcher.invalidated(
-            TID, [self.jobs._p_oid, self.jobs.bell._p_oid])
+            TIDS[1], [self.jobs._p_oid, self.jobs.bell._p_oid])
         self.assertEqual([1, 1], self.woken())
         # The commit that makes the container changes the root.
-        self.watcher.invalidated(TID, {self.root._p_oid})
+        self.watcher.invalidated(TIDS[2], {self.root._p_oid})
         self.assertEqual([2, 2], self.woken())
 
     def test_a_loop_no_longer_watching_is_not_woken(self):
