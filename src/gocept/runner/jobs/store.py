@@ -87,22 +87,14 @@ class Jobs(persistent.Persistent):
         self._processes = BTrees.OOBTree.OOBTree()
         self.bell = BTrees.Length.Length()
 
+    @property
+    def shards(self):
+        """How many shards pending jobs are spread over."""
+        return len(self._pending)
+
     def __len__(self):
         """How many jobs are pending (reads every shard)."""
         return sum(len(shard) for shard in self._pending)
-
-    def due(self, now, at_most):
-        """How many jobs are due at `now`, counted up to `at_most`."""
-        last = _key(now) | _LOW_BITS
-        count = 0
-        for shard in self._pending:
-            if not shard:
-                continue
-            for _ in shard.keys(max=last):
-                count += 1
-                if count >= at_most:
-                    return count
-        return count
 
     def worker_keys(self):
         """The keys of the workers of the worker processes (the dead ones'
@@ -139,11 +131,12 @@ class Jobs(persistent.Persistent):
         job.forget_attempt()
         self._queue(job, job.shard)
 
-    def take(self, now, accept=None):
+    def take(self, now, accept=None, shards=None):
         """Remove the next job due at `now` from its shard and return it,
         and None; or None and when the next job is due (None if none is
         pending).  With `accept`, a job for which ``accept(job)`` is false
-        is left where it is (and its shard passed over).
+        is left where it is (and its shard passed over); with `shards` (a
+        sequence of indexes), only those shards are looked at.
 
         Each connection goes round the shards like the hand of a clock, as
         gocept.runner.queue.Queue's take does, so that workers seldom meet
@@ -155,8 +148,10 @@ class Jobs(persistent.Persistent):
             hand = random.randrange(count)
         due = _key(now) | _LOW_BITS
         next_key = None
-        for step in range(count):
-            index = (hand + step) % count
+        indexes = ((hand + step) % count for step in range(count))
+        if shards is not None:
+            indexes = shards
+        for index in indexes:
             shard = self._pending[index]
             if not shard:
                 continue

@@ -14,14 +14,15 @@ and id (and with its principal as the user):
    (gocept.runner.retry.run); when it goes on, the attempt ends as a
    'conflict', which does not count against the job's retries.
 
-   While more jobs are due than the other workers could take at once
-   (one each), the run's transaction is also the take of the next jobs
-   (the first try of it: a retry after a conflict takes none): as many as
-   fit in BATCH_SECONDS by the time the worker's jobs took so far, BATCH
-   at most, all of one principal, leaving one due job for each other
-   worker.  Where fewer are due, idle workers race for them, and a take
-   that lost would cost the run its commit: the next tick takes in a
-   transaction of its own.  Jobs taken together run in one transaction,
+   The run's transaction is also the take of the next jobs (the first
+   try of it: a retry after a conflict takes none), but only from the
+   worker's own shards: the database's workers share the shards out
+   among themselves by their keys, so that two runs never take the same
+   job, and a take that lost a race cannot cost a run its commit.  It
+   takes as many as fit in BATCH_SECONDS by the time the worker's jobs
+   took so far, BATCH at most, all of one principal.  When its own shards
+   have none due, the next tick takes from any shard, in a transaction
+   of its own.  Jobs taken together run in one transaction,
    so that a job costs a part of a commit; after them, a transaction of
    its own takes the next (a take that conflicts there costs no job's
    run).  When one of them raises, that transaction is aborted and each
@@ -37,6 +38,7 @@ Every log line about a job names it by name and id.
 """
 
 import logging
+import random
 import sys
 import threading
 import time
@@ -231,7 +233,9 @@ class JobWorker:
                     jobs, job, 'interrupted', now,
                     'its worker lost the storage while it ran'))
             worker.batch = ()
-        job, next_due = jobs.take(now)
+        # Its own shards first: where no run of another worker takes.
+        own = self._own_shards(jobs)
+        job, next_due = jobs.take(now, shards=[*own, *_others(own, jobs)])
         if job is None and self.burst and not jobs and not any(
                 jobs.running()):
             return 'exit', None
@@ -470,7 +474,7 @@ class JobWorker:
         self.record.batch = ()
         self._endings = []
         if chain and self._tries == 1 and self.loop.running:
-            return self._take_next(jobs, now, leave=self._other_workers(jobs))
+            return self._take_next(jobs, now, self._own_shards(jobs))
         return None
 
     def _worker_keys(self, jobs):
@@ -482,9 +486,17 @@ class JobWorker:
             self._workers = (keys, time.monotonic())
         return keys
 
-    def _other_workers(self, jobs):
-        """How many other workers the database has."""
-        return max(0, len(self._worker_keys(jobs)) - 1)
+    def _own_shards(self, jobs):
+        """The indexes of this worker's share of the pending shards (by
+        its place among the database's workers), from a random one on."""
+        keys = self._worker_keys(jobs)
+        if self.key not in keys:
+            return ()
+        own = range(keys.index(self.key), jobs.shards, len(keys))
+        if not own:
+            return ()
+        start = random.randrange(len(own))
+        return [*own[start:], *own[:start]]
 
     def _turn(self):
         """The seconds this worker, idle when a job was queued, waits for
@@ -508,22 +520,18 @@ class JobWorker:
             keys)
         return max(0, min(turn * TURN, MAX_TURN) - (time.monotonic() - when))
 
-    def _take_next(self, jobs, now, leave=0):
-        """Take the next due jobs (see the module): as many as
-        `_batch_size` says, but `leave` due jobs untaken, all of one
+    def _take_next(self, jobs, now, shards=None):
+        """Take the next due jobs (see the module), from `shards` (their
+        indexes; None: any): as many as `_batch_size` says, all of one
         principal, and a job whose last attempt died alone; return them,
         each with its function, or None."""
         wanted = self._batch_size()
-        if leave:
-            wanted = min(wanted, jobs.due(now, wanted + leave) - leave)
-            if wanted <= 0:
-                return None
         taken = []
         while len(taken) < wanted:
             first = taken[0][0] if taken else None
             job, _ = jobs.take(now, None if first is None else (
                 lambda job: job.principal == first.principal and
-                not died(job)))
+                not died(job)), shards)
             if job is None:
                 break
             transaction.get().note(
@@ -619,6 +627,17 @@ class Running:
         self.seconds = 0
         self.begun = False
         self.span = self.reported = None
+
+
+def _others(own, jobs):
+    """The indexes of the shards of `jobs` not among `own`, from a random
+    one on."""
+    own = set(own)
+    others = [index for index in range(jobs.shards) if index not in own]
+    if not others:
+        return others
+    start = random.randrange(len(others))
+    return others[start:] + others[:start]
 
 
 def died(job):

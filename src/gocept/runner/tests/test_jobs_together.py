@@ -140,36 +140,29 @@ class TakeTogetherTest(unittest.TestCase):
         watcher.wake(None)
         self.assertEqual([0] * 4, [taker._turn() for taker in takers])
 
-    def test_a_run_leaves_a_due_job_to_each_other_worker(self):
-        # The run's commit takes the next jobs only where the other
-        # (perhaps idle) workers do not race for them.
-        self.register(4)  # this one and three others
-        taker = worker.JobWorker(
-            None, self.connection, types.SimpleNamespace(key='process'))
-        taker.record = store.WorkerRecord(taker.key)
-        taker._endings = []
-        taker._call_seconds = 0.001
-        self.assertEqual(3, taker._other_workers(self.jobs))
-
-        def chained():
-            transaction.abort()
+    def test_a_run_takes_from_its_own_shards_only(self):
+        # The database's workers share the shards out among themselves:
+        # two runs never take the same job.
+        keys = self.register(3)
+        takers = []
+        for key in keys:
+            taker = worker.JobWorker(
+                None, self.connection, types.SimpleNamespace(key='process'))
+            taker.key = key
+            taker.record = store.WorkerRecord(key)
+            taker._endings = []
+            taker._call_seconds = 0.001
+            takers.append(taker)
+        shares = [set(taker._own_shards(self.jobs)) for taker in takers]
+        self.assertEqual(set(range(self.jobs.shards)), set.union(*shares))
+        self.assertEqual(self.jobs.shards, sum(map(len, shares)))
+        self.put(2 * self.jobs.shards)
+        for taker, share in zip(takers, shares):
             taken = taker._take_next(self.jobs, time.time() + 1,
-                                     leave=taker._other_workers(self.jobs))
-            return len(taken or ())
-        self.put(3)
-        self.assertEqual(0, chained())
-        self.put(2)
-        self.assertEqual(2, chained())
-        self.put(20)
-        self.assertEqual(worker.BATCH, chained())
-
-    def test_due_jobs_are_counted_up_to_a_bound(self):
-        now = time.time()
-        self.put(3)
-        later = Job(uuid.uuid4().hex, MARK, eta=now + 3600)
-        self.jobs.put(later)
-        transaction.commit()
-        self.assertEqual(3, self.jobs.due(now + 1, 10))
-        self.assertEqual(2, self.jobs.due(now + 1, 2))
-        self.assertEqual(4, self.jobs.due(now + 7200, 10))
-        self.assertEqual(0, self.jobs.due(now - 60, 10))
+                                     taker._own_shards(self.jobs))
+            self.assertEqual(worker.BATCH, len(taken))
+            self.assertLessEqual({job.shard for job, _ in taken}, share)
+        # A worker not (yet) among them has none.
+        stranger = worker.JobWorker(
+            None, self.connection, types.SimpleNamespace(key='process'))
+        self.assertEqual((), stranger._own_shards(self.jobs))
