@@ -379,13 +379,25 @@ class JobSpan:
                 'gocept.runner.job.id': job.id,
                 'gocept.runner.job.name': job.name,
                 'gocept.runner.job.attempt': attempt})
-        self.token = context.attach(trace.set_span_in_context(self.span))
+        self.token = None
+        self.enter()
+
+    def enter(self):
+        """Make the span current (while the job's function runs)."""
+        if self.token is None:
+            self.token = context.attach(trace.set_span_in_context(self.span))
+
+    def leave(self):
+        """Make the span no longer current."""
+        if self.token is not None:
+            context.detach(self.token)
+            self.token = None
 
     def end(self, outcome, conflicts_retried, tid=None, error=None):
         """End the span: the attempt's `outcome`, the conflicts retried in
         it, the transaction `tid` that committed it, the `error` it
         raised."""
-        context.detach(self.token)
+        self.leave()
         span = self.span
         span.set_attribute('gocept.runner.outcome', outcome)
         span.set_attribute('gocept.runner.conflicts_retried',

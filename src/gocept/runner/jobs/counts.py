@@ -5,7 +5,7 @@ counts in a Counts of its own: plain numbers that only its thread
 changes, which gocept.runner.jobs.metrics reads when Prometheus scrapes
 (prometheus_client's metric objects would take a lock for every change).
 A worker counts whether metrics are served or not: a few dictionary
-look-ups beside a job's three transactions.
+look-ups beside a job's transactions.
 """
 
 from bisect import bisect_left

@@ -195,16 +195,16 @@ class Liveness:
             return  # it lives again
         now = time.time()
         for worker in process.workers.values():
-            job = worker.job
-            if job is not None and job.runs_in(worker.key, worker.attempt):
+            outcome = 'died' if len(worker.batch) == 1 else 'died in a batch'
+            for job in worker.runs():
                 endings.append(attempts.end(
-                    jobs, job, 'died', now,
+                    jobs, job, outcome, now,
                     f'its worker process {process.host} pid {process.pid}'
                     f' died (no heartbeat for {age:.0f} seconds)'))
             # Written, so that a take of a process that lives after all
-            # conflicts with this, rather than leave its job where no
-            # sweep finds it.
-            worker.job = worker.attempt = None
+            # conflicts with this, rather than leave its jobs where no
+            # sweep finds them.
+            worker.batch = ()
             worker._p_changed = True
         del jobs.processes()[key]
         log.warning(
@@ -222,8 +222,7 @@ class Liveness:
             jobs = store.jobs_of(connection)
             own = None if jobs is None else jobs.processes().get(self.key)
             if own is not None and not any(
-                    worker.job is not None
-                    for worker in own.workers.values()):
+                    worker.batch for worker in own.workers.values()):
                 del jobs.processes()[self.key]
         retry.run(unregister, attempts=UNREGISTER_ATTEMPTS,
                   begin=transaction.begin)

@@ -36,7 +36,8 @@ from gocept.runner.metrics import histogram_buckets
 
 
 # The label value of each attempt outcome (record.OUTCOMES).
-OUTCOMES = {'time limit': 'time_limit'}
+OUTCOMES = {'time limit': 'time_limit',
+            'died in a batch': 'died_in_a_batch'}
 # The states of the queue's depth, in the order of store.Depth.
 STATES = ('pending', 'delayed', 'running', 'failed')
 

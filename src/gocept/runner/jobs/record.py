@@ -20,6 +20,10 @@ OUTCOMES = (
     'error',  # the function (or the commit of its effects) raised
     'time limit',  # it ran past its time_limit and was interrupted
     'died',  # its worker process died while it ran
+    # Its worker process died while it ran it together with other jobs
+    # (see gocept.runner.jobs.worker), one of which may have killed it:
+    # not counted, and the job runs alone next time.
+    'died in a batch',
     'refused',  # no job function of its name is registered
     'conflict',  # its commit conflicted, also when tried again at once
     'interrupted',  # its worker was stopped (SIGINT) or lost the storage

@@ -87,9 +87,20 @@ class Jobs(persistent.Persistent):
         self._processes = BTrees.OOBTree.OOBTree()
         self.bell = BTrees.Length.Length()
 
+    @property
+    def shards(self):
+        """How many shards pending jobs are spread over."""
+        return len(self._pending)
+
     def __len__(self):
         """How many jobs are pending (reads every shard)."""
         return sum(len(shard) for shard in self._pending)
+
+    def worker_keys(self):
+        """The keys of the workers of the worker processes (the dead ones'
+        included, until they are found dead)."""
+        for process in self._processes.values():
+            yield from process.workers.keys()
 
     def get(self, job_id):
         """The record of the job `job_id`, or None."""
@@ -120,10 +131,12 @@ class Jobs(persistent.Persistent):
         job.forget_attempt()
         self._queue(job, job.shard)
 
-    def take(self, now):
+    def take(self, now, accept=None, shards=None):
         """Remove the next job due at `now` from its shard and return it,
         and None; or None and when the next job is due (None if none is
-        pending).
+        pending).  With `accept`, a job for which ``accept(job)`` is false
+        is left where it is (and its shard passed over); with `shards` (a
+        sequence of indexes), only those shards are looked at.
 
         Each connection goes round the shards like the hand of a clock, as
         gocept.runner.queue.Queue's take does, so that workers seldom meet
@@ -135,8 +148,10 @@ class Jobs(persistent.Persistent):
             hand = random.randrange(count)
         due = _key(now) | _LOW_BITS
         next_key = None
-        for step in range(count):
-            index = (hand + step) % count
+        indexes = ((hand + step) % count for step in range(count))
+        if shards is not None:
+            indexes = shards
+        for index in indexes:
             shard = self._pending[index]
             if not shard:
                 continue
@@ -144,6 +159,8 @@ class Jobs(persistent.Persistent):
             if key > due:
                 if next_key is None or key < next_key:
                     next_key = key
+                continue
+            if accept is not None and not accept(shard[key]):
                 continue
             self._v_hand = (index + 1) % count
             if self._p_jar is not None:
@@ -284,8 +301,8 @@ class Jobs(persistent.Persistent):
         """The running jobs, each with the WorkerRecord that runs it."""
         for process in self._processes.values():
             for worker in process.workers.values():
-                if worker.job is not None:
-                    yield worker.job, worker
+                for job, _ in worker.batch:
+                    yield job, worker
 
 
 #: How many jobs are in each state, and when the earliest pending job is
@@ -313,13 +330,19 @@ class ProcessRecord(persistent.Persistent):
 
 class WorkerRecord(persistent.Persistent):
     """A worker (a loop) of a process, written only by that worker: the
-    job it runs, if any, and the number of its attempt."""
+    jobs it has taken to run, `batch`, each with the number of its attempt
+    (empty when it runs none)."""
 
-    job = None
-    attempt = None
+    batch = ()
 
     def __init__(self, key):
         self.key = key
+
+    def runs(self):
+        """The jobs of `batch` that still run in this worker's attempts
+        (one may have been taken from it: its process held dead)."""
+        return [job for job, number in self.batch
+                if job.runs_in(self.key, number)]
 
     def __repr__(self):
         return f'<WorkerRecord {self.key}>'

@@ -21,11 +21,19 @@ workers of its database at once, wherever they run:
 A wake-up is a hint: the worker looks for due jobs at once
 (MainLoop.tick_now).  One that is lost (a connection that broke, a worker
 just starting) costs at most POLL seconds.
+
+Idle workers that all rushed for the one job queued would all but one
+lose the race, and pay a take that conflicts.  So each wake-up carries the
+id of the transaction that rang (`Watcher.rung`), and the workers of the
+database take turns by it (see gocept.runner.jobs.worker): the idle
+worker whose turn it is looks at once, the others TURN seconds apart,
+after the job is likely taken.
 """
 
 import logging
 import select
 import threading
+import time
 import weakref
 
 import transaction
@@ -70,12 +78,14 @@ def _rang(committed, jobs):
     if not committed or jobs._p_jar is None:
         return
     db = jobs._p_jar.db()
+    # The doorbell was written by the commit: its serial is the commit's.
+    tid = jobs.bell._p_serial
     watcher = _watchers.get(db)
     if watcher is not None:
-        watcher.wake()
+        watcher.wake(tid)
     notifier = notifier_of(db)
     if notifier is not None:
-        notifier.notify()
+        notifier.notify(tid)
 
 
 def watch(loop, db):
@@ -114,6 +124,9 @@ class Watcher:
         # The oids whose change wakes the workers: the root's (a commit
         # that makes the container) and the doorbell's (see `attend`).
         self.oids = frozenset([z64])
+        # The id of the transaction that rang last (None: unknown) and
+        # when, by time.monotonic(); replaced, never changed.
+        self.rung = None
         self._relay = self._listener = None
 
     def start(self):
@@ -146,13 +159,21 @@ class Watcher:
         if bell is not None and bell not in self.oids:
             self.oids = frozenset([z64, bell])
 
-    def invalidated(self, oids):
-        """Wake the workers if a commit that changed `oids` rang."""
+    def invalidated(self, tid, oids):
+        """Wake the workers if the commit `tid` that changed `oids`
+        rang."""
         if not self.oids.isdisjoint(oids):
-            self.wake()
+            self.wake(tid)
 
-    def wake(self):
-        """Have every worker look for due jobs at once."""
+    def wake(self, tid=None):
+        """Have every worker look for due jobs: in turns, if the id `tid`
+        of the transaction that rang is given, else at once."""
+        rung = self.rung
+        if tid is not None and rung is not None and rung[0] == tid:
+            # Woken already: the committing process hears of its commit
+            # from its own hook and from PostgreSQL.
+            return
+        self.rung = (tid, time.monotonic())
         for loop in self.loops:
             loop.tick_now()
 
@@ -169,7 +190,7 @@ class Relay:
     def invalidate(self, tid, oids):
         # The database first: a worker woken must see the commit.
         self.target.invalidate(tid, oids)
-        self.watcher.invalidated(oids)
+        self.watcher.invalidated(tid, oids)
 
     def invalidateCache(self):
         # The client (re)connected: commits may have gone by unseen.
@@ -214,8 +235,9 @@ class Notifier:
         self._lock = threading.Lock()
         self._warned = False
 
-    def notify(self):
-        """Tell the workers that listen that a job was queued."""
+    def notify(self, tid):
+        """Tell the workers that listen that the transaction `tid` queued
+        a job."""
         with self._lock:
             error = None
             for _ in range(2):  # a connection that broke, opened again
@@ -224,7 +246,7 @@ class Notifier:
                         self._connection = self.adapter.connmanager.open(
                             application_name=APPLICATION)
                     connection, cursor = self._connection
-                    cursor.execute(f'NOTIFY {CHANNEL}')
+                    cursor.execute(f"NOTIFY {CHANNEL}, '{tid.hex()}'")
                     connection.commit()
                     return
                 except Exception as e:
@@ -314,14 +336,24 @@ class Listener:
             if connection in readable:
                 connection.poll()
                 if connection.notifies:
+                    payload = connection.notifies[-1].payload
                     del connection.notifies[:]
-                    self.wake()
+                    self.wake(_tid(payload))
             if self._stop in readable:
                 self._stop.sleep(0)
 
     def _wait(self, seconds):
         if not self._stopping:
             self._stop.sleep(seconds)
+
+
+def _tid(payload):
+    """The transaction id a notification carries, or None."""
+    try:
+        tid = bytes.fromhex(payload)
+    except (TypeError, ValueError):
+        return None
+    return tid if len(tid) == 8 else None
 
 
 def _close(connected):

@@ -14,10 +14,22 @@ and id (and with its principal as the user):
    (gocept.runner.retry.run); when it goes on, the attempt ends as a
    'conflict', which does not count against the job's retries.
 
-   While jobs are due, the run's transaction is also the take of the next
-   job (the first try of it: a retry after a conflict takes none), so
-   that a job costs one commit, not two.  A job taken so but not begun
-   when the loop ends is given back as it was, without the attempt.
+   The run's transaction is also the take of the next jobs (the first
+   try of it: a retry after a conflict takes none), but only from the
+   worker's own shards: the database's workers share the shards out
+   among themselves by their keys, so that two runs never take the same
+   job, and a take that lost a race cannot cost a run its commit.  It
+   takes as many as fit in BATCH_SECONDS by the time the worker's jobs
+   took so far, BATCH at most, all of one principal.  When its own shards
+   have none due, the next tick takes from any shard, in a transaction
+   of its own.  Jobs taken together run in one transaction,
+   so that a job costs a part of a commit; after them, a transaction of
+   its own takes the next (a take that conflicts there costs no job's
+   run).  When one of them raises, that transaction is aborted and each
+   runs again on its own, in the attempt it has.  A job whose last
+   attempt ended as its process died runs alone.  Jobs taken so but not
+   begun when the loop ends are given back as they were, without the
+   attempts.
 3. Only when the run failed: the attempt's error and traceback are
    recorded, and the job is queued again or failed (see
    gocept.runner.jobs.attempts).
@@ -26,6 +38,7 @@ Every log line about a job names it by name and id.
 """
 
 import logging
+import random
 import sys
 import threading
 import time
@@ -58,6 +71,21 @@ from gocept.runner.tick import Exit
 
 
 log = logging.getLogger('gocept.runner.jobs')
+
+#: Jobs that one transaction runs together, at most (see JobWorker.run).
+BATCH = 10
+#: Seconds of jobs a batch is sized for, by the time the worker's jobs
+#: took so far.
+BATCH_SECONDS = 0.1
+
+#: Seconds for which a worker takes the workers of its database as it
+#: last read them.
+WORKERS_SECONDS = 1
+#: Seconds between the turns of idle workers woken by one job queued (see
+#: gocept.runner.jobs.wakeup).
+TURN = 0.004
+#: The longest an idle worker waits for its turn.
+MAX_TURN = 0.05
 
 #: Seconds an idle worker waits before it looks for due jobs again (less,
 #: when one is due earlier), unless a job queued wakes it first (see
@@ -102,6 +130,16 @@ class JobWorker:
         self.counts = Counts()
         # What reports its jobs' failures (see gocept.runner.sentry).
         self.reporter = None
+        # The seconds a job's call took, on a moving average (None before
+        # the first): how many jobs a batch takes.
+        self._call_seconds = None
+        # The keys of the database's workers, sorted, and when they were
+        # read.
+        self._workers = ((), None)
+        # Whether the last look found no due job; the wake-up it last
+        # took its turn for.
+        self._idle = False
+        self._rung = None
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -113,9 +151,11 @@ class JobWorker:
         chained = self._chained()
         if chained is not None:
             # Taken by the last run's commit; run in the tick's transaction.
-            with job_context(chained[0]):
-                self._run(*chained)
+            self._run(chained)
             return 0
+        turn = self._turn()
+        if turn:
+            return turn if wait is None else min(turn, wait)
         try:
             # The first attempt in the tick's transaction.
             taken, _ = retry.run(self._take)
@@ -127,6 +167,7 @@ class JobWorker:
             ending.log()
             self.counts.ended(ending)
         what, value = taken
+        self._idle = what == 'idle'
         if what == 'idle':
             if self.watcher is not None:
                 self.watcher.attend(self._jobs())
@@ -134,9 +175,7 @@ class JobWorker:
         if what == 'exit':
             return Exit
         if what == 'taken':
-            job, function = value
-            with job_context(job):
-                self._run(job, function)
+            self._run([value])
         return 0
 
     def _schedule(self):
@@ -158,15 +197,15 @@ class JobWorker:
         return store.jobs_of(self.connection)
 
     def _chained(self):
-        """The job and function that the last run took (see _take_next),
-        if the job is still this worker's to run."""
+        """The jobs, each with its function, that the last run took (see
+        _take_next) and are still this worker's to run, or None."""
         chained, self._next = self._next, None
-        if chained is None:
+        if not chained:
             return None
-        job, worker = chained[0], self.record
-        if worker.job is job and job.runs_in(self.key, worker.attempt):
-            return chained
-        return None
+        ours = self.record.runs()
+        chained = [(job, function) for job, function in chained
+                   if any(job is own for own in ours)]
+        return chained or None
 
     def _record(self, jobs):
         """This worker's record, made if need be; None while its process
@@ -187,15 +226,16 @@ class JobWorker:
         worker = None if jobs is None else self._record(jobs)
         if worker is None:
             return 'idle', POLL
-        if worker.job is not None:
+        if worker.batch:
             # Left running when the storage went away in its run.
-            job, number = worker.job, worker.attempt
-            worker.job = worker.attempt = None
-            if job.runs_in(self.key, number):
+            for job in worker.runs():
                 self._endings.append(attempts.end(
                     jobs, job, 'interrupted', now,
                     'its worker lost the storage while it ran'))
-        job, next_due = jobs.take(now)
+            worker.batch = ()
+        # Its own shards first: where no run of another worker takes.
+        own = self._own_shards(jobs)
+        job, next_due = jobs.take(now, shards=[*own, *_others(own, jobs)])
         if job is None and self.burst and not jobs and not any(
                 jobs.running()):
             return 'exit', None
@@ -208,12 +248,144 @@ class JobWorker:
             self._endings.append(attempts.refuse(jobs, job, self.key, now))
             return 'refused', job
         job.begin_attempt(self.key, now)
-        worker.job, worker.attempt = job, len(job.attempts)
+        worker.batch = ((job, len(job.attempts)),)
         self.record = worker
         return 'taken', (job, function)
 
-    def _run(self, job, function):
-        """Transactions 2 and 3: run `job`; record how it went."""
+    def _run(self, batch):
+        """Run the jobs of `batch` ((job, function) pairs): several
+        together in one transaction; when one of them fails, none of them
+        has, and each runs again on its own, in the attempt it has."""
+        if len(batch) > 1 and self._run_together(batch):
+            return
+        for number, (job, function) in enumerate(batch, 1):
+            with job_context(job):
+                # Only the last takes the next jobs.
+                self._run_one(job, function, chain=number == len(batch))
+
+    def _run_together(self, batch):
+        """Transaction 2 of several jobs; return whether it committed."""
+        runs = [Running(job, function) for job, function in batch]
+        reporter = self.reporter
+        self._tries = 0
+        try:
+            retry.run(lambda: self._call_together(runs),
+                      begin=lambda: self._begin_together(runs))
+        except Exception as error:
+            if outage.unavailable(error):
+                raise  # the loop waits for the storage; see _take
+            for run in runs:
+                if run.span is not None:
+                    run.span.end('alone', 0, None, error)
+            log.debug('Worker %s: a batch of %s jobs failed (%s); running'
+                      ' each alone', self.key, len(runs),
+                      describe(error, runs[0].job)[1])
+            return False
+        except BaseException as error:
+            # Interrupted: each attempt ends so.
+            for run in runs:
+                if run.span is not None:
+                    run.span.end('interrupted', 0, None, error)
+                self._failed(run.job, run.number, error, run.taken_in, 0)
+            raise
+        for run in runs:
+            tid = tid_repr(run.job._p_serial)
+            self.counts.done(run.job.name, run.seconds)
+            with job_context(run.job):
+                log.debug('Job %s done in %.3f seconds (with %s others)',
+                          run.job.describe(), run.seconds, len(runs) - 1)
+            if reporter is not None:
+                reporter.job_ended(self.loop, run.job, run.number, 'done',
+                                   None, run.reported)
+            if run.span is not None:
+                run.span.end('done', self._tries - 1, tid)
+        for ending in self._endings:
+            ending.log()
+            self.counts.ended(ending)
+        self._next = self._take_after()
+        for ending in self._endings:
+            ending.log()
+            self.counts.ended(ending)
+        return True
+
+    def _begin_together(self, runs):
+        self._tries += 1
+        for run in runs:
+            if not run.job.runs_in(self.key, run.number):
+                raise NotOurs(run.job.id)
+            annotate(self.loop, run.job, 'run')
+
+    def _call_together(self, runs):
+        jobs = self._jobs()
+        for run in runs:
+            job = run.job
+            with job_context(job):
+                if not run.begun:  # the first try of the batch
+                    run.begun = True
+                    log.debug('Job %s: attempt %s started by worker %s'
+                              ' with %s others', job.describe(), run.number,
+                              self.key, len(runs) - 1)
+                    if self.reporter is not None:
+                        run.reported = self.reporter.job_started(
+                            self.loop, job)
+                    run.span = tracing.job(job, run.number)
+                elif run.span is not None:
+                    run.span.enter()
+                started = time.monotonic()
+                try:
+                    result = self._call_function(job, run.function)
+                finally:
+                    if run.span is not None:
+                        run.span.leave()
+                    self._restore_interaction()
+            run.seconds = time.monotonic() - started
+            self._timed(run.seconds)
+            now = time.time()
+            job.result = result
+            job.end_attempt('done', now, transaction=run.taken_in)
+            jobs.done(job, now)
+        self.record.batch = ()
+        self._endings = []
+
+    def _take_after(self):
+        """After a batch: take the next jobs in a transaction of their own
+        (a take that conflicts costs no job's call); return them, or None.
+        """
+        if not self.loop.running:
+            return None
+
+        def take():
+            self._endings = []
+            taken = self._take_next(self._jobs(), time.time())
+            if taken:
+                # Noted by the take; named as the jobs' transaction, too.
+                annotate(self.loop, taken[0][0])
+            return taken
+        try:
+            taken, _ = retry.run(take, begin=transaction.begin)
+        except ConflictError:
+            return None
+        return taken
+
+    def _timed(self, seconds):
+        """A job's call took `seconds`: into the moving average."""
+        if self._call_seconds is None:
+            self._call_seconds = seconds
+        else:
+            self._call_seconds += (seconds - self._call_seconds) / 8
+
+    def _batch_size(self):
+        """How many jobs the next take takes: as many as fit in
+        BATCH_SECONDS by the time jobs took so far, BATCH at most."""
+        if self._call_seconds is None:
+            return 1
+        if self._call_seconds <= 0:
+            return BATCH
+        return max(1, min(BATCH, int(BATCH_SECONDS / self._call_seconds)))
+
+    def _run_one(self, job, function, chain=True):
+        """Transactions 2 and 3: run `job` alone; record how it went.
+        With `chain`, its transaction takes the next jobs."""
         number = len(job.attempts)
         # The job was last written by the take.
         taken_in = tid_repr(job._p_serial)
@@ -230,7 +402,7 @@ class JobWorker:
         self._tries = 0
         try:
             taken, retried = retry.run(
-                lambda: self._call(job, function, taken_in),
+                lambda: self._call(job, function, taken_in, chain),
                 begin=lambda: self._begin_run(job, number),
                 failed=None if span is None else errors.append)
         except NotOurs as error:
@@ -278,41 +450,107 @@ class JobWorker:
             raise NotOurs(job.id)
         annotate(self.loop, job, 'run')
 
-    def _call(self, job, function, taken_in):
+    def _call_function(self, job, function):
+        """Call the job's function as its principal, within its time
+        limit; return its result."""
         if job.principal is not None:
             self.loop.act_as(job.principal)
         self.loop.in_worker = True
         try:
             with time_limit(job.time_limit):
-                result = function.function(*job.args, **job.kwargs)
+                return function.function(*job.args, **job.kwargs)
         finally:
             self.loop.in_worker = False
+
+    def _call(self, job, function, taken_in, chain=True):
+        started = time.monotonic()
+        result = self._call_function(job, function)
+        self._timed(time.monotonic() - started)
         now = time.time()
         job.result = result
         job.end_attempt('done', now, transaction=taken_in)
         jobs = self._jobs()
         jobs.done(job, now)
-        self.record.job = self.record.attempt = None
+        self.record.batch = ()
         self._endings = []
-        if self._tries == 1 and self.loop.running:
-            return self._take_next(jobs, now)
+        if chain and self._tries == 1 and self.loop.running:
+            return self._take_next(jobs, now, self._own_shards(jobs))
         return None
 
-    def _take_next(self, jobs, now):
-        """Take the next due job in the run's transaction (see the
-        module); return it and its function, or None."""
-        job, _ = jobs.take(now)
-        if job is None:
+    def _worker_keys(self, jobs):
+        """The keys of the database's workers, sorted (read again after
+        WORKERS_SECONDS)."""
+        keys, read = self._workers
+        if read is None or time.monotonic() - read > WORKERS_SECONDS:
+            keys = tuple(sorted(jobs.worker_keys()))
+            self._workers = (keys, time.monotonic())
+        return keys
+
+    def _own_shards(self, jobs):
+        """The indexes of this worker's share of the pending shards (by
+        its place among the database's workers), from a random one on."""
+        keys = self._worker_keys(jobs)
+        if self.key not in keys:
+            return ()
+        own = range(keys.index(self.key), jobs.shards, len(keys))
+        if not own:
+            return ()
+        start = random.randrange(len(own))
+        return [*own[start:], *own[:start]]
+
+    def _turn(self):
+        """The seconds this worker, idle when a job was queued, waits for
+        its turn to look (0: now).
+
+        The turns go round the database's workers from one that the
+        transaction which rang chooses: every worker counts the same turns
+        from the same id.  A worker that is busy when its turn comes
+        takes after its run."""
+        rung = None if self.watcher is None else self.watcher.rung
+        if not self._idle or rung is None or rung is self._rung:
+            return 0
+        self._rung = rung
+        tid, when = rung
+        if tid is None:
+            return 0
+        keys = self._worker_keys(self._jobs())
+        if self.key not in keys:
+            return 0
+        turn = (keys.index(self.key) - int.from_bytes(tid, 'big')) % len(
+            keys)
+        return max(0, min(turn * TURN, MAX_TURN) - (time.monotonic() - when))
+
+    def _take_next(self, jobs, now, shards=None):
+        """Take the next due jobs (see the module), from `shards` (their
+        indexes; None: any): as many as `_batch_size` says, all of one
+        principal, and a job whose last attempt died alone; return them,
+        each with its function, or None."""
+        wanted = self._batch_size()
+        taken = []
+        while len(taken) < wanted:
+            first = taken[0][0] if taken else None
+            job, _ = jobs.take(now, None if first is None else (
+                lambda job: job.principal == first.principal and
+                not died(job)), shards)
+            if job is None:
+                break
+            transaction.get().note(
+                f'gocept.runner.jobs: take job {job.describe()}')
+            function = registry.lookup_function(job.name)
+            if function is None:
+                self._endings.append(
+                    attempts.refuse(jobs, job, self.key, now))
+                continue
+            alone = died(job)
+            job.begin_attempt(self.key, now)
+            taken.append((job, function))
+            if alone:
+                break
+        if not taken:
             return None
-        transaction.get().note(
-            f'gocept.runner.jobs: take job {job.describe()}')
-        function = registry.lookup_function(job.name)
-        if function is None:
-            self._endings.append(attempts.refuse(jobs, job, self.key, now))
-            return None
-        job.begin_attempt(self.key, now)
-        self.record.job, self.record.attempt = job, len(job.attempts)
-        return job, function
+        self.record.batch = tuple((job, len(job.attempts))
+                                  for job, _ in taken)
+        return taken
 
     def _restore_interaction(self):
         # The rest of the tick runs as the loop's principal again.
@@ -333,7 +571,7 @@ class JobWorker:
             endings.append(attempts.end(
                 self._jobs(), job, outcome, time.time(), line, text,
                 taken_in))
-            self.record.job = self.record.attempt = None
+            self.record.batch = ()
         retry.run(record, begin=transaction.begin)
         for ending in endings:
             ending.log()
@@ -354,12 +592,14 @@ class JobWorker:
                 self.key)
             if worker is None:
                 return
-            if (chained is not None and worker.job is chained[0] and
-                    worker.job.runs_in(self.key, worker.attempt)):
-                annotate(self.loop, worker.job, 'give back')
-                jobs.give_back(worker.job)
-                worker.job = worker.attempt = None
-            if worker.job is None:
+            ours = worker.runs()
+            for job, _ in chained or ():
+                if any(job is own for own in ours):
+                    annotate(self.loop, job, 'give back')
+                    jobs.give_back(job)
+            if chained:
+                worker.batch = ()
+            if not worker.batch:
                 del process.workers[self.key]
         try:
             retry.run(unregister, attempts=liveness.UNREGISTER_ATTEMPTS,
@@ -370,14 +610,49 @@ class JobWorker:
             transaction.abort()
 
 
-_CALL = JobWorker._call.__code__
+_CALL = JobWorker._call_function.__code__
 
 
-def annotate(loop, job, what):
+class Running:
+    """A job of a batch that a worker runs together (see JobWorker._run):
+    what the worker keeps of its attempt until the batch's transaction has
+    ended."""
+
+    def __init__(self, job, function):
+        self.job = job
+        self.function = function
+        self.number = len(job.attempts)
+        # The job was last written by the take.
+        self.taken_in = tid_repr(job._p_serial)
+        self.seconds = 0
+        self.begun = False
+        self.span = self.reported = None
+
+
+def _others(own, jobs):
+    """The indexes of the shards of `jobs` not among `own`, from a random
+    one on."""
+    own = set(own)
+    others = [index for index in range(jobs.shards) if index not in own]
+    if not others:
+        return others
+    start = random.randrange(len(others))
+    return others[start:] + others[:start]
+
+
+def died(job):
+    """Whether the last attempt of `job` ended as its worker process
+    died: it runs alone, lest it take the jobs of its batch along."""
+    return bool(job.attempts) and job.attempts[-1].outcome in (
+        'died', 'died in a batch')
+
+
+def annotate(loop, job, what=None):
     """Annotate the current transaction of `loop` with `what` it does to
-    `job`."""
+    `job` (without `what`: with the job and its principal only)."""
     txn = transaction.get()
-    txn.note(f'gocept.runner.jobs: {what} job {job.describe()}')
+    if what is not None:
+        txn.note(f'gocept.runner.jobs: {what} job {job.describe()}')
     if job.principal is not None:
         loop.annotate_user(txn, job.principal)
     txn.extension['job_id'] = job.id

@@ -74,7 +74,7 @@ class SweepTest(unittest.TestCase):
             jobs.put(job)
             taken, _ = jobs.take(time.time())
             taken.begin_attempt(worker.key, time.time())
-            worker.job, worker.attempt = taken, 1
+            worker.batch = ((taken, 1),)
         transaction.commit()
         return job
 
@@ -133,7 +133,7 @@ class SweepTest(unittest.TestCase):
         worker = late_jobs.processes()['late'].workers['late/1']
         job, _ = late_jobs.take(time.time())
         job.begin_attempt(worker.key, time.time())
-        worker.job, worker.attempt = job, 1
+        worker.batch = ((job, 1),)
         self.sweep(11)
         self.assertNotIn('late', self.jobs().processes())
         with self.assertRaises(ConflictError):

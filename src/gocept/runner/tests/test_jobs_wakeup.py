@@ -31,6 +31,8 @@ POLL = 30
 # far below the poll.
 SOON = 10
 TIMEOUT = 60
+# Ids of transactions, as a ZEO client is told them.
+TIDS = [(0x03e8 << 48 | number).to_bytes(8, 'big') for number in (1, 2, 3)]
 
 
 class Loop:
@@ -70,6 +72,20 @@ class WatcherTest(unittest.TestCase):
         transaction.commit()
         self.assertEqual([1, 1], self.woken())
 
+    def test_a_commit_wakes_the_loops_once_however_they_hear_of_it(self):
+        # The committing process of a RelStorage on PostgreSQL hears of
+        # its commit from its hook and from the server's notification.
+        self.put()
+        transaction.commit()
+        tid = self.jobs.bell._p_serial
+        self.assertEqual((tid, [1, 1]), (self.watcher.rung[0], self.woken()))
+        self.watcher.wake(tid)
+        self.assertEqual([1, 1], self.woken())
+        # A wake-up that does not know the commit wakes them all the same.
+        self.watcher.wake(None)
+        self.watcher.wake(None)
+        self.assertEqual([3, 3], self.woken())
+
     def test_the_put_that_makes_the_container_wakes_every_loop(self):
         del self.root[store.ROOT_KEY]
         transaction.commit()
@@ -88,12 +104,13 @@ class WatcherTest(unittest.TestCase):
         self.watcher.attend(self.jobs)
         self.root['other'] = 'unrelated'
         transaction.commit()
-        self.watcher.invalidated([self.jobs._p_oid])
+        self.watcher.invalidated(TIDS[0], [self.jobs._p_oid])
         self.assertEqual([0, 0], self.woken())
-        self.watcher.invalidated([self.jobs._p_oid, self.jobs.bell._p_oid])
+        self.watcher.invalidated(
+            TIDS[1], [self.jobs._p_oid, self.jobs.bell._p_oid])
         self.assertEqual([1, 1], self.woken())
         # The commit that makes the container changes the root.
-        self.watcher.invalidated({self.root._p_oid})
+        self.watcher.invalidated(TIDS[2], {self.root._p_oid})
         self.assertEqual([2, 2], self.woken())
 
     def test_a_loop_no_longer_watching_is_not_woken(self):

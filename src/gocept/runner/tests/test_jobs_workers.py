@@ -9,6 +9,7 @@ one process at a time may open, only while no worker runs.
 
 import collections
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from gocept.runner import status
 from gocept.runner import testing
 from gocept.runner.jobs import store
 from gocept.runner.jobs.record import Job
+from gocept.runner.jobs.worker import BATCH
 from gocept.runner.tests import jobprograms
 
 
@@ -106,9 +108,11 @@ class Scenarios:
         transaction.commit()
         return counters, ids
 
-    def assert_done_once(self, client, ids, counters, failed=()):
-        """Every job is done, in one attempt that was not a conflict, and
-        its effect is there once; the jobs `failed` failed."""
+    def assert_done_once(self, client, ids, counters, failed=(),
+                         besides=('conflict',)):
+        """Every job is done, in one attempt, besides attempts that ended
+        as `besides` says (a conflict), and its effect is there once; the
+        jobs `failed` failed."""
         container = client.fresh()
         self.assertEqual(len(ids), len(set(ids)))
         for job_id, counter in zip(ids, counters):
@@ -117,7 +121,7 @@ class Scenarios:
                 (a.outcome, a.error, a.worker) for a in job.attempts])
             outcomes = [attempt.outcome for attempt in job.attempts]
             self.assertEqual(['done'], [
-                outcome for outcome in outcomes if outcome != 'conflict'])
+                outcome for outcome in outcomes if outcome not in besides])
             self.assertEqual(1, counter.count, job)
         self.assertEqual(0, len(container))
         self.assertEqual(sorted(failed),
@@ -136,9 +140,11 @@ class Scenarios:
         self.assertEqual([], self.lines('WARNING') + self.lines('ERROR'),
                          self.output())
 
-    def test_the_run_of_a_job_takes_the_next_in_its_transaction(self):
-        # A job costs one commit while jobs are due: the first is taken on
-        # its own, every other by the run of the one before.
+    def test_jobs_run_together_while_they_are_due(self):
+        # While jobs are due, the first is taken on its own, the commit of
+        # its run takes the next jobs (up to BATCH), which the next run runs
+        # together, in one transaction; after that, a transaction of its
+        # own takes the next.
         with self.client() as client:
             since = client.db.lastTransaction()
             counters, ids = self.put(client, jobprograms.mark, 20)
@@ -147,17 +153,50 @@ class Scenarios:
             self.assert_done_once(client, ids, client.counters_of())
             notes = client.notes(since, ids)
         runs = [note for note in notes if ' run job ' in note]
-        self.assertEqual(20, len(runs))
-        self.assertEqual(19, sum(' take job ' in note for note in runs))
-        self.assertEqual(21, len(notes), notes)
+        self.assertEqual(20, sum(note.count(' run job ') for note in runs))
+        self.assertEqual(20, sum(note.count(' take job ') for note in notes))
+        self.assertLessEqual(1 + math.ceil(19 / BATCH), len(runs))
+        self.assertLess(len(runs), 20, notes)
+        self.assertLessEqual(len(notes), 2 * len(runs) + 1, notes)
+
+    def test_a_job_that_fails_among_others_fails_alone(self):
+        # Due jobs run together in one transaction; when one of them
+        # raises, the transaction keeps nothing, and each runs again on its
+        # own: the others are done once, the failing one fails alone.
+        # After it, enough jobs that a run of several commits, though the
+        # failing one (as fast as its retries come) may be in three runs.
+        marks = 6 + 3 * BATCH
+        with self.client() as client:
+            since = client.db.lastTransaction()
+            counters = client.counters(marks)
+            ids = [jobprograms.mark.delay(counter)
+                   for counter in counters[:6]]
+            failing = jobprograms.fail.delay('y')
+            ids += [jobprograms.mark.delay(counter)
+                    for counter in counters[6:]]
+            transaction.commit()
+        self.assertEqual([0], self.run_workers())
+        with self.client() as client:
+            self.assert_done_once(client, ids, client.counters_of(),
+                                  failed=[failing])
+            job = client.record(failing)
+            self.assertEqual(['error'] * 3,
+                             [attempt.outcome for attempt in job.attempts])
+            notes = client.notes(since, ids)
+        # Jobs ran together, and each mark's run committed once.
+        self.assertTrue(any(note.count(' run job ') > 1 for note in notes),
+                        notes)
+        self.assertEqual(marks, sum(
+            note.count(' run job gocept.runner.tests.jobprograms:mark ')
+            for note in notes), notes)
 
     def test_a_job_taken_but_not_begun_is_given_back_when_its_loop_ends(
             self):
         with self.client() as client:
             since = client.db.lastTransaction()
             counters, ids = self.put(client, jobprograms.mark, 3)
-        # One tick: it takes a job, runs it and takes the next, which it
-        # does not begin.  (A limit reached: start me again.)
+        # One tick: it takes a job, runs it and takes the next two, which
+        # it does not begin.  (A limit reached: start me again.)
         self.assertEqual(status.EX_TEMPFAIL,
                          self.wait(self.start(max_ticks=1)))
         with self.client() as client:
@@ -166,7 +205,7 @@ class Scenarios:
             notes = client.notes(since, ids)
             given_back = [job for job in records
                           if f'take job {job.describe()}' in notes[1]]
-            self.assertEqual(1, len(given_back), notes)
+            self.assertEqual(2, len(given_back), notes)
             self.assertEqual(['done', 'pending', 'pending'],
                              sorted(job.state for job in records))
             for job in records:
@@ -355,19 +394,24 @@ class Scenarios:
                 else:
                     self.assertIn(worker.poll(), (None, 0), self.output())
             time.sleep(0.05)
-        self.assertEqual(2, deaths, self.output())
         with self.client() as client:
             job = client.record(killer_id)
             self.assertEqual('failed', job.state)
-            self.assertEqual(['died', 'died'],
-                             [attempt.outcome for attempt in job.attempts])
+            # Its retry and the attempt before: run alone.  Killed in a
+            # batch of several jobs first, it ran alone after that.
+            outcomes = [attempt.outcome for attempt in job.attempts]
+            self.assertEqual(['died', 'died'], outcomes[-2:])
+            self.assertLessEqual(set(outcomes[:-2]), {'died in a batch'})
+            self.assertEqual(len(outcomes), deaths, self.output())
             self.assertRegex(
-                job.attempts[0].error, r'^its worker process .* pid \d+ died'
-                r' \(no heartbeat for \d+ seconds\)$')
+                job.attempts[-1].error, r'^its worker process .* pid \d+'
+                r' died \(no heartbeat for \d+ seconds\)$')
             # What it changed before it died was never stored.
             self.assertEqual(0, client.root['killer'][0].count)
+            # A job killed with the killer in a batch ran again.
             self.assert_done_once(client, ids, client.counters_of(),
-                                  failed=[killer_id])
+                                  failed=[killer_id],
+                                  besides=('conflict', 'died in a batch'))
         self.assertEqual(1, len(self.lines('ERROR')), self.output())
         self.assertIn(f'Job gocept.runner.tests.jobprograms:kill_process'
                       f' {killer_id} failed for good after 2 attempts (died:'
