@@ -213,12 +213,18 @@ class LimitsTest(unittest.TestCase):
         limit.after_tick(loop, tick)
         self.assertEqual(1, tick.pause)
 
-    def test_max_runtime_stops_every_loop_of_the_process_once(self):
+    def over_runtime(self):
+        """Two loops of a process, and its max_runtime of 1 second, which
+        is over."""
         a, b = FakeLoop('a'), FakeLoop('b')
         process = self.process_of(a, b)
         limit = Limits(max_runtime=1)
         limit.before_process(process)
         limit.started -= 2
+        return a, b, process, limit
+
+    def test_max_runtime_stops_every_loop_of_the_process_once(self):
+        a, b, process, limit = self.over_runtime()
         with self.assertLogs('gocept.runner', 'INFO') as logs:
             limit.after_tick(a, a.tick())
             limit.before_tick(b)
@@ -236,11 +242,7 @@ class LimitsTest(unittest.TestCase):
         # However it missed the process's stop (a CI run once saw two of
         # three loops tick on to their max_ticks), the limit it reaches
         # stops it, and is said once.
-        a, b = FakeLoop('a'), FakeLoop('b')
-        process = self.process_of(a, b)
-        limit = Limits(max_runtime=1)
-        limit.before_process(process)
-        limit.started -= 2
+        a, b, _, limit = self.over_runtime()
         with self.assertLogs('gocept.runner', 'INFO') as logs:
             limit.after_tick(a, a.tick())
             b.running, b.stopped_because = True, None
