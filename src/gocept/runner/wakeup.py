@@ -53,14 +53,20 @@ class Wakeup:
                 pass  # closed meanwhile: nothing sleeps on it
 
     def sleep(self, seconds):
-        """Sleep `seconds`, or until woken; return whether woken."""
-        woken, _, _ = select.select([self._read], [], [], seconds)
+        """Sleep `seconds`, or until woken; return whether woken.
+
+        A wake is never lost: it is either seen by this sleep (its byte
+        read) or left for the next, even one that comes between the end of
+        the wait and the read.
+        """
+        select.select([self._read], [], [], seconds)
+        woken = False
         try:
             while os.read(self._read, 512):
-                pass
+                woken = True
         except BlockingIOError:
             pass
-        return bool(woken)
+        return woken
 
 
 class Sleep:

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import unittest
+import unittest.mock
 
 from gocept.runner.wakeup import Sleep
 from gocept.runner.wakeup import Wakeup
@@ -52,6 +53,19 @@ class WakeupTest(unittest.TestCase):
         for _ in range(100000):
             self.wakeup.wake()
         self.assertTrue(self.wakeup.sleep(0))
+        self.assertFalse(self.wakeup.sleep(0))
+
+    def test_a_wake_between_the_end_of_the_wait_and_the_read(self):
+        # A signal handler that runs just after select() timed out: its
+        # wake ends this sleep (whose read takes its byte), not no sleep.
+        wait = select.select
+
+        def then_woken(*args):
+            result = wait(*args)
+            self.wakeup.wake()
+            return result
+        with unittest.mock.patch.object(select, 'select', then_woken):
+            self.assertTrue(self.wakeup.sleep(0.01))
         self.assertFalse(self.wakeup.sleep(0))
 
     def test_its_end_to_wait_on(self):
