@@ -63,9 +63,10 @@ class Jobs(persistent.Persistent):
     in the same place.  `dead_after` and `keep_done` (seconds) are stored
     with the container once set on it, for every worker to read.
 
-    `bell` changes whenever a job is queued (see gocept.runner.jobs.wakeup).
-    A BTrees.Length: the commits of two puts do not conflict on it, and a
-    ZEO server resolves them without any class of ours.
+    Each shard has a doorbell (`bells`), which changes whenever a job is
+    queued in the shard (see gocept.runner.jobs.wakeup): a BTrees.Length,
+    so that the commits of two puts do not conflict on it, and a ZEO
+    server resolves them without any class of ours.
     """
 
     dead_after = DEAD_AFTER
@@ -85,12 +86,28 @@ class Jobs(persistent.Persistent):
         self._failed = BTrees.OOBTree.OOBTree()
         # The worker processes: a key -> a ProcessRecord.
         self._processes = BTrees.OOBTree.OOBTree()
-        self.bell = BTrees.Length.Length()
+        self.bells = tuple(BTrees.Length.Length() for _ in range(shards))
 
     @property
     def shards(self):
         """How many shards pending jobs are spread over."""
         return len(self._pending)
+
+    def shard_oids(self):
+        """The oids of the shards, by index (None for a shard not yet
+        stored); a commit that takes from a small shard changes its oid."""
+        return tuple(shard._p_oid for shard in self._pending)
+
+    def is_current(self, index):
+        """Whether this connection holds the state of the shard `index`
+        (after a commit that wrote it: unless conflict resolution merged it
+        with another commit's change)."""
+        return self._pending[index]._p_changed is not None
+
+    def due_in(self, index, now):
+        """Whether a job of the shard `index` is due at `now`."""
+        shard = self._pending[index]
+        return bool(shard) and shard.minKey() <= _key(now) | _LOW_BITS
 
     def __len__(self):
         """How many jobs are pending (reads every shard)."""
@@ -118,7 +135,7 @@ class Jobs(persistent.Persistent):
             key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
         shard[key] = job
         job.state, job.shard, job.key = record.PENDING, index, key
-        wakeup.ring(self)
+        wakeup.ring(self, index)
 
     def requeue(self, job, eta):
         """Queue `job` again for `eta` (in a shard chosen at random)."""

@@ -9,27 +9,35 @@ workers of its database at once, wherever they run:
   FileStorage's workers, a job that puts jobs): the transaction's
   after-commit hook tells them;
 - in the other processes of a ZEO server: the commit changed the doorbell
-  of the Jobs container (a BTrees.Length that each job queued changes).
-  The server tells every client which objects each commit changed; the
-  Relay through which the client storage tells its database looks for the
-  doorbell among them: an unrelated commit costs one set look-up;
+  of a shard of the Jobs container (a BTrees.Length that each job queued
+  in the shard changes).  The server tells every client which objects each
+  commit changed; the Relay through which the client storage tells its
+  database looks for the doorbells among them: an unrelated commit costs a
+  dictionary look-up an object;
 - in the other processes of a RelStorage on PostgreSQL: the committing
   process sends NOTIFY on CHANNEL after the commit, on a connection of its
-  own; each worker process LISTENs on one of its own, in a thread.
-  Unrelated commits send nothing.
+  own, with the id of the transaction and the shards it queued jobs in;
+  each worker process LISTENs on one of its own, in a thread.  Unrelated
+  commits send nothing.
 
 A wake-up is a hint: the worker looks for due jobs at once
 (MainLoop.tick_now).  One that is lost (a connection that broke, a worker
 just starting) costs at most POLL seconds.
 
 Idle workers that all rushed for the one job queued would all but one
-lose the race, and pay a take that conflicts.  So each wake-up carries the
-id of the transaction that rang (`Watcher.rung`), and the workers of the
-database take turns by it (see gocept.runner.jobs.worker): the idle
-worker whose turn it is looks at once, the others TURN seconds apart,
-after the job is likely taken.
+lose the race, and pay a take that conflicts; and each look costs the
+database server loads.  So the Watcher keeps what its process knows of
+each shard: when a job was last queued in it, and when it was last found
+to have no due job (`Watcher.candidates`).  A worker's look finds that out
+for the shards it looks at; on a ZEO server, so does every commit of
+another process that changed a shard and rang no doorbell, for a take
+that leaves a due job in its shard rings again (see
+gocept.runner.jobs.worker).  Workers look only at the shards that may
+have a due job, their own share of the shards at once, the others' in
+turns; and all of them at least every POLL seconds.
 """
 
+import collections
 import logging
 import select
 import threading
@@ -49,6 +57,9 @@ log = logging.getLogger('gocept.runner.jobs')
 CHANNEL = 'gocept_runner_jobs'
 # The `application_name` of our PostgreSQL connections.
 APPLICATION = 'gocept.runner.jobs wake-up'
+# The longest payload of a notification that PostgreSQL takes is 8000
+# bytes; one naming more shards names none.
+MAX_PAYLOAD = 7000
 # Seconds a worker that stops waits for its Listener's thread, at most.
 STOP_TIMEOUT = 5
 
@@ -59,33 +70,41 @@ _notifiers = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def ring(jobs):
-    """Ring the doorbell of `jobs` (a Jobs container) in the current
-    transaction: once that has committed, the idle workers of the database
-    wake."""
-    jobs.bell.change(1)
+#: A wake-up: the id of the transaction that rang (None: unknown), when
+#: it was heard of (time.monotonic()), and the indexes of the shards it
+#: queued jobs in (empty: unknown, any).
+Ring = collections.namedtuple('Ring', 'tid when shards')
+
+
+def ring(jobs, index):
+    """Ring the doorbell of the shard `index` of `jobs` (a Jobs container)
+    in the current transaction: once that has committed, the idle workers
+    of the database wake."""
+    jobs.bells[index].change(1)
     jar = jobs._p_jar
     txn = (transaction.get() if jar is None else
            jar.transaction_manager.get())
     try:
-        txn.data(jobs)
+        shards = txn.data(jobs)
     except KeyError:
-        txn.set_data(jobs, True)  # one hook per transaction
-        txn.addAfterCommitHook(_rang, (jobs,))
+        shards = set()
+        txn.set_data(jobs, shards)  # one hook per transaction
+        txn.addAfterCommitHook(_rang, (jobs, shards))
+    shards.add(index)
 
 
-def _rang(committed, jobs):
+def _rang(committed, jobs, shards):
     if not committed or jobs._p_jar is None:
         return
     db = jobs._p_jar.db()
-    # The doorbell was written by the commit: its serial is the commit's.
-    tid = jobs.bell._p_serial
+    # The doorbells were written by the commit: their serial is its id.
+    tid = jobs.bells[min(shards)]._p_serial
     watcher = _watchers.get(db)
     if watcher is not None:
-        watcher.wake(tid)
+        watcher.wake(tid, frozenset(shards))
     notifier = notifier_of(db)
     if notifier is not None:
-        notifier.notify(tid)
+        notifier.notify(tid, shards)
 
 
 def watch(loop, db):
@@ -121,11 +140,18 @@ class Watcher:
         self.db = db
         # Replaced, never changed: other threads go through it.
         self.loops = frozenset()
-        # The oids whose change wakes the workers: the root's (a commit
-        # that makes the container) and the doorbell's (see `attend`).
-        self.oids = frozenset([z64])
-        # The id of the transaction that rang last (None: unknown) and
-        # when, by time.monotonic(); replaced, never changed.
+        # The oids of the container's doorbells and of its shards -> the
+        # index of their shard (see `attend`), replaced, never changed;
+        # the oid of the container they are of.
+        self.bells = self.shards = {}
+        self._container = None
+        # A shard's index -> when (time.monotonic()) a job was last queued
+        # in it, and when it was last found to have no due job; when a job
+        # may have been queued in any (a wake-up of unknown origin).
+        self.queued = {}
+        self.cleared = {}
+        self.anywhere = 0.0
+        # The last Ring; replaced, never changed.
         self.rung = None
         self._relay = self._listener = None
 
@@ -153,29 +179,79 @@ class Watcher:
                           exc_info=True)
 
     def attend(self, jobs):
-        """Look out for the doorbell of `jobs` (None: the database has no
+        """Look out for the doorbells of `jobs` (None: the database has no
         jobs yet); called by a worker that found no due job."""
-        bell = None if jobs is None else jobs.bell._p_oid
-        if bell is not None and bell not in self.oids:
-            self.oids = frozenset([z64, bell])
+        if jobs is None or jobs._p_oid == self._container:
+            return
+        self.shards = {oid: index for index, oid in
+                       enumerate(jobs.shard_oids()) if oid is not None}
+        self.bells = {bell._p_oid: index for index, bell in
+                      enumerate(jobs.bells) if bell._p_oid is not None}
+        self._container = jobs._p_oid
 
     def invalidated(self, tid, oids):
-        """Wake the workers if the commit `tid` that changed `oids`
-        rang."""
-        if not self.oids.isdisjoint(oids):
-            self.wake(tid)
+        """Note the shards that the commit `tid` of another process changed
+        (`oids`); wake the workers if it rang, or made the container (it
+        changed the root)."""
+        when = time.monotonic()
+        bells, shards = self.bells, self.shards
+        rang = set()
+        changed = []
+        root = False
+        for oid in oids:
+            index = shards.get(oid)
+            if index is not None:
+                changed.append(index)
+            index = bells.get(oid)
+            if index is not None:
+                rang.add(index)
+            elif oid == z64:
+                root = True
+        # A commit that took from a shard and left a due job in it rang
+        # (see gocept.runner.jobs.worker): one that did not left none.
+        self.clear(changed, when)
+        if rang or root:
+            self.wake(tid, frozenset(rang), when)
 
-    def wake(self, tid=None):
-        """Have every worker look for due jobs: in turns, if the id `tid`
-        of the transaction that rang is given, else at once."""
+    def wake(self, tid=None, shards=frozenset(), when=None):
+        """Have every worker look for due jobs: the transaction `tid`
+        (None: unknown) queued jobs in the shards of the indexes `shards`
+        (none: in any) at `when` (time.monotonic(); None: now)."""
         rung = self.rung
-        if tid is not None and rung is not None and rung[0] == tid:
+        if tid is not None and rung is not None and rung.tid == tid:
             # Woken already: the committing process hears of its commit
             # from its own hook and from PostgreSQL.
             return
-        self.rung = (tid, time.monotonic())
+        if when is None:
+            when = time.monotonic()
+        if tid is None or not shards:
+            shards = frozenset()
+            self.anywhere = when
+        for index in shards:
+            self.queued[index] = when
+        self.rung = Ring(tid, when, shards)
         for loop in self.loops:
             loop.tick_now()
+
+    def clear(self, shards, when):
+        """The shards of the indexes `shards` had no due job as of `when`
+        (by time.monotonic(), at or before the start of the transaction
+        that found it)."""
+        cleared = self.cleared
+        for index in shards:
+            if cleared.get(index, -1.0) < when:
+                cleared[index] = when
+
+    def candidates(self, count):
+        """The shards (of `count`) that may have a due job, for all that
+        this process knows: index -> since when (time.monotonic())."""
+        queued, cleared, anywhere = self.queued, self.cleared, self.anywhere
+        found = {}
+        for index in range(count):
+            since = max(queued.get(index, 0.0), anywhere)
+            if since >= cleared.get(index, -1.0):
+                found[index] = since
+        return found
 
 
 class Relay:
@@ -235,9 +311,12 @@ class Notifier:
         self._lock = threading.Lock()
         self._warned = False
 
-    def notify(self, tid):
+    def notify(self, tid, shards=()):
         """Tell the workers that listen that the transaction `tid` queued
-        a job."""
+        jobs in the shards of the indexes `shards`."""
+        payload = ' '.join([tid.hex(), ','.join(map(str, sorted(shards)))])
+        if len(payload) > MAX_PAYLOAD:
+            payload = tid.hex()  # which shards: unknown
         with self._lock:
             error = None
             for _ in range(2):  # a connection that broke, opened again
@@ -246,7 +325,7 @@ class Notifier:
                         self._connection = self.adapter.connmanager.open(
                             application_name=APPLICATION)
                     connection, cursor = self._connection
-                    cursor.execute(f"NOTIFY {CHANNEL}, '{tid.hex()}'")
+                    cursor.execute(f"NOTIFY {CHANNEL}, '{payload}'")
                     connection.commit()
                     return
                 except Exception as e:
@@ -338,7 +417,7 @@ class Listener:
                 if connection.notifies:
                     payload = connection.notifies[-1].payload
                     del connection.notifies[:]
-                    self.wake(_tid(payload))
+                    self.wake(*_ring(payload))
             if self._stop in readable:
                 self._stop.sleep(0)
 
@@ -347,13 +426,19 @@ class Listener:
             self._stop.sleep(seconds)
 
 
-def _tid(payload):
-    """The transaction id a notification carries, or None."""
+def _ring(payload):
+    """The transaction id a notification carries and the indexes of the
+    shards it names: None and none if it carries no valid id."""
+    tid, _, shards = str(payload).partition(' ')
     try:
-        tid = bytes.fromhex(payload)
-    except (TypeError, ValueError):
-        return None
-    return tid if len(tid) == 8 else None
+        tid = bytes.fromhex(tid)
+        shards = frozenset(int(index) for index in shards.split(',')
+                           if index)
+    except ValueError:
+        return None, frozenset()
+    if len(tid) != 8:
+        return None, frozenset()
+    return tid, shards
 
 
 def _close(connected):

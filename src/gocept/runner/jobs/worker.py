@@ -82,10 +82,11 @@ BATCH_SECONDS = 0.1
 #: last read them.
 WORKERS_SECONDS = 1
 #: Seconds between the turns of idle workers woken by one job queued (see
-#: gocept.runner.jobs.wakeup).
-TURN = 0.004
+#: gocept.runner.jobs.wakeup), at least (more when takes and jobs take
+#: longer; see JobWorker._spacing).
+TURN = 0.01
 #: The longest an idle worker waits for its turn.
-MAX_TURN = 0.05
+MAX_TURN = 0.5
 
 #: Seconds an idle worker waits before it looks for due jobs again (less,
 #: when one is due earlier), unless a job queued wakes it first (see
@@ -136,29 +137,45 @@ class JobWorker:
         # The keys of the database's workers, sorted, and when they were
         # read.
         self._workers = ((), None)
-        # Whether the last look found no due job; the wake-up it last
-        # took its turn for.
-        self._idle = False
-        self._rung = None
+        # When (by time.monotonic()) it looks at every shard next, when its
+        # last look began, and the shards a take found resolved against a
+        # concurrent change (see _took).
+        self._poll_at = 0.0
+        self._looked = 0.0
+        self._resolved = set()
+        # By time.monotonic(), at or before the start of the transaction
+        # that runs now (what it reads holds as of then): set before each
+        # end of a transaction of this worker's thread (see Since).
+        self.since = 0.0
+        self._since = None
+        # The seconds from the start of a look to the commit of its take,
+        # on a moving average.
+        self._take_seconds = TURN
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
         the next tick."""
         self.loop.in_worker = False
+        if self._since is None:
+            # In the thread of the loop: its transaction manager.
+            self._since = Since(self)
+            transaction.manager.registerSynch(self._since)
         wait = None
         if self.scheduler is not None and not self.burst:
             wait = self._schedule()
+        if self._resolved:
+            self._ring_again()
         chained = self._chained()
         if chained is not None:
             # Taken by the last run's commit; run in the tick's transaction.
             self._run(chained)
             return 0
-        turn = self._turn()
-        if turn:
-            return turn if wait is None else min(turn, wait)
+        pause, shards = self._plan()
+        if pause:
+            return pause if wait is None else min(pause, wait)
         try:
-            # The first attempt in the tick's transaction.
-            taken, _ = retry.run(self._take)
+            taken, _ = retry.run(lambda: self._take(shards),
+                                 begin=self._begin_look)
         except ConflictError:
             log.debug('Worker %s: conflicts taking a job; looking again',
                       self.key)
@@ -167,10 +184,17 @@ class JobWorker:
             ending.log()
             self.counts.ended(ending)
         what, value = taken
-        self._idle = what == 'idle'
+        if what == 'taken':
+            self._take_seconds += (
+                time.monotonic() - self._looked - self._take_seconds) / 8
+        if shards is None:
+            # The next look at every shard, unless one is due earlier.
+            self._poll_at = self._looked + POLL
         if what == 'idle':
-            if self.watcher is not None:
-                self.watcher.attend(self._jobs())
+            self._poll_at = min(self._poll_at, self._looked + value)
+            if shards is not None:
+                # The wait of its last look at every shard goes on.
+                value = max(0, self._poll_at - time.monotonic())
             return value if wait is None else max(0, min(value, wait))
         if what == 'exit':
             return Exit
@@ -218,8 +242,64 @@ class JobWorker:
             worker = process.workers[self.key] = store.WorkerRecord(self.key)
         return worker
 
-    def _take(self):
-        """Transaction 1: take a due job (see the module)."""
+    def _begin_look(self):
+        # What the look finds holds as of its transaction's start.
+        self._looked = self.since = time.monotonic()
+        transaction.begin()
+
+    def _plan(self):
+        """When and where this worker looks for due jobs next: the seconds
+        to wait first, and the indexes of the shards to look at (None:
+        all).
+
+        It looks at every shard when it has not for POLL seconds (or when
+        a job it saw is due), else only at those that may have a due job
+        (wakeup.Watcher.candidates): at once if its share of the shards
+        has one, else in turns with the database's other workers that have
+        none, `_spacing` seconds apart from when the earliest was queued,
+        in an order that the transaction which rang last chooses.  By its
+        turn the job is likely taken, and on a ZEO server the worker knows
+        it."""
+        now = time.monotonic()
+        watcher = self.watcher
+        jobs = self._jobs()
+        if (watcher is None or jobs is None or self.burst or
+                now >= self._poll_at):
+            return 0, None
+        watcher.attend(jobs)
+        candidates = watcher.candidates(jobs.shards)
+        if not candidates:
+            return self._poll_at - now, ()
+        keys = self._worker_keys(jobs)
+        if self.key not in keys:
+            return 0, None
+        count, place = len(keys), keys.index(self.key)
+        mine = [index for index in candidates if index % count == place]
+        if mine:
+            return 0, _from_random(mine)
+        # The places of the workers whose share has a candidate look first.
+        first = {index % count for index in candidates}
+        rung = watcher.rung
+        start = 0 if rung is None or rung.tid is None else int.from_bytes(
+            rung.tid, 'big')
+        turn = 1 + [other for other in (
+            (start + step) % count for step in range(count))
+            if other not in first].index(place)
+        wait = min(turn * self._spacing(), MAX_TURN) - (
+            now - min(candidates.values()))
+        if wait > 0:
+            return min(wait, self._poll_at - now), ()
+        return 0, _from_random(list(candidates))
+
+    def _spacing(self):
+        """The seconds between two turns: TURN at least, and time for a
+        worker to take a job after the one it runs, by how long this
+        worker's takes and jobs take."""
+        return max(TURN, 2 * self._take_seconds + (self._call_seconds or 0))
+
+    def _take(self, shards=None):
+        """Transaction 1: take a due job (see the module) from the shards
+        of the indexes `shards` (None: any)."""
         self._endings = []
         now = time.time()
         jobs = self._jobs()
@@ -233,9 +313,16 @@ class JobWorker:
                     jobs, job, 'interrupted', now,
                     'its worker lost the storage while it ran'))
             worker.batch = ()
-        # Its own shards first: where no run of another worker takes.
-        own = self._own_shards(jobs)
-        job, next_due = jobs.take(now, shards=[*own, *_others(own, jobs)])
+        if shards is None:
+            # Its own shards first: where no run of another worker takes.
+            own = self._own_shards(jobs)
+            shards = [*own, *_others(own, jobs)]
+        job, next_due = jobs.take(now, shards=shards)
+        if self.watcher is not None:
+            # Those before the job's had none due.
+            self.watcher.clear(
+                shards if job is None else shards[:shards.index(job.shard)],
+                self.since)
         if job is None and self.burst and not jobs and not any(
                 jobs.running()):
             return 'exit', None
@@ -243,6 +330,7 @@ class JobWorker:
             pause = POLL if next_due is None else next_due - now
             return 'idle', max(0, min(POLL, pause))
         annotate(self.loop, job, 'take')
+        self._took(jobs, [job], now)
         function = registry.lookup_function(job.name)
         if function is None:
             self._endings.append(attempts.refuse(jobs, job, self.key, now))
@@ -356,7 +444,8 @@ class JobWorker:
 
         def take():
             self._endings = []
-            taken = self._take_next(self._jobs(), time.time())
+            jobs = self._jobs()
+            taken = self._take_next(jobs, time.time(), self._where(jobs))
             if taken:
                 # Noted by the take; named as the jobs' transaction, too.
                 annotate(self.loop, taken[0][0])
@@ -474,7 +563,7 @@ class JobWorker:
         self.record.batch = ()
         self._endings = []
         if chain and self._tries == 1 and self.loop.running:
-            return self._take_next(jobs, now, self._own_shards(jobs))
+            return self._take_next(jobs, now, self._where(jobs))
         return None
 
     def _worker_keys(self, jobs):
@@ -486,39 +575,75 @@ class JobWorker:
             self._workers = (keys, time.monotonic())
         return keys
 
-    def _own_shards(self, jobs):
+    def _share(self, jobs):
         """The indexes of this worker's share of the pending shards (by
-        its place among the database's workers), from a random one on."""
+        its place among the database's workers): a range, maybe empty."""
         keys = self._worker_keys(jobs)
         if self.key not in keys:
-            return ()
-        own = range(keys.index(self.key), jobs.shards, len(keys))
-        if not own:
-            return ()
-        start = random.randrange(len(own))
-        return [*own[start:], *own[:start]]
+            return range(0)
+        return range(keys.index(self.key), jobs.shards, len(keys))
 
-    def _turn(self):
-        """The seconds this worker, idle when a job was queued, waits for
-        its turn to look (0: now).
+    def _own_shards(self, jobs):
+        """This worker's share of the pending shards, from a random one
+        on."""
+        return _from_random(self._share(jobs))
 
-        The turns go round the database's workers from one that the
-        transaction which rang chooses: every worker counts the same turns
-        from the same id.  A worker that is busy when its turn comes
-        takes after its run."""
-        rung = None if self.watcher is None else self.watcher.rung
-        if not self._idle or rung is None or rung is self._rung:
-            return 0
-        self._rung = rung
-        tid, when = rung
-        if tid is None:
-            return 0
-        keys = self._worker_keys(self._jobs())
-        if self.key not in keys:
-            return 0
-        turn = (keys.index(self.key) - int.from_bytes(tid, 'big')) % len(
-            keys)
-        return max(0, min(turn * TURN, MAX_TURN) - (time.monotonic() - when))
+    def _where(self, jobs):
+        """The indexes of the shards that a run takes the next jobs from:
+        those of its share that may have a due job (see _plan).  Others'
+        shards it looks at in its turn."""
+        mine = self._own_shards(jobs)
+        if self.watcher is None:
+            return mine
+        candidates = self.watcher.candidates(jobs.shards)
+        return [index for index in mine if index in candidates]
+
+    def _took(self, jobs, took, now, looked=()):
+        """The transaction takes the jobs `took`, having looked at the
+        shards of the indexes `looked`, too.  It rings the doorbells of the
+        shards the jobs came from that still have a due job: the workers
+        that did not look, knowing the shards changed, look now.  After its
+        commit, the shards found without a due job are noted so, and a
+        shard that a concurrent commit changed too (a put, whose job the
+        take did not see) is rung again (see _ring_again)."""
+        taken_from = {job.shard for job in took}
+        for index in taken_from:
+            if jobs.due_in(index, now):
+                wakeup.ring(jobs, index)
+        looked = taken_from.union(looked)
+        if looked:
+            transaction.get().addAfterCommitHook(
+                self._after_take, (jobs, taken_from, looked, now, self.since))
+
+    def _after_take(self, committed, jobs, taken_from, looked, now, since):
+        if not committed:
+            return
+        empty = []
+        for index in looked:
+            if not jobs.is_current(index):
+                # Changed by another commit since: by a put, maybe.
+                if index in taken_from:
+                    self._resolved.add(index)
+            elif not jobs.due_in(index, now):
+                empty.append(index)
+        if self.watcher is not None:
+            self.watcher.clear(empty, since)
+
+    def _ring_again(self):
+        """Ring the doorbells of the shards whose take was merged with a
+        concurrent change (ZODB's conflict resolution): that may have
+        queued a job, which the take did not see."""
+        shards, self._resolved = self._resolved, set()
+
+        def ring():
+            jobs = self._jobs()
+            for index in shards:
+                wakeup.ring(jobs, index)
+        try:
+            retry.run(ring, begin=transaction.begin)
+        except ConflictError:
+            log.debug('Worker %s: conflicts ringing shards %s; they are'
+                      ' looked at in the poll', self.key, sorted(shards))
 
     def _take_next(self, jobs, now, shards=None):
         """Take the next due jobs (see the module), from `shards` (their
@@ -527,6 +652,7 @@ class JobWorker:
         each with its function, or None."""
         wanted = self._batch_size()
         taken = []
+        took = []
         while len(taken) < wanted:
             first = taken[0][0] if taken else None
             job, _ = jobs.take(now, None if first is None else (
@@ -534,6 +660,7 @@ class JobWorker:
                 not died(job)), shards)
             if job is None:
                 break
+            took.append(job)
             transaction.get().note(
                 f'gocept.runner.jobs: take job {job.describe()}')
             function = registry.lookup_function(job.name)
@@ -546,6 +673,7 @@ class JobWorker:
             taken.append((job, function))
             if alone:
                 break
+        self._took(jobs, took, now, shards or ())
         if not taken:
             return None
         self.record.batch = tuple((job, len(job.attempts))
@@ -608,6 +736,9 @@ class JobWorker:
             log.warning('Worker %s: cannot remove its record', self.key,
                         exc_info=True)
             transaction.abort()
+        if self._since is not None:
+            transaction.manager.unregisterSynch(self._since)
+            self._since = None
 
 
 _CALL = JobWorker._call_function.__code__
@@ -629,15 +760,38 @@ class Running:
         self.span = self.reported = None
 
 
+class Since:
+    """Notes in its JobWorker's `since` when a transaction of its thread
+    is about to end (a transaction synchronizer): the next begins after."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def beforeCompletion(self, txn):
+        self.worker.since = time.monotonic()
+
+    def afterCompletion(self, txn):
+        pass
+
+    def newTransaction(self, txn):
+        pass
+
+
+def _from_random(indexes):
+    """The sequence `indexes` from a random one on, round to the one
+    before it."""
+    if not indexes:
+        return []
+    start = random.randrange(len(indexes))
+    return [*indexes[start:], *indexes[:start]]
+
+
 def _others(own, jobs):
     """The indexes of the shards of `jobs` not among `own`, from a random
     one on."""
     own = set(own)
-    others = [index for index in range(jobs.shards) if index not in own]
-    if not others:
-        return others
-    start = random.randrange(len(others))
-    return others[start:] + others[:start]
+    return _from_random(
+        [index for index in range(jobs.shards) if index not in own])
 
 
 def died(job):

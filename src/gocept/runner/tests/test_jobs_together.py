@@ -107,38 +107,98 @@ class TakeTogetherTest(unittest.TestCase):
         transaction.commit()
         return list(process.workers.keys())
 
-    def test_idle_workers_woken_by_a_job_look_in_turns(self):
-        watcher = wakeup.Watcher(self.db)
+    def idle_takers(self, count, watcher):
+        """`count` idle workers of the database, woken by `watcher`, that
+        looked at every shard just now."""
         takers = []
-        for key in self.register(4):
+        for key in self.register(count):
             taker = worker.JobWorker(
                 None, self.connection, types.SimpleNamespace(key='process'),
                 watcher=watcher)
             taker.key = key
-            taker._idle = True
+            taker._poll_at = time.monotonic() + worker.POLL
             takers.append(taker)
-        for tid in tids(1, 2):
-            watcher.wake(tid)
-            turns = [taker._turn() for taker in takers]
-            # One looks now, the others one after the other.
-            self.assertEqual(0, min(turns))
-            self.assertEqual([1, 2, 3], sorted(
-                round(turn / worker.TURN) for turn in turns if turn))
-            # Once each wake-up.
-            self.assertEqual([0] * 4, [taker._turn() for taker in takers])
-        # Which worker looks first depends on the transaction that rang.
-        [tid] = tids(3)
-        watcher.wake(tid)
-        self.assertNotEqual(0, turns.index(0) - [
-            taker._turn() for taker in takers].index(0))
-        # A busy worker takes after its run; a wake-up of unknown origin
-        # has every worker look at once.
-        takers[0]._idle = False
-        [tid] = tids(4)
-        watcher.wake(tid)
-        self.assertEqual(0, takers[0]._turn())
-        watcher.wake(None)
-        self.assertEqual([0] * 4, [taker._turn() for taker in takers])
+        watcher.attend(self.jobs)
+        watcher.clear(range(self.jobs.shards), time.monotonic())
+        return takers
+
+    def test_woken_workers_look_at_their_shards_at_once_others_in_turns(
+            self):
+        watcher = wakeup.Watcher(self.db)
+        takers = self.idle_takers(4, watcher)
+        # Nothing queued since they looked: they wait for the poll.
+        for pause, shards in [taker._plan() for taker in takers]:
+            self.assertEqual((), shards)
+            self.assertGreater(pause, worker.POLL / 2)
+        for tid, owner in zip(tids(1, 2, 3, 4), (2, 0, 3, 1)):
+            shard = takers[owner]._share(self.jobs)[1]
+            watcher.wake(tid, frozenset([shard]))
+            plans = [taker._plan() for taker in takers]
+            self.assertEqual((0, [shard]), plans[owner])
+            # The others one after the other, after it.
+            turns = [round(pause / taker._spacing())
+                     for taker, (pause, _) in zip(takers, plans)]
+            self.assertEqual([1, 2, 3], sorted(turns[:owner] +
+                                               turns[owner + 1:]))
+            watcher.clear([shard], time.monotonic())
+        # Which worker is next depends on the transaction that rang last.
+        self.assertEqual(1, len({
+            tuple(round(taker._plan()[0] / taker._spacing())
+                  for taker in takers) for _ in range(2)}))
+
+    def test_when_its_turn_comes_a_worker_looks_unless_the_job_went(self):
+        watcher = wakeup.Watcher(self.db)
+        takers = self.idle_takers(2, watcher)
+        shard = takers[0]._share(self.jobs)[0]
+        oid = self.jobs.shard_oids()[shard]
+        first, taken, second = tids(1, 2, 3)
+        watcher.wake(first, frozenset([shard]))
+        self.assertEqual((0, [shard]), takers[0]._plan())
+        self.assertGreater(takers[1]._plan()[0], 0)
+        # The worker of the shard took the job: another process's commit
+        # changed the shard, and rang no doorbell.
+        watcher.invalidated(taken, [oid])
+        time.sleep(takers[1]._spacing() * 2)
+        # Its turn has come: it waits on for the poll.
+        pause, shards = takers[1]._plan()
+        self.assertEqual((), shards)
+        self.assertGreater(pause, worker.POLL / 2)
+        # Not taken: it looks at the shard in its turn.
+        watcher.wake(second, frozenset([shard]))
+        self.assertGreater(takers[1]._plan()[0], 0)
+        time.sleep(takers[1]._spacing() * 2)
+        self.assertEqual((0, [shard]), takers[1]._plan())
+        # Every shard, when the poll is due.
+        takers[1]._poll_at = time.monotonic()
+        self.assertEqual((0, None), takers[1]._plan())
+
+    def test_a_take_that_leaves_a_due_job_in_its_shard_rings_again(self):
+        class Loop:
+            def tick_now(self):
+                pass
+        loop = Loop()
+        watcher = wakeup.watch(loop, self.db)
+        self.addCleanup(wakeup.unwatch, loop, self.db)
+        jobs = self.connection.root()['two shards'] = store.Jobs(shards=2)
+        for _ in range(3):
+            jobs.put(Job(uuid.uuid4().hex, MARK))
+        transaction.commit()
+        left = {index: len(jobs._pending[index]) for index in range(2)}
+        for _ in range(3):
+            rung = watcher.rung
+            taker = worker.JobWorker(
+                None, self.connection, types.SimpleNamespace(key='process'))
+            taker.record = store.WorkerRecord(taker.key)
+            taker._endings = []
+            taker._call_seconds = worker.BATCH_SECONDS  # one at a time
+            [(job, _)] = taker._take_next(jobs, time.time() + 1)
+            transaction.commit()
+            left[job.shard] -= 1
+            if left[job.shard]:
+                self.assertEqual(frozenset([job.shard]), watcher.rung.shards)
+                self.assertEqual(self.db.lastTransaction(), watcher.rung.tid)
+            else:
+                self.assertIs(rung, watcher.rung)
 
     def test_a_run_takes_from_its_own_shards_only(self):
         # The database's workers share the shards out among themselves:
@@ -165,4 +225,4 @@ class TakeTogetherTest(unittest.TestCase):
         # A worker not (yet) among them has none.
         stranger = worker.JobWorker(
             None, self.connection, types.SimpleNamespace(key='process'))
-        self.assertEqual((), stranger._own_shards(self.jobs))
+        self.assertEqual([], stranger._own_shards(self.jobs))

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import uuid
 
@@ -108,11 +109,46 @@ class WatcherTest(unittest.TestCase):
         self.watcher.invalidated(TIDS[0], [self.jobs._p_oid])
         self.assertEqual([0, 0], self.woken())
         self.watcher.invalidated(
-            TIDS[1], [self.jobs._p_oid, self.jobs.bell._p_oid])
+            TIDS[1], [self.jobs._p_oid, self.jobs.bells[5]._p_oid])
         self.assertEqual([1, 1], self.woken())
+        self.assertEqual((TIDS[1], {5}), (self.watcher.rung.tid,
+                                          self.watcher.rung.shards))
         # The commit that makes the container changes the root.
         self.watcher.invalidated(TIDS[2], {self.root._p_oid})
         self.assertEqual([2, 2], self.woken())
+
+    def test_it_knows_the_shards_that_may_have_a_due_job(self):
+        self.watcher.attend(self.jobs)
+        shards = self.jobs.shards
+        # Knowing nothing: any.
+        self.assertEqual(shards, len(self.watcher.candidates(shards)))
+        self.watcher.clear(range(shards), time.monotonic())
+        self.assertEqual({}, self.watcher.candidates(shards))
+        oids = self.jobs.shard_oids()
+        bells = [bell._p_oid for bell in self.jobs.bells]
+        # Another process queued jobs in shards 3 and 4.
+        self.watcher.invalidated(TIDS[0], [bells[3], oids[3], bells[4]])
+        self.assertEqual({3, 4}, set(self.watcher.candidates(shards)))
+        # A commit that took from shard 3 and rang no doorbell.
+        self.watcher.invalidated(TIDS[1], [oids[3]])
+        self.assertEqual({4}, set(self.watcher.candidates(shards)))
+        # One that took from shard 4, left a due job and rang.
+        self.watcher.invalidated(TIDS[2], [oids[4], bells[4]])
+        self.assertEqual({4}, set(self.watcher.candidates(shards)))
+        # A look found it without one.
+        self.watcher.clear([4], time.monotonic())
+        self.assertEqual({}, self.watcher.candidates(shards))
+        # A wake-up of unknown origin: any.
+        self.watcher.wake()
+        self.assertEqual(shards, len(self.watcher.candidates(shards)))
+
+    def test_the_shards_a_notification_names(self):
+        tid = TIDS[0]
+        self.assertEqual((tid, {1, 12}), wakeup._ring(f'{tid.hex()} 1,12'))
+        self.assertEqual((tid, set()), wakeup._ring(tid.hex()))
+        self.assertEqual((tid, set()), wakeup._ring(f'{tid.hex()} '))
+        for payload in ('', 'nonsense', 'abcd 1', f'{tid.hex()} 1,x'):
+            self.assertEqual((None, set()), wakeup._ring(payload))
 
     def test_a_loop_no_longer_watching_is_not_woken(self):
         wakeup.unwatch(self.loops[0], self.db)
