@@ -263,10 +263,12 @@ class JobWorker:
         now = time.monotonic()
         watcher = self.watcher
         jobs = self._jobs()
-        if (watcher is None or jobs is None or self.burst or
-                now >= self._poll_at):
+        if watcher is None or jobs is None:
             return 0, None
+        # Its doorbells, which wake this worker while it waits.
         watcher.attend(jobs)
+        if self.burst or now >= self._poll_at:
+            return 0, None
         candidates = watcher.candidates(jobs.shards)
         if not candidates:
             return self._poll_at - now, ()

@@ -146,6 +146,18 @@ class TakeTogetherTest(unittest.TestCase):
             tuple(round(taker._plan()[0] / taker._spacing())
                   for taker in takers) for _ in range(2)}))
 
+    def test_a_worker_that_polls_hears_the_doorbells_from_then_on(self):
+        watcher = wakeup.Watcher(self.db)
+        [key] = self.register(1)
+        taker = worker.JobWorker(
+            None, self.connection, types.SimpleNamespace(key='process'),
+            watcher=watcher)
+        taker.key = key
+        # Nothing woke it before its poll: it learns the doorbells then.
+        self.assertEqual({}, watcher.bells)
+        self.assertEqual((0, None), taker._plan())
+        self.assertEqual(self.jobs.shards, len(watcher.bells))
+
     def test_when_its_turn_comes_a_worker_looks_unless_the_job_went(self):
         watcher = wakeup.Watcher(self.db)
         takers = self.idle_takers(2, watcher)
