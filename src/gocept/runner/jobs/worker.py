@@ -16,13 +16,14 @@ and id (and with its principal as the user):
 
    The run's transaction is also the take of the next jobs (the first
    try of it: a retry after a conflict takes none), but only from the
-   worker's own shards: the database's workers share the shards out
-   among themselves by their keys, so that two runs never take the same
-   job, and a take that lost a race cannot cost a run its commit.  It
-   takes as many as fit in BATCH_SECONDS by the time the worker's jobs
-   took so far, BATCH at most, all of one principal.  When its own shards
-   have none due, the next tick takes from any shard, in a transaction
-   of its own.  Jobs taken together run in one transaction,
+   worker's own shards that may have a due job: the database's workers
+   share the shards out among themselves by their keys, so that two runs
+   never take the same job, and a take that lost a race cannot cost a run
+   its commit.  It takes as many as fit in BATCH_SECONDS by the time the
+   worker's jobs took so far, BATCH at most, all of one principal.  When
+   its own shards have none due, the next tick looks where a job may be
+   (see JobWorker._plan), in a transaction of its own.  Jobs taken
+   together run in one transaction,
    so that a job costs a part of a commit; after them, a transaction of
    its own takes the next (a take that conflicts there costs no job's
    run).  When one of them raises, that transaction is aborted and each
