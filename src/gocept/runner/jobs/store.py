@@ -100,8 +100,8 @@ class Jobs(persistent.Persistent):
 
     def is_current(self, index):
         """Whether this connection holds the state of the shard `index`
-        (after a commit that wrote it: unless conflict resolution merged it
-        with another commit's change)."""
+        (not if another commit changed it since this connection read or
+        wrote it)."""
         return self._pending[index]._p_changed is not None
 
     def due_in(self, index, now):

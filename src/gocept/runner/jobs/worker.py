@@ -138,12 +138,10 @@ class JobWorker:
         # The keys of the database's workers, sorted, and when they were
         # read.
         self._workers = ((), None)
-        # When (by time.monotonic()) it looks at every shard next, when its
-        # last look began, and the shards a take found resolved against a
-        # concurrent change (see _took).
+        # When (by time.monotonic()) it looks at every shard next, and when
+        # its last look began.
         self._poll_at = 0.0
         self._looked = 0.0
-        self._resolved = set()
         # By time.monotonic(), at or before the start of the transaction
         # that runs now (what it reads holds as of then): set before each
         # end of a transaction of this worker's thread (see Since).
@@ -164,8 +162,6 @@ class JobWorker:
         wait = None
         if self.scheduler is not None and not self.burst:
             wait = self._schedule()
-        if self._resolved:
-            self._ring_again()
         chained = self._chained()
         if chained is not None:
             # Taken by the last run's commit; run in the tick's transaction.
@@ -606,47 +602,27 @@ class JobWorker:
         shards of the indexes `looked`, too.  It rings the doorbells of the
         shards the jobs came from that still have a due job: the workers
         that did not look, knowing the shards changed, look now.  After its
-        commit, the shards found without a due job are noted so, and a
-        shard that a concurrent commit changed too (a put, whose job the
-        take did not see) is rung again (see _ring_again)."""
+        commit, the shards found without a due job are noted so.
+
+        A take removes the first key of its shard, which BTrees never
+        merge with another change: a put into the shard at the same time
+        makes the take conflict, and its retry sees the put."""
         taken_from = {job.shard for job in took}
         for index in taken_from:
             if jobs.due_in(index, now):
                 wakeup.ring(jobs, index)
         looked = taken_from.union(looked)
-        if looked:
+        if looked and self.watcher is not None:
             transaction.get().addAfterCommitHook(
-                self._after_take, (jobs, taken_from, looked, now, self.since))
+                self._after_take, (jobs, looked, now, self.since))
 
-    def _after_take(self, committed, jobs, taken_from, looked, now, since):
-        if not committed:
-            return
-        empty = []
-        for index in looked:
-            if not jobs.is_current(index):
-                # Changed by another commit since: by a put, maybe.
-                if index in taken_from:
-                    self._resolved.add(index)
-            elif not jobs.due_in(index, now):
-                empty.append(index)
-        if self.watcher is not None:
-            self.watcher.clear(empty, since)
-
-    def _ring_again(self):
-        """Ring the doorbells of the shards whose take was merged with a
-        concurrent change (ZODB's conflict resolution): that may have
-        queued a job, which the take did not see."""
-        shards, self._resolved = self._resolved, set()
-
-        def ring():
-            jobs = self._jobs()
-            for index in shards:
-                wakeup.ring(jobs, index)
-        try:
-            retry.run(ring, begin=transaction.begin)
-        except ConflictError:
-            log.debug('Worker %s: conflicts ringing shards %s; they are'
-                      ' looked at in the poll', self.key, sorted(shards))
+    def _after_take(self, committed, jobs, looked, now, since):
+        if committed:
+            # Not those changed by another commit since: by a put, maybe.
+            self.watcher.clear([
+                index for index in looked
+                if jobs.is_current(index) and not jobs.due_in(index, now)],
+                since)
 
     def _take_next(self, jobs, now, shards=None):
         """Take the next due jobs (see the module), from `shards` (their

@@ -1,6 +1,9 @@
 """Which due jobs a worker takes to run together: in the process of the
 test, on a database of its own, with a worker that runs no loop."""
 
+import os
+import shutil
+import tempfile
 import time
 import types
 import unittest
@@ -8,7 +11,9 @@ import uuid
 
 import transaction
 import ZODB
+import ZODB.FileStorage
 import ZODB.MappingStorage
+from ZODB.POSException import ConflictError
 
 from gocept.runner.jobs import store
 from gocept.runner.jobs import wakeup
@@ -238,3 +243,42 @@ class TakeTogetherTest(unittest.TestCase):
         stranger = worker.JobWorker(
             None, self.connection, types.SimpleNamespace(key='process'))
         self.assertEqual([], stranger._own_shards(self.jobs))
+
+
+class ConcurrentPutTest(unittest.TestCase):
+    """A take and a put into the same shard at the same time, on a
+    FileStorage (which resolves the conflicts it can)."""
+
+    def setUp(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
+            os.path.join(directory, 'Data.fs')))
+        self.addCleanup(self.db.close)
+        self.connection = self.db.open()
+        self.addCleanup(self.connection.close)
+        self.addCleanup(transaction.abort)
+
+    def test_conflict_and_the_retry_sees_the_put(self):
+        # So a take that commits and rings nothing left no due job: what
+        # the workers of other processes conclude (wakeup.Watcher).
+        jobs = self.connection.root()[store.ROOT_KEY] = store.Jobs(shards=1)
+        jobs.put(Job(uuid.uuid4().hex, MARK))
+        # One not yet due, which the take leaves.
+        jobs.put(Job(uuid.uuid4().hex, MARK, eta=time.time() + 3600))
+        transaction.commit()
+        taker = worker.JobWorker(
+            None, self.connection, types.SimpleNamespace(key='process'))
+        taker.record = store.WorkerRecord(taker.key)
+        taker._endings = []
+        [(job, _)] = taker._take_next(jobs, time.time())
+        manager = transaction.TransactionManager()
+        other = self.db.open(manager)
+        store.jobs_of(other).put(Job(uuid.uuid4().hex, MARK))
+        manager.commit()
+        other.close()
+        with self.assertRaises(ConflictError):
+            transaction.commit()
+        transaction.abort()
+        self.assertTrue(jobs.due_in(0, time.time()))
+        self.assertEqual(3, len(jobs))
