@@ -361,6 +361,14 @@ class WorkerRecord(persistent.Persistent):
         return [job for job, number in self.batch
                 if job.runs_in(self.key, number)]
 
+    def ended(self, job):
+        """The attempt of `job` has ended: it leaves `batch`.  The others
+        stay, running until theirs end (or until the worker's process is
+        held dead, or the worker finds them left when the storage went
+        away)."""
+        self.batch = tuple(entry for entry in self.batch
+                           if entry[0] is not job)
+
     def __repr__(self):
         return f'<WorkerRecord {self.key}>'
 

@@ -559,7 +559,7 @@ class JobWorker:
         job.end_attempt('done', now, transaction=taken_in)
         jobs = self._jobs()
         jobs.done(job, now)
-        self.record.batch = ()
+        self.record.ended(job)
         self._endings = []
         if chain and self._tries == 1 and self.loop.running:
             return self._take_next(jobs, now, self._where(jobs))
@@ -678,7 +678,7 @@ class JobWorker:
             endings.append(attempts.end(
                 self._jobs(), job, outcome, time.time(), line, text,
                 taken_in))
-            self.record.batch = ()
+            self.record.ended(job)
         retry.run(record, begin=transaction.begin)
         for ending in endings:
             ending.log()

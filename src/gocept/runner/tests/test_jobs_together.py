@@ -19,7 +19,7 @@ from gocept.runner.jobs import store
 from gocept.runner.jobs import wakeup
 from gocept.runner.jobs import worker
 from gocept.runner.jobs.record import Job
-from gocept.runner.tests import jobprograms  # noqa: F401 (its job functions)
+from gocept.runner.tests import jobprograms
 
 
 MARK = 'gocept.runner.tests.jobprograms:mark'
@@ -84,9 +84,17 @@ class TakeTogetherTest(unittest.TestCase):
         self.put(3, 'alice')
         self.put(3, 'bob')
         taken, _ = self.take()
-        self.assertEqual(3, len(taken))
         self.assertEqual(1, len({job.principal for job in taken}))
-        self.assertEqual(3, len(self.jobs))
+        # In one shard, the first due jobs, up to one of another principal.
+        self.jobs = self.connection.root()[store.ROOT_KEY] = store.Jobs(
+            shards=1)
+        transaction.commit()
+        self.put(3, 'alice')
+        self.put(3, 'bob')
+        self.put(1, 'alice')
+        taken, _ = self.take()
+        self.assertEqual(['alice'] * 3, [job.principal for job in taken])
+        self.assertEqual(4, len(self.jobs))
 
     def test_a_job_whose_process_died_alone(self):
         self.put(4, died=True)
@@ -100,6 +108,42 @@ class TakeTogetherTest(unittest.TestCase):
             # Never with another: first and alone, or not at all.
             died = [job for job in taken if len(job.attempts) == 2]
             self.assertTrue(taken == died or not died, taken)
+
+    def test_jobs_run_alone_after_their_batch_failed_run_in_its_record(
+            self):
+        # Until its attempt ends, each job of a batch stays in its worker's
+        # record, by which the burst workers wait for it, a dead process's
+        # jobs are found, and a worker finds its jobs left running when the
+        # storage went away (see JobWorker._take).
+        taker = worker.JobWorker(
+            types.SimpleNamespace(running=False, act_as=lambda who: None),
+            self.connection, types.SimpleNamespace(key='process'))
+        process = self.jobs.processes()['process'] = store.ProcessRecord(
+            'process')
+        taker.record = process.workers[taker.key] = store.WorkerRecord(
+            taker.key)
+        taker._endings = []
+        taker._call_seconds = 0.001
+        first, last = jobprograms.Counter(), jobprograms.Counter()
+        self.connection.add(first)
+        self.connection.add(last)
+        for name, args in [('mark', (first,)), ('fail', ('together',)),
+                           ('running_now', (last,))]:
+            self.jobs.put(Job(uuid.uuid4().hex,
+                              f'{jobprograms.MODULE}:{name}', args))
+        transaction.commit()
+        taken = taker._take_next(self.jobs, time.time() + 1)
+        transaction.commit()
+        # Run together, then, as one fails, alone in this order.
+        order = ['mark', 'fail', 'running_now']
+        taken.sort(key=lambda pair: order.index(pair[0].name.split(':')[1]))
+        taker._run(taken)
+        done, failed, probe = (job for job, _ in taken)
+        self.assertEqual((1, 1), (first.count, last.count))
+        self.assertEqual([probe.id], last.running)
+        self.assertEqual(('done', 'pending', 'done'),
+                         (done.state, failed.state, probe.state))
+        self.assertEqual((), taker.record.batch)
 
     def register(self, workers):
         """A worker process with `workers` workers, as the liveness of
