@@ -83,6 +83,19 @@ class DocsLayer:
     """
 
 
+def file_storage_db(test, prefix='gocept.runner.'):
+    """A ZODB.DB on a FileStorage in a temporary directory of its own,
+    closed and removed when the unittest.TestCase `test` ends."""
+    import ZODB
+    import ZODB.FileStorage
+    directory = tempfile.mkdtemp(prefix=prefix)
+    test.addCleanup(shutil.rmtree, directory)
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(
+        os.path.join(directory, 'Data.fs')))
+    test.addCleanup(db.close)
+    return db
+
+
 def free_port():
     """A TCP port on the loopback interface that nothing listens on now."""
     with socket.socket() as s:

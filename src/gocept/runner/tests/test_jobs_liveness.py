@@ -4,9 +4,6 @@ processes."""
 
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 import unittest
@@ -16,6 +13,7 @@ import ZODB.FileStorage
 import ZODB.MappingStorage
 from ZODB.POSException import ConflictError
 
+from gocept.runner import testing
 from gocept.runner.jobs import liveness
 from gocept.runner.jobs import store
 from gocept.runner.jobs.record import Job
@@ -200,11 +198,7 @@ class StopTogetherTest(unittest.TestCase):
     PROCESSES = 6
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix='gocept.runner.liveness.')
-        self.addCleanup(shutil.rmtree, self.dir)
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.dir, 'Data.fs')))
-        self.addCleanup(self.db.close)
+        self.db = testing.file_storage_db(self)
 
     def test_processes_stopped_together_all_unregister(self):
         processes = [liveness.Liveness(self.db)

@@ -1,9 +1,6 @@
 """Which due jobs a worker takes to run together: in the process of the
 test, on a database of its own, with a worker that runs no loop."""
 
-import os
-import shutil
-import tempfile
 import time
 import types
 import unittest
@@ -15,6 +12,7 @@ import ZODB.FileStorage
 import ZODB.MappingStorage
 from ZODB.POSException import ConflictError
 
+from gocept.runner import testing
 from gocept.runner.jobs import store
 from gocept.runner.jobs import wakeup
 from gocept.runner.jobs import worker
@@ -294,11 +292,7 @@ class ConcurrentPutTest(unittest.TestCase):
     FileStorage (which resolves the conflicts it can)."""
 
     def setUp(self):
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(directory, 'Data.fs')))
-        self.addCleanup(self.db.close)
+        self.db = testing.file_storage_db(self)
         self.connection = self.db.open()
         self.addCleanup(self.connection.close)
         self.addCleanup(transaction.abort)

@@ -117,11 +117,7 @@ class ConcurrentTakeTest(unittest.TestCase):
     """Connections of their own take jobs from one queue in a FileStorage."""
 
     def setUp(self):
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(directory, 'Data.fs')))
-        self.addCleanup(self.db.close)
+        self.db = testing.file_storage_db(self)
 
     def fill(self, jobs, **kw):
         with self.db.transaction() as conn:

@@ -8,10 +8,7 @@ PostgreSQL in test_schedules_workers.
 
 import datetime
 import logging
-import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 import types
@@ -19,9 +16,8 @@ import unittest
 import zoneinfo
 
 import transaction
-import ZODB
-import ZODB.FileStorage
 
+from gocept.runner import testing
 from gocept.runner.interfaces import ConfigurationError
 from gocept.runner.jobs import record
 from gocept.runner.jobs import store
@@ -57,11 +53,7 @@ class DatabaseTest(unittest.TestCase):
     """A FileStorage with a Jobs container, and a test clock."""
 
     def setUp(self):
-        directory = tempfile.mkdtemp(prefix='gocept.runner.schedules.')
-        self.addCleanup(shutil.rmtree, directory)
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(directory, 'Data.fs')))
-        self.addCleanup(self.db.close)
+        self.db = testing.file_storage_db(self)
         self.connection = self.db.open()
         self.addCleanup(self.connection.close)
         self.addCleanup(transaction.abort)
