@@ -564,8 +564,12 @@ def versions(systems):
              'print(", ".join(f"{n} {m.version(n)}" for n in sys.argv[1:]))']
             + list(names), stdout=subprocess.PIPE, text=True).stdout.strip()
         found.append(out)
-    for program in (os.path.join(postgresql_bin(), 'postgres'),
-                    'redis-server'):
+    programs = []
+    if {'pg', 'procrastinate'} & set(systems):
+        programs.append(os.path.join(postgresql_bin(), 'postgres'))
+    if {'rq', 'dramatiq'} & set(systems):
+        programs.append('redis-server')
+    for program in programs:
         found.append(subprocess.run(
             [program, '--version'], stdout=subprocess.PIPE,
             text=True).stdout.strip())

@@ -43,6 +43,33 @@ EXPIRE_BATCH = 1000
 
 _LOW_BITS = (1 << RANDOM_BITS) - 1
 
+#: The first key of every shard, below every job's, kept for good: a take
+#: (or an expiry) never removes the first key of a shard, and so BTrees
+#: merge it with an insert into the shard (a put, a done) committed at the
+#: same time, where they conflict when the first key goes.
+SENTINEL = -1
+
+
+def _shard():
+    """A new shard: a BTree with the SENTINEL."""
+    shard = BTrees.LOBTree.LOBTree()
+    shard[SENTINEL] = None
+    return shard
+
+
+def _first(shard):
+    """The key of the earliest job in `shard` (above the SENTINEL), or
+    None if it has none."""
+    try:
+        return shard.minKey(SENTINEL + 1)
+    except ValueError:
+        return None
+
+
+def _size(shard):
+    """How many jobs `shard` holds."""
+    return len(shard) - (SENTINEL in shard)
+
 
 def _key(seconds):
     """The smallest key of a job due at `seconds` since the epoch."""
@@ -77,11 +104,10 @@ class Jobs(persistent.Persistent):
     def __init__(self, shards=SHARDS):
         if shards < 1:
             raise ValueError(f'Jobs need at least one shard, not {shards}')
-        self._pending = tuple(
-            BTrees.LOBTree.LOBTree() for _ in range(shards))
+        self._pending = tuple(_shard() for _ in range(shards))
         # When each done job ends its time (a key as above) -> its id,
         # in as many shards.
-        self._done = tuple(BTrees.LOBTree.LOBTree() for _ in range(shards))
+        self._done = tuple(_shard() for _ in range(shards))
         self._records = BTrees.OOBTree.OOBTree()
         self._failed = BTrees.OOBTree.OOBTree()
         # The worker processes: a key -> a ProcessRecord.
@@ -106,12 +132,12 @@ class Jobs(persistent.Persistent):
 
     def due_in(self, index, now):
         """Whether a job of the shard `index` is due at `now`."""
-        shard = self._pending[index]
-        return bool(shard) and shard.minKey() <= _key(now) | _LOW_BITS
+        first = _first(self._pending[index])
+        return first is not None and first <= _key(now) | _LOW_BITS
 
     def __len__(self):
         """How many jobs are pending (reads every shard)."""
-        return sum(len(shard) for shard in self._pending)
+        return sum(_size(shard) for shard in self._pending)
 
     def worker_keys(self):
         """The keys of the workers of the worker processes (the dead ones'
@@ -130,6 +156,8 @@ class Jobs(persistent.Persistent):
 
     def _queue(self, job, index):
         shard = self._pending[index]
+        # Made before the sentinels were: from now on.
+        shard.setdefault(SENTINEL, None)
         key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
         while key in shard:
             key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
@@ -170,9 +198,9 @@ class Jobs(persistent.Persistent):
             indexes = shards
         for index in indexes:
             shard = self._pending[index]
-            if not shard:
+            key = _first(shard)
+            if key is None:
                 continue
-            key = shard.minKey()
             if key > due:
                 if next_key is None or key < next_key:
                     next_key = key
@@ -197,8 +225,10 @@ class Jobs(persistent.Persistent):
         shard = self._pending[index]
         if shard._p_changed is None:
             self._p_jar.prefetch(shard)
-        elif shard:
-            self._p_jar.prefetch(shard[shard.minKey()])
+            return
+        first = _first(shard)
+        if first is not None:
+            self._p_jar.prefetch(shard[first])
 
     def _step_back_unless(self, committed, index):
         if not committed:
@@ -212,6 +242,7 @@ class Jobs(persistent.Persistent):
         job.state = record.DONE
         # The shard it was taken from: workers seldom take from the same.
         shard = self._done[job.shard % len(self._done)]
+        shard.setdefault(SENTINEL, None)
         key = _key(now) | random.getrandbits(RANDOM_BITS)
         while key in shard:
             key += 1
@@ -249,8 +280,11 @@ class Jobs(persistent.Persistent):
         oldest = _key(now - self.keep_done) | _LOW_BITS
         removed = 0
         for shard in self._done:
-            while shard and removed < limit and shard.minKey() <= oldest:
-                job_id = shard.pop(shard.minKey())
+            while removed < limit:
+                first = _first(shard)
+                if first is None or first > oldest:
+                    break
+                job_id = shard.pop(first)
                 job = self._records.get(job_id)
                 if job is not None and job.state == record.DONE:
                     del self._records[job_id]
@@ -271,17 +305,17 @@ class Jobs(persistent.Persistent):
         pending = delayed = 0
         earliest = None
         for shard in self._pending:
-            if not shard:
+            first = _first(shard)
+            if first is None:
                 continue
-            first = shard.minKey()
             if earliest is None or first < earliest:
                 earliest = first
             if first > due:
-                delayed += len(shard)
+                delayed += _size(shard)
             else:
                 waiting = len(shard.keys(min=due, excludemin=True))
                 delayed += waiting
-                pending += len(shard) - waiting
+                pending += _size(shard) - waiting
         running = sum(1 for _ in self.running())
         return Depth(pending, delayed, running, len(self._failed),
                      None if earliest is None else _seconds(earliest))

@@ -31,10 +31,10 @@ each shard: when a job was last queued in it, and when it was last found
 to have no due job (`Watcher.candidates`).  A worker's look finds that out
 for the shards it looks at; on a ZEO server, so does every commit of
 another process that changed a shard and rang no doorbell, for a take
-that leaves a due job in its shard rings again (see
-gocept.runner.jobs.worker).  Workers look only at the shards that may
-have a due job, their own share of the shards at once, the others' in
-turns; and all of them at least every POLL seconds.
+that leaves a due job in its shard rings again, also when its commit was
+merged with a put's (see gocept.runner.jobs.worker).  Workers look only
+at the shards that may have a due job, their own share of the shards at
+once, the others' in turns; and all of them at least every POLL seconds.
 """
 
 import collections
@@ -414,10 +414,11 @@ class Listener:
             readable, _, _ = select.select([connection, self._stop], [], [])
             if connection in readable:
                 connection.poll()
-                if connection.notifies:
-                    payload = connection.notifies[-1].payload
-                    del connection.notifies[:]
-                    self.wake(*_ring(payload))
+                # Each names the shards of its commit.
+                notifies = connection.notifies[:]
+                del connection.notifies[:]
+                for notify in notifies:
+                    self.wake(*_ring(notify.payload))
             if self._stop in readable:
                 self._stop.sleep(0)
 

@@ -150,6 +150,9 @@ class JobWorker:
         # The seconds from the start of a look to the commit of its take,
         # on a moving average.
         self._take_seconds = TURN
+        # The indexes of the shards whose take was merged with another
+        # commit (see _took).
+        self._merged = set()
 
     def tick(self):
         """Take a due job and run it; return the seconds to wait before
@@ -162,6 +165,8 @@ class JobWorker:
         wait = None
         if self.scheduler is not None and not self.burst:
             wait = self._schedule()
+        if self._merged:
+            self._ring_again()
         chained = self._chained()
         if chained is not None:
             # Taken by the last run's commit; run in the tick's transaction.
@@ -196,6 +201,8 @@ class JobWorker:
         if what == 'exit':
             return Exit
         if what == 'taken':
+            if self._merged:
+                self._ring_again()
             self._run([value])
         return 0
 
@@ -604,25 +611,49 @@ class JobWorker:
         that did not look, knowing the shards changed, look now.  After its
         commit, the shards found without a due job are noted so.
 
-        A take removes the first key of its shard, which BTrees never
-        merge with another change: a put into the shard at the same time
-        makes the take conflict, and its retry sees the put."""
+        A put into a shard commits beside a take from it (see
+        store.SENTINEL): when the take's commit was merged with one that
+        came between its start and its commit, the worker rings the
+        shard's doorbell again, if it has a due job, in a transaction of
+        its own right after (see `_ring_again`)."""
         taken_from = {job.shard for job in took}
         for index in taken_from:
             if jobs.due_in(index, now):
                 wakeup.ring(jobs, index)
         looked = taken_from.union(looked)
-        if looked and self.watcher is not None:
+        if looked:
             transaction.get().addAfterCommitHook(
-                self._after_take, (jobs, looked, now, self.since))
+                self._after_take, (jobs, taken_from, looked, now, self.since))
 
-    def _after_take(self, committed, jobs, looked, now, since):
-        if committed:
-            # Not those changed by another commit since: by a put, maybe.
+    def _after_take(self, committed, jobs, taken_from, looked, now, since):
+        if not committed:
+            return
+        # A shard whose state this connection no longer holds was changed
+        # by another commit, merged with the take's (a put, maybe).
+        self._merged.update(
+            index for index in taken_from if not jobs.is_current(index))
+        if self.watcher is not None:
             self.watcher.clear([
                 index for index in looked
                 if jobs.is_current(index) and not jobs.due_in(index, now)],
                 since)
+
+    def _ring_again(self):
+        """Ring the doorbells of the shards whose take was merged with
+        another commit (see `_took`) and that have a due job."""
+        merged, self._merged = self._merged, set()
+
+        def ring():
+            jobs = self._jobs()
+            now = time.time()
+            for index in merged:
+                if jobs.due_in(index, now):
+                    wakeup.ring(jobs, index)
+        try:
+            retry.run(ring, begin=transaction.begin)
+        except ConflictError:
+            # The doorbells resolve their conflicts: not for long.
+            self._merged.update(merged)
 
     def _take_next(self, jobs, now, shards=None):
         """Take the next due jobs (see the module), from `shards` (their

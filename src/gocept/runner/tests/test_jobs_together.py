@@ -1,6 +1,7 @@
 """Which due jobs a worker takes to run together: in the process of the
 test, on a database of its own, with a worker that runs no loop."""
 
+import collections
 import time
 import types
 import unittest
@@ -242,7 +243,7 @@ class TakeTogetherTest(unittest.TestCase):
         for _ in range(3):
             jobs.put(Job(uuid.uuid4().hex, MARK))
         transaction.commit()
-        left = {index: len(jobs._pending[index]) for index in range(2)}
+        left = collections.Counter(job.shard for job in jobs.records())
         for _ in range(3):
             rung = watcher.rung
             taker = worker.JobWorker(
@@ -296,27 +297,62 @@ class ConcurrentPutTest(unittest.TestCase):
         self.connection = self.db.open()
         self.addCleanup(self.connection.close)
         self.addCleanup(transaction.abort)
-
-    def test_conflict_and_the_retry_sees_the_put(self):
-        # So a take that commits and rings nothing left no due job: what
-        # the workers of other processes conclude (wakeup.Watcher).
-        jobs = self.connection.root()[store.ROOT_KEY] = store.Jobs(shards=1)
-        jobs.put(Job(uuid.uuid4().hex, MARK))
+        self.jobs = self.connection.root()[store.ROOT_KEY] = store.Jobs(
+            shards=1)
+        self.jobs.put(Job(uuid.uuid4().hex, MARK))
         # One not yet due, which the take leaves.
-        jobs.put(Job(uuid.uuid4().hex, MARK, eta=time.time() + 3600))
+        self.jobs.put(Job(uuid.uuid4().hex, MARK, eta=time.time() + 3600))
         transaction.commit()
-        taker = worker.JobWorker(
+        self.taker = worker.JobWorker(
             None, self.connection, types.SimpleNamespace(key='process'))
-        taker.record = store.WorkerRecord(taker.key)
-        taker._endings = []
-        [(job, _)] = taker._take_next(jobs, time.time())
+        self.taker.record = store.WorkerRecord(self.taker.key)
+        self.taker._endings = []
+
+    def put_elsewhere(self):
+        """Put a due job, in a transaction of another connection; return
+        that transaction (to commit)."""
         manager = transaction.TransactionManager()
         other = self.db.open(manager)
+        self.addCleanup(other.close)
         store.jobs_of(other).put(Job(uuid.uuid4().hex, MARK))
-        manager.commit()
-        other.close()
+        return manager
+
+    def bell(self):
+        return self.jobs.bells[0]()
+
+    def test_a_take_that_merged_with_a_put_rings_again(self):
+        # So a take that commits and rings nothing left no due job, as the
+        # workers of other processes conclude (wakeup.Watcher).
+        [(job, _)] = self.taker._take_next(self.jobs, time.time())
+        self.put_elsewhere().commit()
+        transaction.commit()
+        self.assertEqual({0}, self.taker._merged)
+        transaction.begin()
+        rung = self.bell()
+        self.taker._ring_again()
+        self.assertEqual(set(), self.taker._merged)
+        self.assertEqual(rung + 1, self.bell())
+        self.assertTrue(self.jobs.due_in(0, time.time()))
+        self.assertEqual(2, len(self.jobs))
+
+    def test_a_put_commits_after_a_take_from_its_shard(self):
+        # The transaction of a web request that puts a job does not
+        # conflict with the workers' takes.
+        put = self.put_elsewhere()
+        self.taker._take_next(self.jobs, time.time())
+        transaction.commit()
+        self.assertEqual(set(), self.taker._merged)
+        put.commit()
+        transaction.begin()
+        self.assertEqual(2, len(self.jobs))
+        self.assertTrue(self.jobs.due_in(0, time.time()))
+
+    def test_takes_of_the_same_job_conflict(self):
+        other = self.db.open(transaction.TransactionManager())
+        self.addCleanup(other.close)
+        jobs = store.jobs_of(other)
+        jobs.take(time.time())
+        self.taker._take_next(self.jobs, time.time())
+        other.transaction_manager.commit()
         with self.assertRaises(ConflictError):
             transaction.commit()
-        transaction.abort()
-        self.assertTrue(jobs.due_in(0, time.time()))
-        self.assertEqual(3, len(jobs))

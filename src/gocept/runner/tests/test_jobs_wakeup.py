@@ -17,6 +17,7 @@ import unittest
 import uuid
 
 import transaction
+import ZODB.config
 
 from gocept.runner import jobs
 from gocept.runner import testing
@@ -223,6 +224,20 @@ class OtherProcess:
                 self.assertEqual(1, client.counters_of()[0].count)
         self.stop_worker()
 
+    def test_jobs_put_by_commits_in_a_row_are_each_started_soon(self):
+        # However the wake-ups of the commits reach the worker: one at a
+        # time, or several together while it takes a job.
+        with self.client() as client:
+            self.start_idle_worker(client)
+            counters = client.counters(20)
+            job_ids = []
+            for counter in counters:
+                job_ids.append(jobprograms.mark.delay(counter))
+                transaction.commit()
+            for job_id in job_ids:
+                self.assert_started_soon(client, job_id)
+        self.stop_worker()
+
     def test_a_delayed_job_put_while_the_worker_idles_is_taken_in_time(
             self):
         with self.client() as client:
@@ -259,6 +274,61 @@ class RelStorageTest(OtherProcess, unittest.TestCase):
 
     def zodb_section(self):
         return self.layer.server.zodb_section(self.dbname)
+
+
+class ListenerTest(unittest.TestCase):
+    """The Listener of a RelStorage's workers, on the real PostgreSQL."""
+
+    layer = testing.POSTGRESQL_LAYER
+
+    def setUp(self):
+        if self.layer.server is None:
+            self.skipTest(self.layer.missing)
+        dbname = f'listener_{uuid.uuid4().hex}'
+        self.layer.server.create_database(dbname)
+        self.addCleanup(self.layer.server.drop_database, dbname)
+        db = ZODB.config.databaseFromString(
+            self.layer.server.zodb_section(dbname))
+        self.addCleanup(db.close)
+        self.adapter = wakeup.postgresql_adapter(db.storage)
+        self.rings = []
+        listener = wakeup.Listener(
+            self.adapter, lambda *ring: self.rings.append(ring))
+        listener.start()
+        self.addCleanup(listener.stop)
+        self.connection, self.cursor = self.adapter.connmanager.open()
+        self.addCleanup(self.connection.close)
+        self.wait(self.listening)
+        del self.rings[:]
+
+    def wait(self, condition):
+        deadline = time.monotonic() + TIMEOUT
+        while not condition():
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+
+    def listening(self):
+        """Whether a notification without a transaction id woke the
+        listener; else send one."""
+        if self.rings:
+            return True
+        self.cursor.execute(f"NOTIFY {wakeup.CHANNEL}, 'hello'")
+        self.connection.commit()
+        time.sleep(0.1)
+        return False
+
+    def test_notifications_that_arrive_together_each_wake(self):
+        # Commits in a row, read by one poll of the listening connection
+        # while its thread waited for the CPU: each names its shards.
+        for tid, index in zip(TIDS, (4, 7, 9)):
+            self.cursor.execute(
+                f"NOTIFY {wakeup.CHANNEL}, '{tid.hex()} {index}'")
+        self.connection.commit()
+        # The last is read last.
+        self.wait(lambda: TIDS[-1] in [tid for tid, _ in self.rings])
+        self.assertEqual(
+            [(tid, frozenset([index])) for tid, index in zip(TIDS, (4, 7, 9))],
+            self.rings)
 
 
 class FileStorageTest(unittest.TestCase):
