@@ -3,8 +3,12 @@
 import random
 import time
 
-import BTrees.LOBTree
 import persistent
+
+from gocept.runner.shards import first_key
+from gocept.runner.shards import job_count
+from gocept.runner.shards import keep_sentinel
+from gocept.runner.shards import new_shard
 
 
 SHARDS = 64
@@ -35,8 +39,7 @@ class Queue(persistent.Persistent):
     def __init__(self, shards=SHARDS):
         if shards < 1:
             raise ValueError(f'A queue needs at least one shard, not {shards}')
-        self._shards = tuple(
-            BTrees.LOBTree.LOBTree() for _ in range(shards))
+        self._shards = tuple(new_shard() for _ in range(shards))
 
     def put(self, job):
         """Queue `job` (any object the ZODB can store) in a random shard.
@@ -45,10 +48,11 @@ class Queue(persistent.Persistent):
         time of `put`, when they come from several processes).
         """
         shard = random.choice(self._shards)
+        keep_sentinel(shard)
         # The random bits keep puts at the same microsecond in other
         # transactions apart.
         key = _key(time.time()) | random.getrandbits(RANDOM_BITS)
-        if shard and key <= shard.maxKey():
+        if key <= shard.maxKey():
             key = shard.maxKey() + 1
         shard[key] = job
 
@@ -80,17 +84,16 @@ class Queue(persistent.Persistent):
         now = time.time()
         for step in range(count):
             index = (hand + step) % count
-            shard = self._shards[index]
-            if not shard:
+            key = first_key(self._shards[index])
+            if key is None:
                 continue
-            key = shard.minKey()
             if key > _key(now - self.patience * step / count):
                 continue  # fresh, for a hand nearer to it
             self._v_hand = (index + 1) % count
             if self._p_jar is not None:
                 self._p_jar.transaction_manager.get().addAfterCommitHook(
                     self._step_back_unless, (index,))
-            return shard.pop(key)
+            return self._shards[index].pop(key)
         return None
 
     def _step_back_unless(self, committed, index):
@@ -101,7 +104,7 @@ class Queue(persistent.Persistent):
 
     def __len__(self):
         """The number of queued jobs (reads every shard)."""
-        return sum(len(shard) for shard in self._shards)
+        return sum(job_count(shard) for shard in self._shards)
 
     def __bool__(self):
-        return any(self._shards)
+        return any(first_key(shard) is not None for shard in self._shards)

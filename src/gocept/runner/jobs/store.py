@@ -19,13 +19,16 @@ import socket
 import time
 
 import BTrees.Length
-import BTrees.LOBTree
 import BTrees.OOBTree
 import persistent
 
 from gocept.runner.jobs import record
 from gocept.runner.jobs import wakeup
 from gocept.runner.queue import RANDOM_BITS
+from gocept.runner.shards import first_key
+from gocept.runner.shards import job_count
+from gocept.runner.shards import keep_sentinel
+from gocept.runner.shards import new_shard
 
 
 #: The key of the Jobs container in the root of its database.
@@ -42,33 +45,6 @@ KEEP_DONE = 24 * 3600
 EXPIRE_BATCH = 1000
 
 _LOW_BITS = (1 << RANDOM_BITS) - 1
-
-#: The first key of every shard, below every job's, kept for good: a take
-#: (or an expiry) never removes the first key of a shard, and so BTrees
-#: merge it with an insert into the shard (a put, a done) committed at the
-#: same time, where they conflict when the first key goes.
-SENTINEL = -1
-
-
-def _shard():
-    """A new shard: a BTree with the SENTINEL."""
-    shard = BTrees.LOBTree.LOBTree()
-    shard[SENTINEL] = None
-    return shard
-
-
-def _first(shard):
-    """The key of the earliest job in `shard` (above the SENTINEL), or
-    None if it has none."""
-    try:
-        return shard.minKey(SENTINEL + 1)
-    except ValueError:
-        return None
-
-
-def _size(shard):
-    """How many jobs `shard` holds."""
-    return len(shard) - (SENTINEL in shard)
 
 
 def _key(seconds):
@@ -104,10 +80,10 @@ class Jobs(persistent.Persistent):
     def __init__(self, shards=SHARDS):
         if shards < 1:
             raise ValueError(f'Jobs need at least one shard, not {shards}')
-        self._pending = tuple(_shard() for _ in range(shards))
+        self._pending = tuple(new_shard() for _ in range(shards))
         # When each done job ends its time (a key as above) -> its id,
         # in as many shards.
-        self._done = tuple(_shard() for _ in range(shards))
+        self._done = tuple(new_shard() for _ in range(shards))
         self._records = BTrees.OOBTree.OOBTree()
         self._failed = BTrees.OOBTree.OOBTree()
         # The worker processes: a key -> a ProcessRecord.
@@ -132,12 +108,12 @@ class Jobs(persistent.Persistent):
 
     def due_in(self, index, now):
         """Whether a job of the shard `index` is due at `now`."""
-        first = _first(self._pending[index])
+        first = first_key(self._pending[index])
         return first is not None and first <= _key(now) | _LOW_BITS
 
     def __len__(self):
         """How many jobs are pending (reads every shard)."""
-        return sum(_size(shard) for shard in self._pending)
+        return sum(job_count(shard) for shard in self._pending)
 
     def worker_keys(self):
         """The keys of the workers of the worker processes (the dead ones'
@@ -156,8 +132,7 @@ class Jobs(persistent.Persistent):
 
     def _queue(self, job, index):
         shard = self._pending[index]
-        # Made before the sentinels were: from now on.
-        shard.setdefault(SENTINEL, None)
+        keep_sentinel(shard)
         key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
         while key in shard:
             key = _key(job.eta) | random.getrandbits(RANDOM_BITS)
@@ -198,7 +173,7 @@ class Jobs(persistent.Persistent):
             indexes = shards
         for index in indexes:
             shard = self._pending[index]
-            key = _first(shard)
+            key = first_key(shard)
             if key is None:
                 continue
             if key > due:
@@ -226,7 +201,7 @@ class Jobs(persistent.Persistent):
         if shard._p_changed is None:
             self._p_jar.prefetch(shard)
             return
-        first = _first(shard)
+        first = first_key(shard)
         if first is not None:
             self._p_jar.prefetch(shard[first])
 
@@ -242,7 +217,7 @@ class Jobs(persistent.Persistent):
         job.state = record.DONE
         # The shard it was taken from: workers seldom take from the same.
         shard = self._done[job.shard % len(self._done)]
-        shard.setdefault(SENTINEL, None)
+        keep_sentinel(shard)
         key = _key(now) | random.getrandbits(RANDOM_BITS)
         while key in shard:
             key += 1
@@ -281,7 +256,7 @@ class Jobs(persistent.Persistent):
         removed = 0
         for shard in self._done:
             while removed < limit:
-                first = _first(shard)
+                first = first_key(shard)
                 if first is None or first > oldest:
                     break
                 job_id = shard.pop(first)
@@ -305,17 +280,17 @@ class Jobs(persistent.Persistent):
         pending = delayed = 0
         earliest = None
         for shard in self._pending:
-            first = _first(shard)
+            first = first_key(shard)
             if first is None:
                 continue
             if earliest is None or first < earliest:
                 earliest = first
             if first > due:
-                delayed += _size(shard)
+                delayed += job_count(shard)
             else:
                 waiting = len(shard.keys(min=due, excludemin=True))
                 delayed += waiting
-                pending += _size(shard) - waiting
+                pending += job_count(shard) - waiting
         running = sum(1 for _ in self.running())
         return Depth(pending, delayed, running, len(self._failed),
                      None if earliest is None else _seconds(earliest))
