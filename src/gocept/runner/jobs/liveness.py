@@ -10,7 +10,9 @@ process whose record is older than `Jobs.dead_after` seconds is held dead
 of its workers was running has its attempt ended as 'died', which counts
 against the job's retries: it runs again, or, after its retries, is failed,
 so that a job that kills its process does not kill every worker in turn.
-The sweep also removes the done jobs that are no longer to be kept.
+About every EXPIRE seconds, the sweep also removes the done jobs that are
+no longer to be kept: that reads the shards of the done jobs, which every
+run changes, so the processes do it seldom, each at times of its own.
 
 Ages are told by the times of the transactions that wrote the records,
 which the storage assigns (the ZEO server, the PostgreSQL server of a
@@ -18,6 +20,7 @@ RelStorage), so that the hosts' clocks need not agree.
 """
 
 import logging
+import random
 import threading
 import time
 
@@ -35,6 +38,10 @@ log = logging.getLogger('gocept.runner.jobs')
 #: Seconds between two heartbeats (and sweeps) of a worker process, at
 #: most (a quarter of Jobs.dead_after, if that is shorter).
 BEAT = 5
+#: Seconds between two removals of the done jobs no longer kept by one
+#: worker process, on average (each pause a random half to one and a half
+#: of it).
+EXPIRE = 60
 # Seconds a worker waits for the first heartbeat of its process.
 START_TIMEOUT = 10
 # Seconds the end of a process waits for its heartbeat's last transaction.
@@ -72,6 +79,8 @@ class Liveness:
         # Where to put what it reads of the queue after each beat, if
         # anything: a gocept.runner.jobs.metrics.Queue.
         self.queue = None
+        # When (time.monotonic()) the next sweep removes done jobs.
+        self._expire_at = 0.0
 
     @property
     def interval(self):
@@ -152,7 +161,7 @@ class Liveness:
 
     def _sweep(self, connection, own_time):
         """Fail the jobs of dead processes; remove done jobs no longer
-        kept."""
+        kept (when EXPIRE seconds or so went by since it last did)."""
         transaction.begin()
         jobs = store.jobs_of(connection)
         dead = [key for key, process in jobs.processes().items()
@@ -165,6 +174,11 @@ class Liveness:
             for ending in endings:
                 ending.log()
                 self.counts.ended(ending)
+        if time.monotonic() < self._expire_at:
+            self._warned.discard('sweep')
+            return
+        self._expire_at = time.monotonic() + random.uniform(
+            EXPIRE / 2, EXPIRE * 3 / 2)
         while not self._stop.is_set():
             removed, _ = retry.run(
                 lambda: store.jobs_of(connection).expire(time.time()),

@@ -170,6 +170,31 @@ class SweepTest(unittest.TestCase):
         self.assertIsNone(jobs.get('old'))
         self.assertEqual('done', jobs.get('new').state)
 
+    def test_done_jobs_are_removed_about_every_EXPIRE_seconds(self):
+        def done(job_id):
+            jobs = self.jobs()
+            jobs.keep_done = 60
+            jobs.put(Job(job_id, 'module:function'))
+            taken, _ = jobs.take(time.time())
+            taken.begin_attempt('w', time.time() - 61)
+            jobs.done(taken, time.time() - 61)
+            transaction.commit()
+        done('first')
+        self.sweep(0)
+        started = time.monotonic()
+        self.assertIsNone(self.jobs().get('first'))
+        done('second')
+        self.sweep(0)
+        self.assertEqual('done', self.jobs().get('second').state)
+        self.assertGreaterEqual(self.sweeper._expire_at,
+                                started + liveness.EXPIRE / 2 - 1)
+        self.assertLessEqual(self.sweeper._expire_at,
+                             started + liveness.EXPIRE * 3 / 2)
+        # As if the time had come.
+        self.sweeper._expire_at = time.monotonic()
+        self.sweep(0)
+        self.assertIsNone(self.jobs().get('second'))
+
 
 class HeldCommit:
     """A synchronizer that holds the first commit of its thread until
