@@ -29,8 +29,9 @@ class Queue(persistent.Persistent):
     that commits, the job is done and gone; when it is aborted (an error, a
     conflict), the job is still queued.  The jobs are kept in `shards`
     BTrees, fixed when the queue is made; the queue object itself never
-    changes after that, and runners and producers working at the same time
-    seldom change the same shard, so their commits seldom conflict.
+    changes after that.  A put and a take of one shard commit side by side
+    (see gocept.runner.shards), and runners seldom take from the same
+    shard at the same time, so their commits seldom conflict.
     """
 
     # Seconds a new job is kept for the processes nearest to it.

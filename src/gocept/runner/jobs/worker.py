@@ -612,7 +612,7 @@ class JobWorker:
         commit, the shards found without a due job are noted so.
 
         A put into a shard commits beside a take from it (see
-        store.SENTINEL): when the take's commit was merged with one that
+        gocept.runner.shards): when the take's commit was merged with one that
         came between its start and its commit, the worker rings the
         shard's doorbell again, if it has a due job, in a transaction of
         its own right after (see `_ring_again`)."""
