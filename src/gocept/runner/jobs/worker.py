@@ -195,8 +195,10 @@ class JobWorker:
         if what == 'idle':
             self._poll_at = min(self._poll_at, self._looked + value)
             if shards is not None:
-                # The wait of its last look at every shard goes on.
-                value = max(0, self._poll_at - time.monotonic())
+                # Shards of others' shares may have a job still: the wait
+                # for its turn at them, or for its next look at every
+                # shard.
+                value = self._plan()[0]
             return value if wait is None else max(0, min(value, wait))
         if what == 'exit':
             return Exit
@@ -573,12 +575,13 @@ class JobWorker:
         return None
 
     def _worker_keys(self, jobs):
-        """The keys of the database's workers, sorted (read again after
-        WORKERS_SECONDS)."""
+        """The keys of the database's workers, sorted (read again when
+        what it read is WORKERS_SECONDS old)."""
         keys, read = self._workers
         if read is None or time.monotonic() - read > WORKERS_SECONDS:
             keys = tuple(sorted(jobs.worker_keys()))
-            self._workers = (keys, time.monotonic())
+            # As old as the transaction's start (a run's may be old).
+            self._workers = (keys, self.since)
         return keys
 
     def _share(self, jobs):

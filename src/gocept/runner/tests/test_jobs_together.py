@@ -232,6 +232,49 @@ class TakeTogetherTest(unittest.TestCase):
         takers[1]._poll_at = time.monotonic()
         self.assertEqual((0, None), takers[1]._plan())
 
+    def test_a_worker_that_found_its_shards_empty_waits_for_its_turn(self):
+        # Woken for a shard of its own and one of another's, it finds its
+        # own empty (the job went elsewhere): it looks at the other's in its
+        # turn, not at its next look at every shard.
+        watcher = wakeup.Watcher(self.db)
+        takers = self.idle_takers(2, watcher)
+        for taker in takers:
+            taker.liveness.key = 'elsewhere'
+        loop = types.SimpleNamespace(in_worker=False, running=True)
+        takers[0].loop = loop
+        self.addCleanup(lambda: takers[0]._since and
+                        transaction.manager.unregisterSynch(takers[0]._since))
+        own, other = takers[0]._share(self.jobs)[0], takers[1]._share(
+            self.jobs)[0]
+        job = Job(uuid.uuid4().hex, MARK)
+        self.jobs._records[job.id] = job
+        self.jobs._queue(job, other)
+        transaction.commit()
+        watcher.wake(tids(1)[0], frozenset([own, other]))
+        pause = takers[0].tick()
+        self.assertLess(pause, worker.MAX_TURN)
+        self.assertEqual({other}, set(watcher.candidates(self.jobs.shards)))
+        time.sleep(pause)
+        self.assertEqual((0, [other]), takers[0]._plan())
+
+    def test_workers_read_in_an_old_transaction_are_read_again(self):
+        # A run's transaction began when its job was taken, maybe long
+        # ago: what it read of the workers is as old as that.
+        taker = worker.JobWorker(
+            None, self.connection, types.SimpleNamespace(key='process'))
+        first = self.register(1)
+        taker.since = time.monotonic() - 2 * worker.WORKERS_SECONDS
+        self.assertEqual(tuple(first), taker._worker_keys(self.jobs))
+        process = self.jobs.processes()['elsewhere']
+        process.workers['elsewhere/new'] = store.WorkerRecord('elsewhere/new')
+        transaction.commit()
+        taker.since = time.monotonic()
+        self.assertIn('elsewhere/new', taker._worker_keys(self.jobs))
+        # Read in a transaction of now, they hold for WORKERS_SECONDS.
+        del process.workers['elsewhere/new']
+        transaction.commit()
+        self.assertIn('elsewhere/new', taker._worker_keys(self.jobs))
+
     def test_a_take_that_leaves_a_due_job_in_its_shard_rings_again(self):
         class Loop:
             def tick_now(self):
