@@ -83,12 +83,12 @@ class DocsLayer:
     """
 
 
-def file_storage_db(test, prefix='gocept.runner.'):
+def file_storage_db(test):
     """A ZODB.DB on a FileStorage in a temporary directory of its own,
     closed and removed when the unittest.TestCase `test` ends."""
     import ZODB
     import ZODB.FileStorage
-    directory = tempfile.mkdtemp(prefix=prefix)
+    directory = tempfile.mkdtemp(prefix='gocept.runner.')
     test.addCleanup(shutil.rmtree, directory)
     db = ZODB.DB(ZODB.FileStorage.FileStorage(
         os.path.join(directory, 'Data.fs')))

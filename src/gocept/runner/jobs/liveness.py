@@ -174,17 +174,15 @@ class Liveness:
             for ending in endings:
                 ending.log()
                 self.counts.ended(ending)
-        if time.monotonic() < self._expire_at:
-            self._warned.discard('sweep')
-            return
-        self._expire_at = time.monotonic() + random.uniform(
-            EXPIRE / 2, EXPIRE * 3 / 2)
-        while not self._stop.is_set():
-            removed, _ = retry.run(
-                lambda: store.jobs_of(connection).expire(time.time()),
-                begin=transaction.begin)
-            if removed < store.EXPIRE_BATCH:
-                break
+        if time.monotonic() >= self._expire_at:
+            self._expire_at = time.monotonic() + random.uniform(
+                EXPIRE / 2, EXPIRE * 3 / 2)
+            while not self._stop.is_set():
+                removed, _ = retry.run(
+                    lambda: store.jobs_of(connection).expire(time.time()),
+                    begin=transaction.begin)
+                if removed < store.EXPIRE_BATCH:
+                    break
         self._warned.discard('sweep')
 
     def _read_queue(self, connection):
