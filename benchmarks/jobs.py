@@ -27,11 +27,14 @@ Trials, each on an empty queue with the workers started and idle first:
 batch   COUNT jobs put at once (one transaction, or one batch), drained;
 fed     jobs put one at a time (a transaction each) by a producer while
         the workers take them;
+alone   the fed no-op jobs put by the producer with no worker running: the
+        most jobs a second that any fed row of the system can finish;
 for the workloads noop (the job does nothing), sleep (it waits 20 ms) and,
 at 8 workers, write (it returns a result that the system stores; a
 gocept.runner job also adds one to a counter of its own in the database).
 Then the latency: one worker process, idle; a job at a time is put, and
-the seconds from its put to its start are taken.
+the seconds from its put to its start are taken (gocept.runner: also to
+the start of the take that commits the job's attempt before it runs).
 
 Every job appends its call to a log outside any transaction (see
 jobqueues/calllog.py): a job no call of which ran to its end is lost; for
@@ -76,7 +79,7 @@ TIMEOUT = 300
 STARTUP_TIMEOUT = 180
 
 SYSTEMS = ('zeo', 'pg', 'procrastinate', 'rq', 'dramatiq')
-MODES = ('batch', 'fed', 'latency')
+MODES = ('batch', 'fed', 'alone', 'latency')
 TITLES = {
     'zeo': 'gocept.runner ZEO',
     'pg': 'gocept.runner RelStorage',
@@ -428,6 +431,14 @@ def trial(system, directory, mode, workload, count, workers, form):
     """One trial; return its figures."""
     os.makedirs(directory)
     env = system.prepare(directory)
+    if mode == 'alone':
+        try:
+            answer = system.command(env, 'produce', count, workload)
+        finally:
+            system.finish()
+        return {'rate': count / (answer['last'] - answer['first']),
+                'calls': 0, 'repeated': 0, 'stopped': True, 'lost': 0,
+                'twice': 0}
     processes = []
     try:
         processes, expected = system.workers(env, workers, form)
@@ -490,6 +501,8 @@ def figures(mode, count, calls, answer, check, stopped):
     if mode == 'latency':
         result['latencies'] = answer['latencies']
         result['latency'] = statistics.median(answer['latencies'])
+        if 'to_take' in answer:
+            result['to_take'] = answer['to_take']
         return result
     if not calls:
         result['rate'] = 0
@@ -528,6 +541,8 @@ def plan(args):
                              else args.side_jobs)
                     trials.append((name, 'batch', workload, count, 8,
                                    'threads'))
+        trials.append((name, 'alone', 'noop', args.fed_jobs, 0,
+                       'processes'))
         trials.append((name, 'latency', 'noop', args.latency_jobs, 1,
                        'processes'))
     # The spread: the drain of no-op jobs by the most workers, again, once
@@ -656,6 +671,11 @@ def report(args, results, load_before, load_after, elapsed):
     lines.append('  '.join(f'{t:>{w}}' if i > 2 else f'{t:<{w}}'
                            for i, (t, w) in enumerate(columns)))
     goals = []
+    # The producers' rates alone, and the comparisons of fed rows that no
+    # worker could meet: the peer finished more jobs a second than our
+    # producer alone put.
+    alone = {name: rate(name, 'alone', 'noop', 0)[0] for name in systems}
+    beyond = []
     for workload in ('noop', 'sleep'):
         for mode in ('batch', 'fed'):
             for workers in args.workers:
@@ -668,9 +688,27 @@ def report(args, results, load_before, load_after, elapsed):
                     cells.append(ratio(rates[o] or 0, rates[p]))
                     if rates[o] is not None and rates[p] is not None:
                         goals.append(rates[o] >= rates[p])
+                        if mode == 'fed' and alone.get(o) is not None and \
+                                rates[p] > alone[o]:
+                            beyond.append(rates[o] < rates[p])
                 lines.append('  '.join(
                     f'{c:>{w}}' if i > 2 else f'{c:<{w}}'
                     for i, (c, (_, w)) in enumerate(zip(cells, columns))))
+    if any(value is not None for value in alone.values()):
+        lines += [
+            '',
+            f'The producer alone: the {args.fed_jobs} fed no-op jobs put one'
+            ' at a time with no worker running.',
+            'No fed row can finish jobs faster than its producer puts them;'
+            ' beside workers, which share',
+            'the cores and the server with it, the producer puts fewer (the'
+            ' put rates in brackets above).',
+            '',
+            f'{"system":<25}  {"puts/s":>8}',
+        ]
+        for name in systems:
+            if alone[name] is not None:
+                lines.append(f'{TITLES[name]:<25}  {alone[name]:8.0f}')
     lines += [
         '',
         'At 8 workers, batch: jobs per second and waste (repeated calls in %'
@@ -722,8 +760,13 @@ def report(args, results, load_before, load_after, elapsed):
         f' job at a time ({args.latency_jobs} jobs,',
         'each after a pause of 0.2 to 0.5 s), from the return of the put'
         ' (the commit) to the job\'s start.',
+        'gocept.runner: the median split in two, from the put to the start'
+        ' of the worker\'s take, and',
+        'from there to the job\'s start: the take reads the job and'
+        ' commits its attempt before it runs.',
         '',
-        f'{"system":<25}  {"median":>8}  {"max":>8}',
+        f'{"system":<25}  {"median":>8}  {"max":>8}  {"to take":>8}'
+        f'  {"take":>8}',
     ]
     latencies = {}
     for name in systems:
@@ -738,8 +781,14 @@ def report(args, results, load_before, load_after, elapsed):
             values = [r['latency'] for r in found]
             longest = '-'
         latencies[name] = statistics.median(values)
+        split = ''
+        if all('to_take' in r for r in found):
+            parts = [(to_take, value - to_take) for r in found
+                     for to_take, value in zip(r['to_take'], r['latencies'])]
+            split = ''.join(f'  {1000 * statistics.median(part):6.1f}ms'
+                            for part in zip(*parts))
         lines.append(f'{TITLES[name]:<25}  {1000 * latencies[name]:6.1f}ms'
-                     f'  {longest:>8}')
+                     f'  {longest:>8}{split}')
     lost = sum(r['lost'] for rs in results.values() for r in rs)
     twice = sum(r['twice'] for rs in results.values() for r in rs)
     unstopped = sum(1 for rs in results.values() for r in rs
@@ -761,6 +810,10 @@ def report(args, results, load_before, load_after, elapsed):
         lines.append(f'- jobs/s at least procrastinate\'s and RQ\'s in every'
                      f' row: {met(all(goals))} ({sum(goals)} of'
                      f' {len(goals)} comparisons)')
+        if beyond:
+            lines.append(f'  of those not met, {sum(beyond)} are fed rows in'
+                         ' which the peer finished more jobs a second')
+            lines.append('  than our producer alone put')
     ours = {n: v for n, v in latencies.items() if n in OURS}
     if ours:
         peers = [latencies[n] for n in PEERS if n in latencies]

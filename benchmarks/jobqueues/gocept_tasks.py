@@ -44,9 +44,12 @@ def run(seq, workload, tally=None):
 
 
 def put_one(seq, workload):
+    """Put a job in a transaction of its own; return its id."""
     for attempt in transaction.manager.attempts():
         with attempt:
-            run.delay(seq, workload, Tally() if workload == 'write' else None)
+            job_id = run.delay(
+                seq, workload, Tally() if workload == 'write' else None)
+    return job_id
 
 
 def setup(count, workload):
@@ -78,14 +81,21 @@ def produce(count, workload):
 
 def latency(count, workload):
     """Put a job at a time into idle workers; the seconds from each put's
-    commit to its job's start."""
-    latencies = []
+    commit to its job's start, and to the start of its take (when its
+    first attempt began)."""
+    latencies, puts = [], []
     for seq in range(count):
         time.sleep(random.uniform(0.2, 0.5))
-        put_one(seq, workload)
+        job_id = put_one(seq, workload)
         put = time.time()
         latencies.append(calllog.wait_for_start(seq, put))
-    return {'latencies': latencies}
+        puts.append((job_id, put))
+    transaction.begin()
+    jobs = store.jobs_of(zope.component.hooks.getSite()._p_jar)
+    to_take = [jobs.get(job_id).attempts[0].started - put
+               for job_id, put in puts]
+    transaction.abort()
+    return {'latencies': latencies, 'to_take': to_take}
 
 
 def check(count, workload):
