@@ -30,12 +30,11 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 from profile_jobs import QUEUES
-from profile_jobs import SITE_ZCML
-from profile_jobs import Server
+from profile_jobs import configure
+from profile_jobs import serving
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,14 +76,7 @@ def wait_until(condition, what, timeout):
 def feed(server, directory, count, workers, threads_each=1):
     """Feed `count` jobs to `workers` worker processes of `threads_each`
     workers each; return the figures."""
-    conf = os.path.join(directory, 'zope.conf')
-    with open(conf, 'w') as f:
-        f.write(f'site-definition {SITE_ZCML}\n{server.zodb}\n'
-                '<eventlog>\n  level WARNING\n  <logfile>\n'
-                f'    path {directory}/worker.log\n  </logfile>\n'
-                '</eventlog>\n')
-    env = dict(os.environ, JOBBENCH_DIR=directory, PYTHONPATH=os.pathsep.join(
-        filter(None, [QUEUES, os.environ.get('PYTHONPATH')])))
+    conf, env = configure(server, directory)
     tasks = [sys.executable, os.path.join(QUEUES, 'gocept_tasks.py'), conf]
     subprocess.run(tasks + ['setup', '0', 'noop'], env=env, check=True,
                    stdout=subprocess.DEVNULL)
@@ -167,17 +159,10 @@ def main():
     ]
     for engine in args.engines:
         for workers, threads_each in args.workers:
-            with tempfile.TemporaryDirectory(
-                    prefix='gocept.runner.bench.', dir='/tmp') as directory:
-                os.chmod(directory, 0o755)
-                server = Server(engine, directory)
-                try:
-                    work = os.path.join(directory, 'work')
-                    os.mkdir(work)
-                    found = feed(server, work, args.jobs, workers,
-                                 threads_each)
-                finally:
-                    server.stop()
+            with serving(engine) as (server, directory):
+                work = os.path.join(directory, 'work')
+                os.mkdir(work)
+                found = feed(server, work, args.jobs, workers, threads_each)
             total = sum(found['per_job'])
             server_ms, workers_ms, producer_ms = found['per_job']
             other = ('-' if found['other'] is None

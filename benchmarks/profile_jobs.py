@@ -18,6 +18,7 @@ their own.  On a busy machine the rates swing; the counts do not.
 """
 
 import argparse
+import contextlib
 import os
 import pstats
 import subprocess
@@ -74,9 +75,23 @@ class Server:
         self.server.stop()
 
 
-def drain(server, directory, count, profile=None):
-    """Put `count` jobs and drain them with one worker process; return
-    its seconds and CPU seconds, and the server's CPU seconds."""
+@contextlib.contextmanager
+def serving(engine):
+    """A fresh Server of `engine` in a temporary directory that the user
+    postgres can read: yield it and the directory."""
+    with tempfile.TemporaryDirectory(
+            prefix='gocept.runner.bench.', dir='/tmp') as directory:
+        os.chmod(directory, 0o755)
+        server = Server(engine, directory)
+        try:
+            yield server, directory
+        finally:
+            server.stop()
+
+
+def configure(server, directory):
+    """Write the zope.conf of a trial on `server` in `directory`; return
+    its path and the environment of the trial's processes."""
     conf = os.path.join(directory, 'zope.conf')
     with open(conf, 'w') as f:
         f.write(f'site-definition {SITE_ZCML}\n{server.zodb}\n'
@@ -85,6 +100,13 @@ def drain(server, directory, count, profile=None):
                 '</eventlog>\n')
     env = dict(os.environ, JOBBENCH_DIR=directory, PYTHONPATH=os.pathsep.join(
         filter(None, [QUEUES, os.environ.get('PYTHONPATH')])))
+    return conf, env
+
+
+def drain(server, directory, count, profile=None):
+    """Put `count` jobs and drain them with one worker process; return
+    its seconds and CPU seconds, and the server's CPU seconds."""
+    conf, env = configure(server, directory)
     for command in ('setup', 'put'):
         subprocess.run(
             [sys.executable, os.path.join(QUEUES, 'gocept_tasks.py'), conf,
@@ -128,20 +150,14 @@ def main():
                         help='functions with the most time of their own')
     args = parser.parse_args()
     for engine in args.engines:
-        with tempfile.TemporaryDirectory(
-                prefix='gocept.runner.bench.', dir='/tmp') as directory:
-            os.chmod(directory, 0o755)
-            server = Server(engine, directory)
-            try:
-                plain = os.path.join(directory, 'plain')
-                profiled = os.path.join(directory, 'profiled')
-                os.mkdir(plain)
-                os.mkdir(profiled)
-                seconds, cpu, server_cpu = drain(server, plain, args.jobs)
-                profile = os.path.join(directory, 'profile')
-                drain(server, profiled, args.jobs, profile)
-            finally:
-                server.stop()
+        with serving(engine) as (server, directory):
+            plain = os.path.join(directory, 'plain')
+            profiled = os.path.join(directory, 'profiled')
+            os.mkdir(plain)
+            os.mkdir(profiled)
+            seconds, cpu, server_cpu = drain(server, plain, args.jobs)
+            profile = os.path.join(directory, 'profile')
+            drain(server, profiled, args.jobs, profile)
             print(f'{engine}: {args.jobs} jobs, one worker:'
                   f' {args.jobs / seconds:.0f} jobs/s;'
                   f' {seconds / args.jobs * 1000:.2f} ms a job, of which'
