@@ -3,8 +3,9 @@
 SIGTERM and SIGHUP stop every loop of the process after its running tick
 has committed.  SIGINT stops them too, and aborts a worker that is running
 in the main thread (as Ctrl-C would; a worker in a thread of its own runs
-to the end of its tick).  SIGUSR2 reopens the log files (logrotate,
-zdaemon's ``logreopen``).
+to the end of its tick), also one about to run: a worker called after a
+SIGINT in its tick aborts as it begins (see `worker_begins`).  SIGUSR2
+reopens the log files (logrotate, zdaemon's ``logreopen``).
 
 The handlers are installed for a whole run, from reading zope.conf until
 the database is closed (see `handled`).  A handler only records the signal
@@ -125,6 +126,17 @@ class Signals(Middleware):
                 self.reopen = False
                 ZConfig.components.logger.loghandler.reopenFiles()
                 debug.debug('Log files reopened')
+
+
+def worker_begins(loop):
+    """Mark the worker of `loop` as running (`in_worker`): a SIGINT now
+    aborts it if the loop runs in the main thread.  One that came since its
+    tick began aborts it at once, raising KeyboardInterrupt here."""
+    loop.in_worker = True
+    process = loop.process
+    if (loop.signal == signal.SIGINT and process is not None
+            and process.main_loop is loop):
+        raise KeyboardInterrupt
 
 
 def received(loop, signum, frame):

@@ -17,6 +17,7 @@ from gocept.runner import forks
 from gocept.runner import outage
 from gocept.runner import peritem
 from gocept.runner import retry
+from gocept.runner import signals
 
 
 # The loop's logger: these lines are the ones the first gocept.runner
@@ -183,8 +184,8 @@ class Steps:
         tick, loop = self.tick, self.loop
         tick._returned = False
         generation = forks.generation
-        loop.in_worker = True
         try:
+            signals.worker_begins(loop)
             result = loop.worker()
         except BaseException as e:
             loop.in_worker = False

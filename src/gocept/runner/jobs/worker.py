@@ -54,6 +54,7 @@ from gocept.runner import assembly
 from gocept.runner import config
 from gocept.runner import outage
 from gocept.runner import retry
+from gocept.runner import signals
 from gocept.runner import tracing
 from gocept.runner.decorators import appmain
 from gocept.runner.jobs import attempts
@@ -552,8 +553,8 @@ class JobWorker:
         limit; return its result."""
         if job.principal is not None:
             self.loop.act_as(job.principal)
-        self.loop.in_worker = True
         try:
+            signals.worker_begins(self.loop)
             with time_limit(job.time_limit):
                 return function.function(*job.args, **job.kwargs)
         finally:

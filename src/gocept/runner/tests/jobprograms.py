@@ -4,7 +4,9 @@ their database for the tests of gocept.runner.jobs.
 Run workers as ``python -m gocept.runner.tests.jobprograms ZOPE_CONF
 [KEY=VALUE...]``: ``workers=N`` loops in threads (1: in the main thread),
 ``burst=1`` to end when no job is left, ``poll=SECONDS`` for the idle
-workers' poll (gocept.runner.jobs.worker.POLL), and the process settings of
+workers' poll (gocept.runner.jobs.worker.POLL), ``sigint_after_take=1`` for
+a SIGINT to the process as soon as the main thread's first take of a job
+has committed (see SigintAfterTake), and the process settings of
 gocept.runner.assembly.Run (``max_runtime=...``).  The exit status is the
 process's (see gocept.runner.status).
 """
@@ -281,6 +283,30 @@ def run(zope_conf, workers=1, burst=False, max_ticks=None, **settings):
                         environment.application(zope_conf), **settings)
 
 
+# What the process keeps for as long as it runs.
+_kept = []
+
+
+class SigintAfterTake:
+    """A synchronizer of the main thread's transactions: when the first
+    take of a job has committed, it sends the process SIGINT, which comes
+    between the take and the job's call."""
+
+    sent = False
+
+    def afterCompletion(self, txn):
+        if not self.sent and txn.status == transaction._transaction.Status.\
+                COMMITTED and ': take job ' in txn.description:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def beforeCompletion(self, txn):
+        pass
+
+    def newTransaction(self, txn):
+        pass
+
+
 def main(argv):
     settings = dict(arg.split('=', 1) for arg in argv[1:])
     settings = {key: float(value) for key, value in settings.items()}
@@ -289,6 +315,10 @@ def main(argv):
     if 'max_ticks' in settings:
         settings['max_ticks'] = int(settings['max_ticks'])
     worker.POLL = settings.pop('poll', worker.POLL)
+    if settings.pop('sigint_after_take', 0):
+        # The transaction manager holds its synchronizers weakly.
+        _kept.append(SigintAfterTake())
+        transaction.manager.registerSynch(_kept[-1])
     process = run(argv[0], **settings)
     sys.exit(status.process_status(process))
 

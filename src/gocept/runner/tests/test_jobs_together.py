@@ -115,7 +115,8 @@ class TakeTogetherTest(unittest.TestCase):
         # jobs are found, and a worker finds its jobs left running when the
         # storage went away (see JobWorker._take).
         taker = worker.JobWorker(
-            types.SimpleNamespace(running=False, act_as=lambda who: None),
+            types.SimpleNamespace(running=False, act_as=lambda who: None,
+                                  signal=None, process=None),
             self.connection, types.SimpleNamespace(key='process'))
         process = self.jobs.processes()['process'] = store.ProcessRecord(
             'process')

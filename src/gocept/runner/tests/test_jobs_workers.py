@@ -486,6 +486,25 @@ class Scenarios:
             self.assertEqual(0, job.tries)
             self.assertEqual(0, client.counters_of()[0].count)
 
+    def test_sigint_between_the_take_and_the_call_interrupts_the_job(self):
+        # The SIGINT comes when the take has committed, before the job's
+        # function is called: the job does not run, and is queued again.
+        with self.client() as client:
+            counter, = client.counters(1)
+            job_id = jobprograms.long_run.delay(counter)
+            transaction.commit()
+        started = time.monotonic()
+        worker = self.start(sigint_after_take=1)
+        self.assertGreaterEqual(self.wait(worker), 0)
+        self.assertLess(time.monotonic() - started, 30, self.output())
+        with self.client() as client:
+            job = client.record(job_id)
+            self.assertEqual('pending', job.state)
+            self.assertEqual(['interrupted'],
+                             [attempt.outcome for attempt in job.attempts])
+            self.assertEqual(0, job.tries)
+            self.assertEqual(0, client.counters_of()[0].count)
+
     def test_status_while_workers_run(self):
         if not self.shared:
             self.skipTest('One process at a time opens a FileStorage')

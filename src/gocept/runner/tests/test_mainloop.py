@@ -18,6 +18,7 @@ import zope.site.folder
 import zope.site.site
 
 import gocept.runner
+from gocept.runner.middleware import Middleware
 from gocept.runner.runner import init
 from gocept.runner.testing import write_zope_conf
 
@@ -139,6 +140,44 @@ class MainLoopTest(unittest.TestCase):
         self.assertNotIn(signal.SIG_DFL, seen.values())
         for signum in self.signums:
             self.assertIs(signal.SIG_DFL, signal.getsignal(signum))
+
+    def test_SIGINT_after_the_tick_began_aborts_the_worker_before_it_runs(
+            self):
+        # A real SIGINT that comes while the tick begins its transaction,
+        # before the worker is called: the worker does not run, as one it
+        # had come to would have been interrupted.
+        class Interrupt(Middleware):
+            armed = False
+
+            def before_tick(self, loop):
+                self.armed = True
+
+            # A transaction synchronizer of the loop's thread.
+            def newTransaction(self, txn):
+                if self.armed:
+                    self.armed = False
+                    os.kill(os.getpid(), signal.SIGINT)
+
+            def beforeCompletion(self, txn):
+                pass
+
+            def afterCompletion(self, txn):
+                pass
+
+        interrupt = Interrupt()
+        transaction.manager.registerSynch(interrupt)
+        self.addCleanup(transaction.manager.unregisterSynch, interrupt)
+        ran = []
+
+        @gocept.runner.appmain(ticks=0, middleware=[interrupt])
+        def worker():
+            ran.append(True)
+            return gocept.runner.Exit
+        with self.assertLogs('gocept.runner', logging.INFO) as logs:
+            worker(None, self.conf)
+        self.assertEqual([], ran)
+        self.assertEqual(['Received signal 2, terminating.'],
+                         [r.getMessage() for r in logs.records])
 
     def test_a_programs_own_signal_handlers_stay(self):
         def handler(signum, frame):
