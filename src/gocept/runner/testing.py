@@ -96,6 +96,22 @@ def file_storage_db(test):
     return db
 
 
+class Synchronizer:
+    """A transaction synchronizer that does nothing: tests subclass it
+    for what they do at one point of a transaction (register an instance
+    that is kept: a transaction manager holds its synchronizers
+    weakly)."""
+
+    def newTransaction(self, txn):
+        pass
+
+    def beforeCompletion(self, txn):
+        pass
+
+    def afterCompletion(self, txn):
+        pass
+
+
 def free_port():
     """A TCP port on the loopback interface that nothing listens on now."""
     with socket.socket() as s:

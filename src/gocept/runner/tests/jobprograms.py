@@ -287,7 +287,7 @@ def run(zope_conf, workers=1, burst=False, max_ticks=None, **settings):
 _kept = []
 
 
-class SigintAfterTake:
+class SigintAfterTake(testing.Synchronizer):
     """A synchronizer of the main thread's transactions: when the first
     take of a job has committed, it sends the process SIGINT, which comes
     between the take and the job's call."""
@@ -299,12 +299,6 @@ class SigintAfterTake:
                 COMMITTED and ': take job ' in txn.description:
             self.sent = True
             os.kill(os.getpid(), signal.SIGINT)
-
-    def beforeCompletion(self, txn):
-        pass
-
-    def newTransaction(self, txn):
-        pass
 
 
 def main(argv):

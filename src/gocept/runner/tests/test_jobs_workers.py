@@ -464,10 +464,7 @@ class Scenarios:
                 self.assertLess(attempt.started, max(job.eta, up) + 1)
 
     def test_sigint_interrupts_a_job_in_the_main_thread(self):
-        with self.client() as client:
-            counter, = client.counters(1)
-            job_id = jobprograms.long_run.delay(counter)
-            transaction.commit()
+        job_id = self.put_long_run()
         worker = self.start()
         deadline = time.monotonic() + TIMEOUT
         while f'{job_id}: attempt 1 started' not in self.output():
@@ -477,9 +474,23 @@ class Scenarios:
         worker.send_signal(signal.SIGINT)
         self.assertGreaterEqual(self.wait(worker), 0)
         self.assertLess(time.monotonic() - started, 10)
+        self.assertInterruptedAndQueuedAgain(job_id)
+
+    def put_long_run(self):
+        """Put a job that changes a counter, then computes for 30 s;
+        return its id."""
+        with self.client() as client:
+            counter, = client.counters(1)
+            job_id = jobprograms.long_run.delay(counter)
+            transaction.commit()
+        return job_id
+
+    def assertInterruptedAndQueuedAgain(self, job_id):
+        """The job `job_id` (long_run) was interrupted, its change not
+        stored, and is queued again at once, its attempt not counted: not
+        the job's fault."""
         with self.client() as client:
             job = client.record(job_id)
-            # Queued again at once, not counted: not the job's fault.
             self.assertEqual('pending', job.state)
             self.assertEqual(['interrupted'],
                              [attempt.outcome for attempt in job.attempts])
@@ -489,21 +500,12 @@ class Scenarios:
     def test_sigint_between_the_take_and_the_call_interrupts_the_job(self):
         # The SIGINT comes when the take has committed, before the job's
         # function is called: the job does not run, and is queued again.
-        with self.client() as client:
-            counter, = client.counters(1)
-            job_id = jobprograms.long_run.delay(counter)
-            transaction.commit()
+        job_id = self.put_long_run()
         started = time.monotonic()
         worker = self.start(sigint_after_take=1)
         self.assertGreaterEqual(self.wait(worker), 0)
         self.assertLess(time.monotonic() - started, 30, self.output())
-        with self.client() as client:
-            job = client.record(job_id)
-            self.assertEqual('pending', job.state)
-            self.assertEqual(['interrupted'],
-                             [attempt.outcome for attempt in job.attempts])
-            self.assertEqual(0, job.tries)
-            self.assertEqual(0, client.counters_of()[0].count)
+        self.assertInterruptedAndQueuedAgain(job_id)
 
     def test_status_while_workers_run(self):
         if not self.shared:

@@ -20,6 +20,7 @@ import zope.site.site
 import gocept.runner
 from gocept.runner.middleware import Middleware
 from gocept.runner.runner import init
+from gocept.runner.testing import Synchronizer
 from gocept.runner.testing import write_zope_conf
 
 
@@ -146,23 +147,17 @@ class MainLoopTest(unittest.TestCase):
         # A real SIGINT that comes while the tick begins its transaction,
         # before the worker is called: the worker does not run, as one it
         # had come to would have been interrupted.
-        class Interrupt(Middleware):
+        class Interrupt(Middleware, Synchronizer):
             armed = False
 
             def before_tick(self, loop):
                 self.armed = True
 
-            # A transaction synchronizer of the loop's thread.
+            # As a transaction synchronizer of the loop's thread.
             def newTransaction(self, txn):
                 if self.armed:
                     self.armed = False
                     os.kill(os.getpid(), signal.SIGINT)
-
-            def beforeCompletion(self, txn):
-                pass
-
-            def afterCompletion(self, txn):
-                pass
 
         interrupt = Interrupt()
         transaction.manager.registerSynch(interrupt)
